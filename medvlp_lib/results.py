@@ -1,0 +1,124 @@
+"""Reading and writing ``results/*.json`` with provenance.
+
+Every results file records what produced it: the command that regenerates it, the git commit, the
+profile, the seeds, the machine and the wall time. Results files are written only by code, never by
+hand; the book and the claims ledger read them through :func:`read_result`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .utils import git_commit, results_dir
+
+__all__ = ["write_result", "read_result", "list_results", "Stopwatch", "mean_std"]
+
+_START = time.time()
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        return False
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _machine() -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_result(name: str, payload: dict, *, profile: str | None = None, seeds=None,
+                 command: str | None = None, wall_time_s: float | None = None,
+                 directory: str | Path | None = None) -> Path:
+    """Write ``results/<name>.json`` = payload + provenance; returns the path.
+
+    ``command`` defaults to the command line of the running process. ``wall_time_s`` defaults to the
+    time since this module was imported (i.e. roughly the process' run time).
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"result name must be a plain file stem like 'clip_batch_size', got {name!r}")
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
+    if command is None:
+        command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+    record = {
+        "name": name,
+        "command": command,
+        "commit": git_commit(),
+        "profile": profile,
+        "seeds": list(seeds) if seeds is not None else None,
+        "wall_time_s": round(wall_time_s if wall_time_s is not None else time.time() - _START, 2),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        **_jsonable(payload),
+    }
+    out = Path(directory) if directory is not None else results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_result(name: str, directory: str | Path | None = None) -> dict:
+    """Load ``results/<name>.json``; a clear error says which command would create it if missing."""
+    base = Path(directory) if directory is not None else results_dir()
+    path = base / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no results file {path}; run `python -m medvlp_lib.experiments run {name}` "
+                                "(or the benchmark of that name) to create it")
+    return json.loads(path.read_text())
+
+
+def list_results(directory: str | Path | None = None) -> list[str]:
+    base = Path(directory) if directory is not None else results_dir()
+    return sorted(p.stem for p in base.glob("*.json"))
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size == 0:
+        raise ValueError("mean_std needs at least one value")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0

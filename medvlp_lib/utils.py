@@ -1,0 +1,84 @@
+"""Small runtime helpers shared by every chapter: device choice, seeding, AMP, provenance.
+
+One home for each of these so that notebooks, experiments and tests agree on them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["get_device", "seed_everything", "autocast", "git_commit", "project_root", "results_dir"]
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Return the best available device: CUDA, then Apple MPS, then CPU.
+
+    ``prefer`` (or the environment variable ``MEDVLP_DEVICE``) forces a device, e.g. ``"cpu"``.
+    """
+    prefer = prefer or os.environ.get("MEDVLP_DEVICE")
+    if prefer:
+        dev = torch.device(prefer)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={prefer!r} was requested but CUDA is not available on this machine")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(f"device={prefer!r} was requested but Apple MPS is not available on this machine")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices) from one integer; returns a seeded CPU generator."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def autocast(device: torch.device | str):
+    """Mixed precision on CUDA only (bfloat16 where supported, else float16); a no-op elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def project_root() -> Path:
+    """The repository root (the folder holding ``pyproject.toml``), or the current folder."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def results_dir() -> Path:
+    """Where experiment and benchmark results are written (``MEDVLP_RESULTS`` overrides)."""
+    path = Path(os.environ.get("MEDVLP_RESULTS", project_root() / "results"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def git_commit() -> str:
+    """The current git commit (with ``-dirty`` if the tree has uncommitted changes), or ``"unknown"``."""
+    root = project_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
