@@ -1,0 +1,172 @@
+"""Named experiments with profiles and seeds, runnable from the command line and from notebooks.
+
+An experiment is a function ``fn(cfg: dict, seed: int) -> dict`` of metrics (nested dicts of numbers
+are flattened to ``"a/b"`` keys). Each experiment declares its configuration per profile:
+
+* ``fast`` — what CI and the book build execute (seconds to a couple of minutes on CPU);
+* ``cpu``  — a laptop run large enough for the paper's effect, if it exists, to show above seed noise;
+  its results are committed under ``results/`` and discussed in the prose and the claims ledger;
+* ``gpu``  — the papers' own scale.
+
+``run(name, profile, seeds)`` runs every seed, aggregates mean +/- std per metric and writes
+``results/<name>.json`` (``cpu``/``gpu``) or ``results/tmp/<name>__fast.json`` (``fast``, not committed),
+with the command that regenerates it, the commit, the seeds and the wall time.
+
+Command line::
+
+    python -m medvlp_lib.experiments list
+    python -m medvlp_lib.experiments run clip_batch_size --profile cpu --seeds 0 1 2
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..results import write_result, read_result
+from ..utils import results_dir
+
+__all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten"]
+
+PROFILES = ("fast", "cpu", "gpu")
+_REGISTRY: dict[str, "Experiment"] = {}
+# modules that define experiments; imported lazily so `list` sees everything
+_MODULES = ("medvlp_lib.experiments.clip_baseline",)
+
+
+@dataclass
+class Experiment:
+    name: str
+    fn: Callable[[dict, int], dict]
+    profiles: dict[str, dict]
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"fast": (0,), "cpu": (0, 1, 2), "gpu": (0, 1, 2)})
+    description: str = ""
+
+    def config(self, profile: str, overrides: dict | None = None) -> dict:
+        if profile not in self.profiles:
+            raise ValueError(f"experiment {self.name!r} has no profile {profile!r}; it has {sorted(self.profiles)}")
+        cfg = copy.deepcopy(self.profiles[profile])
+        for key, value in (overrides or {}).items():
+            if key not in cfg:
+                raise ValueError(f"unknown override {key!r} for experiment {self.name!r}; known keys: {sorted(cfg)}")
+            cfg[key] = value
+        return cfg
+
+
+def register(name: str, profiles: dict[str, dict], seeds: dict | None = None, description: str = ""):
+    """Decorator registering ``fn(cfg, seed) -> metrics`` under ``name``."""
+    missing = [p for p in PROFILES if p not in profiles]
+    if missing:
+        raise ValueError(f"experiment {name!r} must define every profile; missing {missing}")
+
+    def deco(fn):
+        exp = Experiment(name, fn, profiles, description=description or (fn.__doc__ or "").strip().split("\n")[0])
+        if seeds:
+            exp.seeds = {**exp.seeds, **seeds}
+        _REGISTRY[name] = exp
+        return fn
+    return deco
+
+
+def _load_all():
+    for mod in _MODULES:
+        importlib.import_module(mod)
+
+
+def names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Experiment:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown experiment {name!r}; available: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """``{"b16": {"r1": 0.1}} -> {"b16/r1": 0.1}``; non-numeric leaves are dropped."""
+    out = {}
+    for key, value in metrics.items():
+        k = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, k + "/"))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            out[k] = float(value)
+    return out
+
+
+def _summarise(per_seed: dict[int, dict]) -> dict[str, dict]:
+    flat = {seed: flatten(m) for seed, m in per_seed.items()}
+    keys = sorted(set().union(*[set(f) for f in flat.values()])) if flat else []
+    summary = {}
+    for key in keys:
+        vals = [flat[s][key] for s in flat if key in flat[s] and np.isfinite(flat[s][key])]
+        if not vals:
+            continue
+        arr = np.asarray(vals)
+        summary[key] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+                        "n": int(arr.size), "values": [float(v) for v in arr]}
+    return summary
+
+
+def result_name(name: str, profile: str) -> str:
+    return name if profile != "fast" else f"tmp/{name}__fast"
+
+
+def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = None, write: bool = True,
+        verbose: bool = True) -> dict:
+    """Run a named experiment for every seed and (optionally) write its results file; returns the record."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    exp = get(name)
+    cfg = exp.config(profile, overrides)
+    seeds = tuple(int(s) for s in (seeds if seeds is not None else exp.seeds[profile]))
+    if not seeds:
+        raise ValueError("seeds must contain at least one seed")
+    t0 = time.time()
+    per_seed = {}
+    for seed in seeds:
+        if verbose:
+            print(f"[{name}] profile={profile} seed={seed}", flush=True)
+        per_seed[seed] = exp.fn(copy.deepcopy(cfg), seed)
+    wall = time.time() - t0
+    record = {"experiment": name, "description": exp.description, "config": cfg,
+              "per_seed": {str(s): m for s, m in per_seed.items()}, "summary": _summarise(per_seed)}
+    command = "python -m medvlp_lib.experiments run {} --profile {} --seeds {}".format(
+        name, profile, " ".join(map(str, seeds)))
+    if overrides:
+        command += " --set " + " ".join(shlex.quote(f"{k}={v!r}") for k, v in overrides.items())
+    if write:
+        rname = result_name(name, profile)
+        directory = results_dir() / "tmp" if profile == "fast" else results_dir()
+        path = write_result(rname.split("/")[-1], record, profile=profile, seeds=seeds, command=command,
+                            wall_time_s=wall, directory=directory)
+        record["path"] = str(path)
+        if verbose:
+            print(f"[{name}] wrote {path} ({wall:.0f}s)", flush=True)
+    return record
+
+
+def load(name: str, profile: str = "cpu") -> dict:
+    """Read the results file of experiment ``name`` for ``profile``."""
+    if profile == "fast":
+        return read_result(f"{name}__fast", directory=results_dir() / "tmp")
+    rec = read_result(name)
+    if rec.get("profile") != profile:
+        raise ValueError(f"results/{name}.json holds profile {rec.get('profile')!r}, not {profile!r}")
+    return rec
+
+
+def summary_table(record: dict, keys=None):
+    """A pandas DataFrame ``metric | mean | std | n`` from a run record."""
+    import pandas as pd
+    rows = [{"metric": k, "mean": v["mean"], "std": v["std"], "n": v["n"]}
+            for k, v in record["summary"].items() if keys is None or k in keys]
+    return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame(columns=["mean", "std", "n"])

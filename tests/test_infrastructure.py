@@ -1,0 +1,122 @@
+"""Results files, the experiment registry, the claims ledger and device/seed helpers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medvlp_lib import ledger
+from medvlp_lib.experiments import flatten, register, run, _REGISTRY
+from medvlp_lib.results import mean_std, read_result, write_result
+from medvlp_lib.utils import autocast, get_device, seed_everything
+
+
+def test_write_result_records_provenance(tmp_path):
+    path = write_result("demo", {"metric": np.float32(0.5), "arr": np.arange(3), "t": torch.tensor([1.0])},
+                        profile="cpu", seeds=[0, 1], command="python x.py", wall_time_s=1.234, directory=tmp_path)
+    rec = json.loads(path.read_text())
+    assert rec["command"] == "python x.py" and rec["profile"] == "cpu" and rec["seeds"] == [0, 1]
+    assert rec["wall_time_s"] == 1.23 and rec["metric"] == 0.5 and rec["arr"] == [0, 1, 2] and rec["t"] == [1.0]
+    assert "commit" in rec and "machine" in rec and "created" in rec
+    assert read_result("demo", directory=tmp_path)["metric"] == 0.5
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", ".hidden"])
+def test_write_result_rejects_bad_names(tmp_path, bad):
+    with pytest.raises(ValueError, match="result name"):
+        write_result(bad, {}, directory=tmp_path)
+
+
+def test_read_result_missing_says_how_to_create(tmp_path):
+    with pytest.raises(FileNotFoundError, match="medvlp_lib.experiments run nothing_here"):
+        read_result("nothing_here", directory=tmp_path)
+
+
+def test_mean_std():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_flatten_nested_metrics():
+    assert flatten({"b16": {"r1": 1, "curve": [1, 2]}, "x": 2.5, "flag": True}) == {"b16/r1": 1.0, "x": 2.5}
+
+
+def test_experiment_run_aggregates_over_seeds(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDVLP_RESULTS", str(tmp_path))
+    profiles = {p: {"scale": 1.0} for p in ("fast", "cpu", "gpu")}
+
+    @register("_toy", profiles)
+    def _toy(cfg, seed):
+        return {"a": {"m": cfg["scale"] * seed}}
+
+    try:
+        rec = run("_toy", "cpu", seeds=[1, 2, 3], verbose=False)
+        assert rec["summary"]["a/m"]["mean"] == pytest.approx(2.0)
+        assert rec["summary"]["a/m"]["std"] == pytest.approx(1.0)
+        on_disk = json.loads((tmp_path / "_toy.json").read_text())
+        assert on_disk["command"].endswith("run _toy --profile cpu --seeds 1 2 3")
+        assert on_disk["seeds"] == [1, 2, 3] and on_disk["profile"] == "cpu"
+        run("_toy", "fast", seeds=[0], verbose=False)
+        assert (tmp_path / "tmp" / "_toy__fast.json").exists()  # fast runs never overwrite committed results
+        with pytest.raises(ValueError, match="unknown override"):
+            run("_toy", "cpu", seeds=[0], overrides={"nope": 1}, verbose=False)
+        with pytest.raises(ValueError, match="profile must be one of"):
+            run("_toy", "huge", verbose=False)
+    finally:
+        _REGISTRY.pop("_toy", None)
+
+
+def test_register_requires_every_profile():
+    with pytest.raises(ValueError, match="missing"):
+        register("_bad", {"fast": {}})
+
+
+def test_compare_needs_effect_beyond_noise():
+    a = {"mean": 0.30, "std": 0.01, "n": 3}
+    b = {"mean": 0.20, "std": 0.01, "n": 3}
+    assert ledger.compare(a, b)[0] is True
+    assert ledger.compare(b, a)[0] is False
+    assert ledger.compare(b, a, higher_is_better=False)[0] is True
+    noisy = {"mean": 0.22, "std": 0.10, "n": 3}
+    assert ledger.compare(noisy, b)[0] is False
+    one_seed = {"mean": 0.9, "std": 0.0, "n": 1}
+    assert ledger.compare(one_seed, b)[0] is False  # one seed is never evidence
+
+
+def test_ledger_pending_without_results(tmp_path):
+    rows = ledger.evaluate_claims(directory=tmp_path)
+    assert len(rows) == len(ledger.CLAIMS) and all(r["verdict"] == "pending" for r in rows)
+
+
+def test_ledger_reads_results_and_gives_verdict(tmp_path):
+    def entry(m, s):
+        return {"mean": m, "std": s, "n": 3, "values": [m - s, m, m + s]}
+    summary = {"b16/i2t_R@1": entry(0.05, 0.01), "b128/i2t_R@1": entry(0.12, 0.01),
+               "b16/zero_shot_auc": entry(0.6, 0.01), "b128/zero_shot_auc": entry(0.7, 0.01)}
+    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=[0, 1, 2], directory=tmp_path)
+    row = {r["id"]: r for r in ledger.evaluate_claims(directory=tmp_path)}["clip-small-batch"]
+    assert row["verdict"] == "reproduced" and "5.0 ± 1.0" in row["ours"]
+    summary["b128/i2t_R@1"] = entry(0.055, 0.02)
+    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=[0, 1, 2], directory=tmp_path)
+    row = {r["id"]: r for r in ledger.evaluate_claims(directory=tmp_path)}["clip-small-batch"]
+    assert row["verdict"] == "not reproduced"
+
+
+def test_device_and_seed_helpers(monkeypatch):
+    assert get_device("cpu").type == "cpu"
+    monkeypatch.delenv("MEDVLP_DEVICE", raising=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            get_device("cuda")
+    seed_everything(3)
+    a = torch.rand(3)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(3))
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(-1)
+    with autocast("cpu"):  # a no-op off CUDA
+        assert torch.ones(1).dtype == torch.float32
