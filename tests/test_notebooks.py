@@ -1,0 +1,108 @@
+"""Notebook sources, their Colab pairs, and the papermill runner behind `make book`."""
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medvlp_lib import notebooks as nbrun
+from medvlp_lib.utils import project_root
+
+ROOT = project_root()
+SOURCES = nbrun.notebook_sources(ROOT)
+
+
+def test_there_are_chapters_and_a_ledger():
+    stems = [p.stem for p in SOURCES]
+    assert "01_data_and_clip_baseline" in stems and "09_claims_ledger" in stems
+
+
+def test_ipynb_pairs_are_in_sync():
+    assert nbrun.check_sync(ROOT) == []
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_notebook_has_a_fast_parameters_cell(src):
+    nb = nbrun._read(src)
+    params = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, f"{src.name}: exactly one cell must be tagged 'parameters'"
+    assert 'PROFILE = "fast"' in params[0].source
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_notebook_does_not_hardcode_cuda(src):
+    text = src.read_text()
+    assert ".cuda()" not in text and "'cuda:0'" not in text and '"cuda:0"' not in text
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_toc_lists_every_notebook(src):
+    assert f"notebooks/{src.stem}" in (ROOT / "_toc.yml").read_text()
+
+
+def _write_md(path: Path, body: str, params: bool = True):
+    cells = ""
+    if params:
+        cells += "```{code-cell} ipython3\n:tags: [parameters]\n\nPROFILE = \"fast\"\n```\n\n"
+    cells += f"```{{code-cell}} ipython3\n{body}\n```\n"
+    path.write_text(textwrap.dedent("""\
+        ---
+        jupytext:
+          text_representation:
+            extension: .md
+            format_name: myst
+        kernelspec:
+          display_name: Python 3
+          language: python
+          name: python3
+        ---
+
+        # tiny
+
+        """) + cells)
+
+
+@pytest.mark.notebook
+def test_runner_injects_parameters_and_fails_on_crash(tmp_path):
+    ok = tmp_path / "01_ok.md"
+    _write_md(ok, "assert PROFILE == 'cpu', PROFILE\nprint('done')")
+    nbrun.execute_notebook(ok, tmp_path / "out" / "01_ok.ipynb", {"PROFILE": "cpu"}, timeout=120)
+    executed = nbformat.read(tmp_path / "out" / "01_ok.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    bad = tmp_path / "02_bad.md"
+    _write_md(bad, "raise RuntimeError('boom')")
+    with pytest.raises(Exception, match="boom"):
+        nbrun.execute_notebook(bad, tmp_path / "out" / "02_bad.ipynb", {"PROFILE": "fast"}, timeout=120)
+    noparams = tmp_path / "03_noparams.md"
+    _write_md(noparams, "print(1)", params=False)
+    with pytest.raises(ValueError, match="parameters"):
+        nbrun.execute_notebook(noparams, tmp_path / "out" / "03.ipynb")
+
+
+@pytest.mark.notebook
+def test_ledger_notebook_smoke(tmp_path):
+    """The same runner `make book` uses, on the (cheap) ledger chapter."""
+    src = ROOT / "notebooks" / "09_claims_ledger.md"
+    nbrun.execute_notebook(src, tmp_path / "09.ipynb", {"PROFILE": "fast"}, timeout=600)
+    nb = nbformat.read(tmp_path / "09.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+def test_executed_book_copies_are_clean():
+    """After `make book`, every executed chapter exists, ran in the fast profile, and holds no error output."""
+    executed = ROOT / nbrun.EXECUTED
+    if not executed.is_dir():
+        pytest.skip("no executed notebooks here: `make book` has not run in this checkout")
+    times = json.loads((ROOT / nbrun.BUILD / "execution_times.json").read_text())
+    assert times["failures"] == {}
+    for src in SOURCES:
+        path = executed / f"{src.stem}.ipynb"
+        assert path.exists(), f"{path} missing after the book build"
+        nb = nbformat.read(path, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors, f"{src.stem} has error outputs"
+        assert os.path.getmtime(path) >= os.path.getmtime(src), f"{src.stem}: executed copy older than its source"
