@@ -1,0 +1,104 @@
+"""Small, reusable figures: image galleries with mask overlays, loss curves, mean +/- std bars."""
+from __future__ import annotations
+
+import textwrap
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["image_grid", "overlay_mask", "loss_curves", "bar_with_errors"]
+
+
+def overlay_mask(ax, mask: np.ndarray, color=(1.0, 0.15, 0.1), alpha: float = 0.35):
+    """Draw a boolean mask over the image already shown on ``ax`` (filled, plus its outline)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W], got shape {mask.shape}")
+    if not mask.any():
+        return ax
+    rgba = np.zeros((*mask.shape, 4), dtype=float)
+    rgba[mask] = (*color, alpha)
+    ax.imshow(rgba, interpolation="nearest")
+    ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=0.8)
+    return ax
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+               captions: Sequence[str] | None = None, masks: Sequence[np.ndarray | None] | None = None,
+               ncols: int = 4, size: float = 2.6, caption_width: int = 38, cmap: str = "gray"):
+    """A grid of grayscale images with optional titles, wrapped captions below, and mask overlays."""
+    import matplotlib.pyplot as plt
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    for name, seq in (("titles", titles), ("captions", captions), ("masks", masks)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} entries but there are {n} images")
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    extra = 1.1 if captions is not None else 0.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + extra) * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(np.asarray(images[i]), cmap=cmap, vmin=0, vmax=1, interpolation="bilinear")
+        if masks is not None and masks[i] is not None:
+            overlay_mask(ax, masks[i])
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+        if captions is not None:
+            ax.text(0.5, -0.03, textwrap.fill(captions[i], caption_width), transform=ax.transAxes,
+                    ha="center", va="top", fontsize=6.5, wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(curves: Mapping[str, Sequence[float] | Sequence[Sequence[float]]], xlabel: str = "training progress",
+                ylabel: str = "loss", ax=None, normalise_x: bool = True):
+    """Plot one curve (or the mean +/- std band of several seeds' curves) per label."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, values in curves.items():
+        arr = np.asarray(values, dtype=float)
+        if arr.ndim == 1:
+            arr = arr[None]
+        x = np.linspace(0, 1, arr.shape[1]) if normalise_x else np.arange(arr.shape[1])
+        mean = arr.mean(0)
+        (line,) = ax.plot(x, mean, label=label)
+        if arr.shape[0] > 1:
+            std = arr.std(0, ddof=1)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel(xlabel + (" (fraction of training)" if normalise_x else ""))
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def bar_with_errors(groups: Mapping[str, Mapping[str, Mapping[str, float]]], ylabel: str = "", ax=None,
+                    scale: float = 1.0, show_points: bool = True):
+    """Grouped bars of mean +/- std: ``groups[metric][condition] = {"mean", "std", "values"}``."""
+    import matplotlib.pyplot as plt
+    metrics = list(groups)
+    conditions = list(dict.fromkeys(c for m in metrics for c in groups[m]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.3 + 1.1 * len(metrics) * max(1, len(conditions)) / 2, 3.4))
+    width = 0.8 / max(1, len(conditions))
+    for j, cond in enumerate(conditions):
+        xs = np.arange(len(metrics)) + (j - (len(conditions) - 1) / 2) * width
+        means = [groups[m].get(cond, {}).get("mean", np.nan) * scale for m in metrics]
+        stds = [groups[m].get(cond, {}).get("std", 0.0) * scale for m in metrics]
+        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=cond)
+        if show_points:
+            for x, m in zip(xs, metrics):
+                vals = groups[m].get(cond, {}).get("values") or []
+                ax.scatter([x] * len(vals), np.asarray(vals) * scale, s=8, color="k", zorder=3)
+        del bars
+    ax.set_xticks(np.arange(len(metrics)))
+    ax.set_xticklabels(metrics, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure
