@@ -287,6 +287,7 @@ def _anatomy(size: int, p: dict, infl: int, heart: int):
     for s in (-1, 1):
         A += 0.1 * _sstep(0.16 - np.sqrt((X - s * (bw + 0.12)) ** 2 + (Y + 0.85) ** 2), 0.08)
     A += 0.12 * _sstep(-0.6 - Y, 0.2) * body
+    A += 0.05 * np.clip((Y + 0.1) / 0.6, 0, 1) * body * (1 - _sstep(u - bw + 0.1, 0.1))  # breast / pectoral soft tissue
     lung, heartf, knob = _lung_field(X, Y, p, g)
     # abdomen below the diaphragm (liver on image left; stomach with gas bubble on image right)
     below = _sstep(Y - np.where(X < 0, _dome(X, g, -1), _dome(X, g, 1)), 0.03) * body
@@ -295,13 +296,13 @@ def _anatomy(size: int, p: dict, infl: int, heart: int):
     A -= 0.3 * bubble * below
     # mediastinum, heart, aortic knob
     med = _sstep(0.11 + 0.03 * np.clip(Y + 0.2, 0, 1) - np.abs(X - 0.01), 0.04) * _sstep(Y + 0.9, 0.1)
-    A += 0.32 * np.maximum(0.7 * med, np.maximum(heartf, 0.9 * knob))
+    A += 0.32 * np.maximum(0.7 * med, np.maximum(heartf, 0.9 * knob)) * (1 - 0.7 * below)
     # trachea
     A -= 0.14 * _sstep(0.03 - np.abs(X - 0.0 - 0.02 * (Y + 1)), 0.02) * _sstep(-0.3 - Y, 0.06)
     # spine with vertebral bodies and disc spaces
     sp = _sstep(0.065 - np.abs(X - cx), 0.025)
     vert = 0.7 + 0.3 * np.cos((Y + 1) * np.pi / 0.085) ** 2
-    A += 0.08 * sp * vert
+    A += 0.08 * sp * vert * (1 - 0.5 * below)
     A += 0.06 * _sstep(0.018 - np.abs(np.abs(X - cx) - 0.05), 0.012) * (vert > 0.9)  # pedicle edges
     # posterior ribs: arcs from the spine bending down laterally
     ur = np.abs(X - cx)
@@ -468,13 +469,13 @@ def _paint_effusion(A, bits, lung, g, f, r, size, X, Y):
 def _paint_pneumothorax(A, bits, lung, mark, g, f, r, size, X, Y):
     sv = _sev(f, 1.3, r)
     for s in _sides(f, r):
-        frac = 0.12 + 0.1 * sv + r.uniform(-0.03, 0.03)
-        hx, hy = s * 0.22, -0.05
+        frac = 0.05 + 0.08 * sv + r.uniform(-0.02, 0.02)
+        hx, hy = s * 0.1, (g["yd_r"] if s < 0 else g["yd_l"]) - 0.05   # lung retracts down and medially
         sl = _box(size, s * 0.02, s * 1.0, -1.0, 0.9)
         Xs, Ys, Ls, Ms = X[sl], Y[sl], lung[sl].astype(np.float32), mark[sl].astype(np.float32)
         # shrunk lung: sample the lung field at coordinates pushed away from the hilum
         xs = hx + (Xs - hx) / (1 - frac)
-        ys = hy + (Ys - hy) / (1 - frac * 0.8)
+        ys = hy + (Ys - hy) / (1 - frac * 0.6)
         ci = np.clip(np.round((xs + 1) / 2 * size - 0.5).astype(np.int32), 0, size - 1)
         ri = np.clip(np.round((ys + 1) / 2 * size - 0.5).astype(np.int32), 0, size - 1)
         shr = lung[ri, ci].astype(np.float32) * ((Xs * s) > 0)
