@@ -12,7 +12,7 @@ Splits come from :func:`medvlp_lib.data.reports.split_ids` (hash of seed and rep
 """
 from __future__ import annotations
 
-import functools
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -75,8 +75,24 @@ def _select_uids(corpus: ReportCorpus, split: str, seed: int, n: int | None) -> 
     return uids
 
 
-@functools.lru_cache(maxsize=16)
+_CACHE: "OrderedDict[tuple, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_CACHE_MAX = 8
+
+
 def _render_cached(uids: tuple[str, ...], size: int, seed: int, site, degrade, source: str, progress: bool):
+    """Render (or fetch from a small per-process LRU cache of 8 entries) the films of ``uids``."""
+    key = (uids, size, seed, site, degrade, source)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    out = _render(uids, size, seed, site, degrade, source, progress)
+    _CACHE[key] = out
+    while len(_CACHE) > _CACHE_MAX:
+        _CACHE.popitem(last=False)
+    return out
+
+
+def _render(uids, size, seed, site, degrade, source, progress):
     from tqdm.auto import tqdm
 
     corpus = load_reports(source)

@@ -229,10 +229,13 @@ def _dome(X, g, side_sign):
 
 
 def _heart_field(X, Y, p, g):
+    """Cardiac silhouette: a tilted left-ventricular ellipse plus a smaller right-atrial one."""
     c, s = np.cos(0.45), np.sin(0.45)
-    dx, dy = X - g["hx"], Y - g["hy"]
+    dx, dy = X - g["hx"] - 0.04 * g["rx"] / 0.35, Y - g["hy"] - 0.02
     a, b = c * dx + s * dy, -s * dx + c * dy
     e = (a / g["rx"]) ** 2 + (b / g["ry"]) ** 2
+    ra = ((X - g["hx"] + 0.55 * g["rx"]) / (0.45 * g["rx"])) ** 2 + ((Y - g["hy"] + 0.02) / (0.8 * g["ry"])) ** 2
+    e = np.minimum(e, ra)
     return np.clip(1.7 * np.sqrt(np.clip(1.0 - e, 0, 1)), 0, 1)
 
 
@@ -296,7 +299,7 @@ def _anatomy(size: int, p: dict, infl: int, heart: int):
     A -= 0.3 * bubble * below
     # mediastinum, heart, aortic knob
     med = _sstep(0.11 + 0.03 * np.clip(Y + 0.2, 0, 1) - np.abs(X - 0.01), 0.04) * _sstep(Y + 0.9, 0.1)
-    A += 0.32 * np.maximum(0.7 * med, np.maximum(heartf, 0.9 * knob)) * (1 - 0.7 * below)
+    A += 0.32 * np.maximum(0.8 * med, np.maximum(heartf, 0.9 * knob)) * (1 - 0.7 * below)
     # trachea
     A -= 0.14 * _sstep(0.03 - np.abs(X - 0.0 - 0.02 * (Y + 1)), 0.02) * _sstep(-0.3 - Y, 0.06)
     # spine with vertebral bodies and disc spaces
