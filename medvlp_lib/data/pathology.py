@@ -1,0 +1,429 @@
+"""Simulated whole-slide-image cohorts: patch features, coordinates, omics and ground-truth signal patches.
+
+The MoMKD chapter needs slides whose *answer is known*: which patches carry the molecular signal, how
+strong it is, and how a new site shifts the features. This module generates such cohorts, deterministic
+from a seed, in the same shapes a real pipeline produces (CLAM-style patch features + level-0 coords).
+
+Generative model (one "world" shared by the internal and the external cohort, ``world_seed``):
+
+* each slide is a tissue region on a patch grid (``n_patches`` cells chosen as the top cells of a smooth
+  random field with a radial fall-off, so the region is one coherent blob); every patch gets one of
+  :data:`TISSUE_TYPES` from the arg-max of smooth random fields (spatially coherent tissue regions);
+* patch feature ``x = mu[t] + U[t] a + s + e`` with ``mu[t]`` the tissue prototype, ``U[t] a`` low-rank
+  within-tissue variation, ``s`` a per-slide stain offset and ``e ~ N(0, noise^2 I)``;
+* a latent binary molecular status ``y`` (HER2-like, ``P(y=1) = prevalence``) is visible *weakly* in the
+  slide: in a positive slide, a spatially clustered fraction ``signal_fraction`` of the tumour patches
+  gets ``+ signal_strength * 2 * v`` along a fixed unit direction ``v`` (sparse, high-dimensional);
+  those patches form the ground-truth ``signal_mask``;
+* the omics vector (``n_genes`` genes in ``n_modules`` correlated modules) is ``o = W z + eps`` with
+  per-case module activities ``z ~ N(0, I)`` and ``z[0] += omics_strength * y`` (dense, strong signal);
+* a site / stain shift (``shift``; 0 for the internal cohort) maps ``x -> x * (1 + 0.3 shift g) + shift b``
+  with fixed per-dimension gain ``g`` and offset ``b`` (same for every slide of that site).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TISSUE_TYPES", "Slide", "Cohort", "CohortConfig", "simulate_cohort", "simulate_external_cohort",
+    "simulate_slide", "cv_folds", "class_balanced_weights", "SlideBatches",
+]
+
+TISSUE_TYPES: tuple[str, ...] = ("background", "tumour", "stroma", "adipose", "normal_duct", "lymphocytes")
+_TISSUE_PROPORTIONS = np.array([0.05, 0.30, 0.25, 0.15, 0.10, 0.15])
+
+
+@dataclass
+class Slide:
+    """One slide: ``features`` [N, D] float32, ``coords`` [N, 2] int64 (level-0 pixel x, y of each patch's
+    top-left corner), ``omics`` [G] float32 (may be empty for real data without omics), binary ``label``,
+    ``signal_mask`` [N] bool (ground-truth signal patches; all False when unknown) and ``tissue`` [N] int64
+    (index into :data:`TISSUE_TYPES`; -1 when unknown)."""
+
+    slide_id: str
+    case_id: str
+    features: np.ndarray
+    coords: np.ndarray
+    omics: np.ndarray
+    label: int
+    signal_mask: np.ndarray
+    tissue: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.features.shape[0] if getattr(self.features, "ndim", 0) == 2 else None
+        if n is None:
+            raise ValueError(f"slide {self.slide_id!r}: features must be 2-D [N, D], got shape "
+                             f"{getattr(self.features, 'shape', None)}")
+        if self.coords.shape != (n, 2):
+            raise ValueError(f"slide {self.slide_id!r}: coords must be [N, 2] = [{n}, 2], got {self.coords.shape}")
+        for name in ("signal_mask", "tissue"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"slide {self.slide_id!r}: {name} must be [N] = [{n}], got {getattr(self, name).shape}")
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.features.shape[0])
+
+    def to_batch(self) -> dict:
+        """The slide as the batch dict MoMKD / MIL ``training_step`` expects (CPU tensors)."""
+        return {
+            "features": torch.from_numpy(np.ascontiguousarray(self.features, dtype=np.float32)),
+            "coords": torch.from_numpy(np.ascontiguousarray(self.coords, dtype=np.int64)),
+            "omics": torch.from_numpy(np.ascontiguousarray(self.omics, dtype=np.float32)),
+            "label": torch.tensor(int(self.label), dtype=torch.long),
+            "signal_mask": torch.from_numpy(np.asarray(self.signal_mask, dtype=bool)),
+            "tissue": torch.from_numpy(np.asarray(self.tissue, dtype=np.int64)),
+            "slide_id": self.slide_id,
+            "case_id": self.case_id,
+        }
+
+
+class Cohort(Sequence[Slide]):
+    """A list-like collection of slides, possibly loaded lazily.
+
+    ``Cohort(slide_ids, case_ids, labels, loader)`` calls ``loader(i) -> Slide`` on first access to slide
+    ``i`` (and keeps it if ``cache``); ``Cohort.from_slides(list)`` wraps slides already in memory.
+    ``cohort[i]`` is a :class:`Slide`; ``cohort[[0, 3]]`` or ``cohort[1:5]`` is a sub-cohort.
+    """
+
+    def __init__(self, slide_ids: Sequence[str], case_ids: Sequence[str], labels: Sequence[int],
+                 loader: Callable[[int], Slide], *, cache: bool = True, name: str = "cohort",
+                 info: dict | None = None) -> None:
+        if not (len(slide_ids) == len(case_ids) == len(labels)):
+            raise ValueError(f"slide_ids, case_ids and labels must have equal lengths, got "
+                             f"{len(slide_ids)}, {len(case_ids)}, {len(labels)}")
+        self.slide_ids = [str(s) for s in slide_ids]
+        self.case_ids = [str(c) for c in case_ids]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self._loader = loader
+        self._cache: dict[int, Slide] | None = {} if cache else None
+        self.name = name
+        self.info = dict(info or {})
+
+    @classmethod
+    def from_slides(cls, slides: Sequence[Slide], *, name: str = "cohort", info: dict | None = None) -> "Cohort":
+        slides = list(slides)
+        return cls([s.slide_id for s in slides], [s.case_id for s in slides], [s.label for s in slides],
+                   slides.__getitem__, cache=False, name=name, info=info)
+
+    def __len__(self) -> int:
+        return len(self.slide_ids)
+
+    def _get(self, i: int) -> Slide:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        slide = self._loader(i)
+        if self._cache is not None:
+            self._cache[i] = slide
+        return slide
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if i < -len(self) or i >= len(self):
+                raise IndexError(f"slide index {i} out of range for a cohort of {len(self)} slides")
+            return self._get(i % len(self))
+        if isinstance(index, slice):
+            idx = list(range(len(self)))[index]
+        else:
+            idx = [int(i) for i in np.asarray(index).reshape(-1)]
+        return self.subset(idx)
+
+    def __iter__(self) -> Iterator[Slide]:
+        for i in range(len(self)):
+            yield self._get(i)
+
+    def subset(self, indices: Sequence[int]) -> "Cohort":
+        """A sub-cohort sharing this cohort's loader (and cache)."""
+        idx = [int(i) for i in indices]
+        for i in idx:
+            if not 0 <= i < len(self):
+                raise IndexError(f"slide index {i} out of range for a cohort of {len(self)} slides")
+        return Cohort([self.slide_ids[i] for i in idx], [self.case_ids[i] for i in idx], self.labels[idx],
+                      lambda j: self._get(idx[j]), cache=False, name=self.name, info=self.info)
+
+    def __repr__(self) -> str:
+        return (f"Cohort(name={self.name!r}, slides={len(self)}, cases={len(set(self.case_ids))}, "
+                f"positives={int(self.labels.sum())})")
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    """Knobs of the simulator (see the module docstring for the generative model)."""
+
+    n_patches: tuple[int, int] = (200, 5000)
+    feature_dim: int = 128
+    n_genes: int = 300
+    n_modules: int = 8
+    prevalence: float = 0.3
+    signal_strength: float = 1.0
+    signal_fraction: float = 0.1
+    omics_strength: float = 2.0
+    omics_noise: float = 0.5
+    noise: float = 1.0
+    stain_noise: float = 0.3
+    shift: float = 0.0
+    second_slide_prob: float = 0.2
+    patch_size: int = 256
+    world_seed: int = 0
+
+    def validate(self) -> None:
+        lo, hi = self.n_patches
+        if not (1 <= lo <= hi <= 1_000_000):
+            raise ValueError(f"n_patches must be (lo, hi) with 1 <= lo <= hi <= 1e6, got {self.n_patches}")
+        if self.feature_dim < 2:
+            raise ValueError(f"feature_dim must be >= 2, got {self.feature_dim}")
+        if not 0 < self.prevalence < 1:
+            raise ValueError(f"prevalence must be in (0, 1), got {self.prevalence}")
+        if not 0 < self.signal_fraction <= 1:
+            raise ValueError(f"signal_fraction must be in (0, 1], got {self.signal_fraction}")
+        if self.n_genes < self.n_modules or self.n_modules < 1:
+            raise ValueError(f"need n_genes >= n_modules >= 1, got n_genes={self.n_genes}, n_modules={self.n_modules}")
+        if not 0 <= self.second_slide_prob <= 1:
+            raise ValueError(f"second_slide_prob must be in [0, 1], got {self.second_slide_prob}")
+
+
+@dataclass
+class _World:
+    mu: np.ndarray          # [T, D] tissue prototypes
+    basis: np.ndarray       # [T, R, D] within-tissue variation
+    signal_dir: np.ndarray  # [D] unit
+    shift_gain: np.ndarray  # [D]
+    shift_offset: np.ndarray  # [D]
+    gene_module: np.ndarray   # [G]
+    gene_loading: np.ndarray  # [G]
+    gene_base: np.ndarray     # [G]
+
+
+_WORLDS: dict[tuple, _World] = {}
+
+
+def _world(cfg: CohortConfig) -> _World:
+    key = (cfg.world_seed, cfg.feature_dim, cfg.n_genes, cfg.n_modules)
+    if key not in _WORLDS:
+        rng = np.random.default_rng([cfg.world_seed, 4242])
+        d, t = cfg.feature_dim, len(TISSUE_TYPES)
+        mu = rng.normal(0.0, 1.0, (t, d))
+        basis = rng.normal(0.0, 0.5, (t, 8, d)) / math.sqrt(8)
+        v = rng.normal(size=d)
+        v /= np.linalg.norm(v)
+        gene_module = rng.integers(0, cfg.n_modules, cfg.n_genes)
+        gene_module[: cfg.n_modules] = np.arange(cfg.n_modules)  # every module has at least one gene
+        gene_loading = rng.uniform(0.5, 1.5, cfg.n_genes) * rng.choice([-1.0, 1.0], cfg.n_genes)
+        _WORLDS[key] = _World(mu, basis, v, rng.normal(0, 1, d), rng.normal(0, 1, d), gene_module,
+                              gene_loading, rng.normal(0, 1, cfg.n_genes))
+    return _WORLDS[key]
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.normal(size=shape), sigma=sigma, mode="reflect")
+    return (f - f.mean()) / (f.std() + 1e-8)
+
+
+def _layout(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid (row, col) of ``n`` tissue patches forming one blob, and their tissue type."""
+    side = max(2, int(math.ceil(math.sqrt(n / 0.55))))
+    rows, cols = np.mgrid[0:side, 0:side]
+    r2 = ((rows - (side - 1) / 2) ** 2 + (cols - (side - 1) / 2) ** 2) / (side / 2) ** 2
+    field_ = 1.0 - r2 + 0.5 * _smooth(rng, (side, side), sigma=max(1.0, side / 6))
+    flat = np.argsort(-field_.ravel(), kind="stable")[:n]
+    flat.sort()
+    rr, cc = np.divmod(flat, side)
+    sigma = max(1.0, side / 10)
+    bias = np.log(_TISSUE_PROPORTIONS / _TISSUE_PROPORTIONS.mean())
+    fields = np.stack([_smooth(rng, (side, side), sigma) + b for b in bias])  # [T, side, side]
+    tissue = fields[:, rr, cc].argmax(axis=0)
+    if not np.any(tissue == 1):  # guarantee some tumour: the patches nearest a random tissue patch
+        c = rng.integers(n)
+        d2 = (rr - rr[c]) ** 2 + (cc - cc[c]) ** 2
+        tissue[np.argsort(d2, kind="stable")[: max(1, n // 10)]] = 1
+    return np.stack([rr, cc], axis=1), tissue.astype(np.int64)
+
+
+def _omics(cfg: CohortConfig, label: int, rng: np.random.Generator) -> np.ndarray:
+    w = _world(cfg)
+    z = rng.normal(size=cfg.n_modules)
+    z[0] += cfg.omics_strength * label
+    o = w.gene_base + w.gene_loading * z[w.gene_module] + rng.normal(0, cfg.omics_noise, cfg.n_genes)
+    return o.astype(np.float32)
+
+
+def simulate_slide(cfg: CohortConfig, *, label: int, n_patches: int, seed: int | Sequence[int],
+                   slide_id: str = "slide", case_id: str = "case", omics: np.ndarray | None = None) -> Slide:
+    """One simulated slide (see module docstring); deterministic in ``seed``."""
+    cfg.validate()
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, got {label!r}")
+    if n_patches < 1:
+        raise ValueError(f"n_patches must be >= 1, got {n_patches}")
+    rng = np.random.default_rng(seed)
+    w = _world(cfg)
+    grid, tissue = _layout(rng, n_patches)
+    n, d = n_patches, cfg.feature_dim
+    x = w.mu[tissue].astype(np.float32)
+    a = rng.normal(size=(n, w.basis.shape[1])).astype(np.float32)
+    x += np.einsum("nr,nrd->nd", a, w.basis[tissue].astype(np.float32)) if n * d <= 2_000_000 else \
+        np.concatenate([np.einsum("nr,nrd->nd", a[i:i + 4096], w.basis[tissue[i:i + 4096]].astype(np.float32))
+                        for i in range(0, n, 4096)])
+    x += rng.normal(0, cfg.stain_noise, d).astype(np.float32)
+    x += rng.normal(0, cfg.noise, (n, d)).astype(np.float32)
+    signal = np.zeros(n, dtype=bool)
+    if label == 1:
+        tum = np.flatnonzero(tissue == 1)
+        k = max(1, int(round(cfg.signal_fraction * tum.size)))
+        centre = grid[tum[rng.integers(tum.size)]]
+        d2 = ((grid[tum] - centre) ** 2).sum(1)
+        signal[tum[np.argsort(d2, kind="stable")[:k]]] = True
+        x[signal] += (2.0 * cfg.signal_strength * w.signal_dir).astype(np.float32)
+    if cfg.shift:
+        x = x * (1.0 + 0.3 * cfg.shift * w.shift_gain).astype(np.float32) + (cfg.shift * w.shift_offset).astype(np.float32)
+    coords = (grid[:, ::-1] * cfg.patch_size).astype(np.int64)  # (x = col, y = row) in level-0 pixels
+    if omics is None:
+        omics = _omics(cfg, label, rng)
+    return Slide(slide_id, case_id, x.astype(np.float32, copy=False), coords, np.asarray(omics, np.float32),
+                 int(label), signal, tissue)
+
+
+def simulate_cohort(n_cases: int = 120, *, seed: int = 0, name: str = "internal", cache: bool = True,
+                    **config) -> Cohort:
+    """A simulated cohort of ``n_cases`` cases (1 slide each, 2 with probability ``second_slide_prob``).
+
+    Exactly ``round(prevalence * n_cases)`` (at least 1, at most ``n_cases - 1``) cases are positive.
+    Slides are generated lazily on first access and cached; everything is deterministic in
+    (``seed``, config). ``config`` are :class:`CohortConfig` fields, e.g. ``feature_dim=1536``,
+    ``n_patches=(50, 200)``, ``signal_strength=0.5``, ``shift=1.0``.
+    """
+    unknown = set(config) - {f.name for f in dataclasses.fields(CohortConfig)}
+    if unknown:
+        raise TypeError(f"unknown cohort option(s) {sorted(unknown)}; allowed: "
+                        f"{[f.name for f in dataclasses.fields(CohortConfig)]}")
+    cfg = CohortConfig(**{k: tuple(v) if k == "n_patches" else v for k, v in config.items()})
+    cfg.validate()
+    if n_cases < 2:
+        raise ValueError(f"n_cases must be >= 2 (both classes present), got {n_cases}")
+    rng = np.random.default_rng([seed, 1])
+    n_pos = min(n_cases - 1, max(1, int(round(cfg.prevalence * n_cases))))
+    case_labels = rng.permutation(np.r_[np.ones(n_pos, int), np.zeros(n_cases - n_pos, int)])
+    slide_ids, case_ids, labels, specs = [], [], [], []
+    lo, hi = cfg.n_patches
+    for c, y in enumerate(case_labels):
+        case_id = f"{name}-case{c:04d}"
+        omics = _omics(cfg, int(y), np.random.default_rng([seed, 2, c]))
+        n_slides = 2 if rng.random() < cfg.second_slide_prob else 1
+        for s in range(n_slides):
+            n = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi))))) if hi > lo else lo
+            slide_ids.append(f"{case_id}-s{s}")
+            case_ids.append(case_id)
+            labels.append(int(y))
+            specs.append((n, omics, (seed, 3, c, s)))
+
+    def load(i: int) -> Slide:
+        n, omics, sd = specs[i]
+        return simulate_slide(cfg, label=labels[i], n_patches=n, seed=sd, slide_id=slide_ids[i],
+                              case_id=case_ids[i], omics=omics)
+
+    return Cohort(slide_ids, case_ids, labels, load, cache=cache, name=name,
+                  info={"config": dataclasses.asdict(cfg), "seed": seed,
+                        "n_patches": [sp[0] for sp in specs]})
+
+
+def simulate_external_cohort(n_cases: int = 60, *, seed: int = 1000, shift: float = 1.0, name: str = "external",
+                             **config) -> Cohort:
+    """The external cohort: same world (tissue prototypes, signal direction, genes), new cases, and a
+    site/stain shift of size ``shift`` applied to every patch feature."""
+    return simulate_cohort(n_cases, seed=seed, name=name, shift=shift, **config)
+
+
+def cv_folds(case_ids: Sequence[str], labels: Sequence[int], k: int = 5, seed: int = 0
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (train_idx, test_idx) splits over slides, grouped by case and stratified by case label.
+
+    All slides of a case fall in the same fold; each fold gets (about) the same share of positive
+    cases. Deterministic in ``seed``.
+    """
+    case_ids = [str(c) for c in case_ids]
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(case_ids) != len(labels):
+        raise ValueError(f"case_ids ({len(case_ids)}) and labels ({len(labels)}) must have equal length")
+    case_label: dict[str, int] = {}
+    for c, y in zip(case_ids, labels):
+        if case_label.setdefault(c, int(y)) != int(y):
+            raise ValueError(f"case {c!r} has slides with different labels; cv_folds needs one label per case")
+    cases = sorted(case_label)
+    y = np.array([case_label[c] for c in cases])
+    counts = {int(v): int((y == v).sum()) for v in np.unique(y)}
+    if k < 2 or min(counts.values()) < k:
+        raise ValueError(f"k={k} folds need k >= 2 and at least k cases per class; case counts per label: {counts}")
+    rng = np.random.default_rng([seed, 77])
+    fold_of_case: dict[str, int] = {}
+    for v in sorted(counts):
+        members = [cases[i] for i in rng.permutation(np.flatnonzero(y == v))]
+        offset = int(rng.integers(k))
+        for j, c in enumerate(members):
+            fold_of_case[c] = (j + offset) % k
+    fold = np.array([fold_of_case[c] for c in case_ids])
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+
+
+def class_balanced_weights(labels: Sequence[int]) -> np.ndarray:
+    """Per-sample weights ``1 / count(class)``, normalised to sum to 1 (for ``WeightedRandomSampler``)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        raise ValueError("class_balanced_weights needs at least one label")
+    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return w / w.sum()
+
+
+class SlideBatches:
+    """One slide per step, deterministic in (``seed``, ``step``) so training can resume exactly.
+
+    ``balanced=True`` samples slides with :func:`class_balanced_weights` (with replacement, as the
+    public MoMKD code's class-balanced sampler); otherwise a fresh permutation per epoch.
+    ``transform`` (e.g. adding a k-NN ``edge_index``) is applied to the batch dict, and its result is
+    cached per slide if ``cache_transform``.
+    """
+
+    def __init__(self, cohort: Cohort, indices: Sequence[int] | None = None, *, seed: int = 0,
+                 balanced: bool = True, transform: Callable[[dict], dict] | None = None,
+                 cache_transform: bool = True) -> None:
+        self.cohort = cohort
+        self.indices = np.arange(len(cohort)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if self.indices.size == 0:
+            raise ValueError("SlideBatches needs at least one slide index")
+        self.seed = int(seed)
+        self.balanced = balanced
+        self.transform = transform
+        self._cache: dict[int, dict] | None = {} if (transform is not None and cache_transform) else None
+        self._weights = class_balanced_weights(cohort.labels[self.indices])
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def index(self, step: int) -> int:
+        """Cohort index of the slide used at ``step``."""
+        n = self.indices.size
+        if self.balanced:
+            rng = np.random.default_rng([self.seed, int(step), 11])
+            return int(self.indices[rng.choice(n, p=self._weights)])
+        perm = np.random.default_rng([self.seed, int(step) // n, 13]).permutation(n)
+        return int(self.indices[perm[int(step) % n]])
+
+    def batch(self, step: int) -> dict:
+        i = self.index(step)
+        if self._cache is not None and i in self._cache:
+            return dict(self._cache[i])
+        b = self.cohort[i].to_batch()
+        if self.transform is not None:
+            b = self.transform(b)
+            if self._cache is not None:
+                self._cache[i] = b
+        return dict(b)
