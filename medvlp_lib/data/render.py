@@ -35,7 +35,8 @@ small/large, borderline scales each effect)
 * edema / congestion: bilateral perihilar haze (bat-wing) and Kerley B lines at the bases;
 * devices: indwelling catheter (line from the stated subclavian region to the SVC/right atrium),
   implanted device (pacemaker box in the upper chest with a lead to the heart), surgical
-  instruments / sutures (sternotomy wire loops, clips), tube (midline tube), stent (meshed tube).
+  instruments / sutures (sternotomy wire loops; surgical clips below the diaphragm when the term says
+  ``abdomen``), tube (midline tube), stent (meshed tube).
 
 Masks (``Rendered.masks``; bool ``[H, W]`` for each name in :data:`MASK_NAMES`): pleural effusion,
 pneumothorax (the airless rim), opacity, atelectasis, nodule. They are warped with the image.
@@ -630,6 +631,13 @@ def _paint_device(A, g, f, r, size, X, Y):
             poly([(cx0 - 0.04, cy0 + 0.03 * k), (cx0 + 0.04, cy0 + 0.03 * k + 0.02)], w * 0.7, 0.6)
         poly([(cx0 - 0.04, cy0), (cx0 - 0.04, cy0 + 0.11)], w * 0.7, 0.6)
         poly([(cx0 + 0.04, cy0 + 0.02), (cx0 + 0.04, cy0 + 0.13)], w * 0.7, 0.6)
+    elif "abdomen" in f.locations:                               # surgical clips below the diaphragm
+        yd = g["yd_r"] if s < 0 else g["yd_l"]
+        cx0, cy0 = s * r.uniform(0.2, 0.45), yd + r.uniform(0.2, 0.3)
+        for _ in range(int(r.integers(2, 5))):
+            x0, y0 = cx0 + r.normal(0, 0.05), cy0 + r.normal(0, 0.04)
+            ang = r.uniform(0, np.pi)
+            poly([(x0, y0), (x0 + 0.035 * np.cos(ang), y0 + 0.035 * np.sin(ang))], w, 0.9)
     else:                                                        # sternotomy wires / sutures / clips
         for k in range(5):
             cy0 = -0.38 + 0.13 * k
@@ -790,15 +798,11 @@ def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 12
 
 def _degrade(img, d: Degradation, seeds, keys, size):
     if d.blur > 0:
+        from scipy.ndimage import gaussian_filter1d
+
         sig = d.blur * size / 128
-        rad = max(1, int(np.ceil(3 * sig)))
-        xs = np.arange(-rad, rad + 1, dtype=np.float32)
-        ker = np.exp(-xs ** 2 / (2 * sig ** 2))
-        ker = torch.from_numpy(ker / ker.sum())
-        t = torch.from_numpy(img)[:, None]
-        t = F.conv2d(F.pad(t, (rad, rad, 0, 0), mode="replicate"), ker.view(1, 1, 1, -1))
-        t = F.conv2d(F.pad(t, (0, 0, rad, rad), mode="replicate"), ker.view(1, 1, -1, 1))
-        img = t[:, 0].numpy().copy()
+        img = gaussian_filter1d(img, sig, axis=1, mode="nearest", truncate=3.0)
+        img = gaussian_filter1d(img, sig, axis=2, mode="nearest", truncate=3.0)
     if d.glare > 0:
         X, Y = _grid(size)
         for i in range(len(img)):
