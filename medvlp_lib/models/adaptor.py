@@ -1,0 +1,369 @@
+"""The Adaptor (Qin et al., 2024, arXiv 2401.01179): frozen image and text backbones joined by a small
+cross-attention module trained with a contrastive loss.
+
+Architecture (paper Fig. 1; public thesis code ``holajoa/Adaptor-VL-SSL``)
+--------------------------------------------------------------------------
+Inputs are the *frozen* backbones' token sequences, normally read from the embedding cache
+(:mod:`medvlp_lib.data.cache`): image tokens ``V in R^{B x N_v x d_v}`` (a CNN feature map flattened
+to ``h*w`` tokens, or ViT tokens) and text tokens ``T in R^{B x N_t x d_t}`` with padding mask ``m``.
+
+1. Linear projections to a shared width ``d`` (768 in the paper):  ``V' = V W_v``, ``T' = T W_t``. A
+   learnable image ``[CLS]`` token is prepended to ``V'`` (``add_image_cls=True``; the thesis code's
+   ``add_vision_cls_token``) because CNN feature maps have no summary token; text keeps its own ``[CLS]``.
+2. ``num_layers`` (= 2) cross-attention layers. Layer ``l`` updates image tokens by attending to text,
+   then text tokens by attending to the *updated* image tokens; each update is post-LN (BERT style):
+
+       V <- LN(V + MHA(Q=V, K=T, V=T, mask=m));      V <- LN(V + FFN(V))
+       T <- LN(T + MHA(Q=T, K=V, V=V));               T <- LN(T + FFN(T))
+
+   The paper's Fig. 1 says the duplicated cross-attention / feed-forward blocks "are identical, only
+   shown this way to demonstrate the different choices of KVQ": by default one block per layer is
+   *shared* by both directions (``share_blocks=True``, about 7M parameters per layer at ``d = 768``,
+   i.e. ~14-17M in total with the input projections, close to the paper's ~12M). ``share_blocks=False`` gives each direction
+   its own block (our alternative reading, ~2x parameters).
+3. First-token pooling (image ``[CLS]``, text ``[CLS]``), a linear projection to ``embed_dim`` and L2
+   normalisation: ``z_v = normalize(P_v V[:, 0])``, ``z_t = normalize(P_t T[:, 0])``.
+4. A learnable logit scale in log space initialised at ``ln(1/0.07) = 2.6592`` (the thesis code's
+   ``logit_scale_init_value``); the multiplier ``exp(logit_scale)`` is clamped to <= 100 as in CLIP.
+
+Loss (:func:`adaptor_contrastive_loss`)
+---------------------------------------
+``S = exp(logit_scale) z_v z_t^T``; ``L = w_img CE(S, diag) + w_txt CE(S^T, diag)``. The paper describes
+a symmetric CLIP loss (our reading: ``w_img = w_txt = 0.5``); the public code weights the image->text
+direction 0.75 and text->image 0.25, which is our default (pass ``w_img=0.5, w_txt=0.5`` for the paper).
+
+Attention maps: :meth:`Adaptor.forward` with ``return_attention=True`` returns, per layer, the head-averaged
+``img2txt`` [B, 1+N_v, N_t] and ``txt2img`` [B, N_t, 1+N_v] weights; :func:`word_to_image_attention`
+turns the text->image weights of a word into an ``h x w`` map over the radiograph.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
+           "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table",
+           "word_to_image_attention", "tokens_from_feature_map"]
+
+LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
+"""``ln(1 / 0.07)``: initial value of the learnable log logit scale (CLIP and the thesis code)."""
+MAX_LOGIT_SCALE = 100.0
+
+
+def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` CNN map -> ``[B, h*w, C]`` tokens (row-major); ``[B, T, C]`` is returned unchanged."""
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.ndim == 4:
+        return features.flatten(2).transpose(1, 2)
+    if features.ndim == 3:
+        return features
+    raise ValueError(f"features must be [B, C, h, w] or [B, T, C], got shape {tuple(features.shape)}")
+
+
+class CrossAttentionBlock(nn.Module):
+    """Post-LN cross-attention + feed-forward block: queries ``x`` attend to ``context``.
+
+    ``x <- LN1(x + Drop(MHA(x, ctx, ctx)))``, ``x <- LN2(x + Drop(W2 GELU(W1 x)))``.
+    ``context_mask`` (bool [B, N_ctx], True = real token) masks padded context tokens.
+    Returns ``(x, attn)`` with ``attn`` the head-averaged attention weights [B, N_x, N_ctx].
+    """
+
+    def __init__(self, width: int, num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width ({width}) must be divisible by num_heads ({num_heads})")
+        self.attn = nn.MultiheadAttention(width, num_heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(nn.Linear(width, ffn_mult * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_mult * width, width))
+        self.norm2 = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        kpm = None if context_mask is None else ~context_mask.bool()
+        a, w = self.attn(x, context, context, key_padding_mask=kpm, need_weights=True,
+                         average_attn_weights=True)
+        x = self.norm1(x + self.drop(a))
+        x = self.norm2(x + self.drop(self.ffn(x)))
+        return x, w
+
+
+class _AdaptorLayer(nn.Module):
+    def __init__(self, width, num_heads, ffn_mult, dropout, share_blocks):
+        super().__init__()
+        self.img_block = CrossAttentionBlock(width, num_heads, ffn_mult, dropout)
+        self.txt_block = self.img_block if share_blocks else CrossAttentionBlock(width, num_heads, ffn_mult, dropout)
+
+    def forward(self, v, t, t_mask):
+        v, a_vt = self.img_block(v, t, t_mask)      # image tokens attend to text
+        t, a_tv = self.txt_block(t, v, None)        # text tokens attend to the updated image tokens
+        return v, t, a_vt, a_tv
+
+
+def _check_tokens(name: str, x, dim: int | None = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [B, N, D], got {type(x).__name__}")
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have shape [B, N, D], got {tuple(x.shape)}")
+    if dim is not None and x.shape[-1] != dim:
+        raise ValueError(f"{name} must have last dim {dim} (the Adaptor's input dim), got {tuple(x.shape)}")
+
+
+class Adaptor(nn.Module):
+    """Cross-attention Adaptor on frozen image and text tokens (see the module docstring for equations).
+
+    Args:
+        image_dim, text_dim: token widths of the frozen backbones (e.g. 512 for ResNet-18, 384 for MiniLM).
+        width: shared width ``d`` (paper 768). ``embed_dim``: output embedding size (thesis code 512).
+        num_layers: cross-attention layers (paper 2). ``num_heads``, ``ffn_mult``: per block.
+        share_blocks: one block per layer for both directions (paper Fig. 1, default) or one per direction.
+        add_image_cls: prepend a learnable image ``[CLS]`` token (pooled output = its final state).
+        init_logit_scale: initial ``logit_scale`` (log space), default ``ln(1/0.07)``.
+    """
+
+    def __init__(self, image_dim: int, text_dim: int, width: int = 768, embed_dim: int = 512, num_layers: int = 2,
+                 num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0, share_blocks: bool = True,
+                 add_image_cls: bool = True, init_logit_scale: float = LOGIT_SCALE_INIT):
+        super().__init__()
+        for arg, v in (("image_dim", image_dim), ("text_dim", text_dim), ("width", width),
+                       ("embed_dim", embed_dim), ("num_layers", num_layers), ("num_heads", num_heads)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {v!r}")
+        self.image_dim, self.text_dim, self.width, self.embed_dim = image_dim, text_dim, width, embed_dim
+        self.share_blocks, self.add_image_cls = share_blocks, add_image_cls
+        self.image_in = nn.Linear(image_dim, width)
+        self.text_in = nn.Linear(text_dim, width)
+        self.image_cls = nn.Parameter(torch.zeros(1, 1, width)) if add_image_cls else None
+        if self.image_cls is not None:
+            nn.init.normal_(self.image_cls, std=0.02)
+        self.layers = nn.ModuleList(_AdaptorLayer(width, num_heads, ffn_mult, dropout, share_blocks)
+                                    for _ in range(num_layers))
+        self.image_out = nn.Linear(width, embed_dim)
+        self.text_out = nn.Linear(width, embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """``exp(logit_scale)`` clamped to <= 100."""
+        return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+
+    def forward(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor | None = None,
+                return_attention: bool = False) -> dict:
+        """Return ``dict(image_emb [B, E], text_emb [B, E], image_tokens, text_tokens[, attentions])``.
+
+        ``img_tokens`` [B, N_v, image_dim] (a 4-D CNN map [B, C, h, w] is flattened), ``txt_tokens``
+        [B, N_t, text_dim], ``txt_mask`` bool [B, N_t] (True = real token; default all True). With
+        ``return_attention``: ``attentions`` = list over layers of ``dict(img2txt [B, 1+N_v, N_t],
+        txt2img [B, N_t, 1+N_v])`` (index 0 of the image axis is the image ``[CLS]`` when present).
+        """
+        if isinstance(img_tokens, torch.Tensor) and img_tokens.ndim == 4:
+            img_tokens = tokens_from_feature_map(img_tokens)
+        _check_tokens("img_tokens", img_tokens, self.image_dim)
+        _check_tokens("txt_tokens", txt_tokens, self.text_dim)
+        if img_tokens.shape[0] != txt_tokens.shape[0]:
+            raise ValueError(f"img_tokens and txt_tokens must share the batch size, got {img_tokens.shape[0]} "
+                             f"and {txt_tokens.shape[0]}")
+        if txt_mask is None:
+            txt_mask = torch.ones(txt_tokens.shape[:2], dtype=torch.bool, device=txt_tokens.device)
+        elif tuple(txt_mask.shape) != tuple(txt_tokens.shape[:2]):
+            raise ValueError(f"txt_mask must have shape {tuple(txt_tokens.shape[:2])} (= txt_tokens[:2]), "
+                             f"got {tuple(txt_mask.shape)}")
+        txt_mask = txt_mask.bool()
+        if not bool(txt_mask.any(1).all()):
+            raise ValueError("txt_mask has a row with no real token; every text needs at least one")
+        dtype = self.image_in.weight.dtype
+        v = self.image_in(img_tokens.to(dtype))
+        if self.image_cls is not None:
+            v = torch.cat([self.image_cls.expand(v.shape[0], -1, -1), v], dim=1)
+        t = self.text_in(txt_tokens.to(dtype))
+        attns = []
+        for layer in self.layers:
+            v, t, a_vt, a_tv = layer(v, t, txt_mask)
+            attns.append({"img2txt": a_vt, "txt2img": a_tv})
+        out = {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
+               "text_emb": F.normalize(self.text_out(t[:, 0]), dim=-1),
+               "image_tokens": v, "text_tokens": t}
+        if return_attention:
+            out["attentions"] = attns
+        return out
+
+
+def adaptor_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor | float,
+                             w_img: float = 0.75, w_txt: float = 0.25) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted symmetric InfoNCE of the Adaptor.
+
+        S_ij = min(exp(logit_scale), 100) <z_v_i, z_t_j>,   L = w_img CE(S, I) + w_txt CE(S^T, I)
+
+    ``img``, ``txt``: L2-normalised [B, D] embeddings of B matched pairs. ``logit_scale`` is in LOG space
+    (the learnable parameter, e.g. :attr:`Adaptor.logit_scale`), unlike
+    :func:`medvlp_lib.methods.contrastive.clip_loss`, which takes the multiplier. Defaults 0.75 / 0.25 are
+    the public code's weighting; 0.5 / 0.5 is the paper's symmetric reading (= CLIP). Returns
+    ``(loss, parts)``, parts: ``i2t``, ``t2i``, ``acc_i2t``, ``acc_t2i``, ``logit_scale`` (multiplier).
+    """
+    for name, x in (("img", img), ("txt", txt)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor [B, D], got {type(x).__name__}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [B, D], got shape {tuple(x.shape)}")
+    if img.shape != txt.shape:
+        raise ValueError(f"img and txt must have the same shape [B, D], got {tuple(img.shape)} and {tuple(txt.shape)}")
+    for name, w in (("w_img", w_img), ("w_txt", w_txt)):
+        if not isinstance(w, (int, float)) or w < 0:
+            raise ValueError(f"{name} must be a non-negative float, got {w!r}")
+    if w_img + w_txt <= 0:
+        raise ValueError("w_img + w_txt must be positive")
+    ls = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(float(logit_scale))
+    if ls.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar (log space), got shape {tuple(ls.shape)}")
+    scale = ls.to(img.device, img.dtype).reshape(()).clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+    logits = scale * img @ txt.t()
+    target = torch.arange(img.shape[0], device=img.device)
+    l_i2t = F.cross_entropy(logits, target)
+    l_t2i = F.cross_entropy(logits.t(), target)
+    loss = w_img * l_i2t + w_txt * l_t2i
+    with torch.no_grad():
+        parts = {"i2t": float(l_i2t), "t2i": float(l_t2i),
+                 "acc_i2t": float((logits.argmax(1) == target).float().mean()),
+                 "acc_t2i": float((logits.argmax(0) == target).float().mean()),
+                 "logit_scale": float(scale)}
+    return loss, parts
+
+
+class AdaptorMethod(nn.Module):
+    """Trainer method (see :mod:`medvlp_lib.train`) training an :class:`Adaptor` on cached frozen embeddings.
+
+    ``training_step(batch)`` with ``batch = dict(img_tokens [B, N_v, d_v], txt_tokens [B, N_t, d_t],
+    txt_mask bool [B, N_t], ...)`` (what :class:`medvlp_lib.data.cache.EmbeddingCache` yields) returns
+    ``{"loss": tensor, "i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"}``. Only the Adaptor's
+    parameters exist here, so the optimiser cannot touch the backbones.
+    """
+
+    def __init__(self, adaptor: Adaptor, w_img: float = 0.75, w_txt: float = 0.25):
+        super().__init__()
+        if not isinstance(adaptor, Adaptor):
+            raise TypeError(f"adaptor must be an Adaptor, got {type(adaptor).__name__}")
+        self.adaptor, self.w_img, self.w_txt = adaptor, float(w_img), float(w_txt)
+
+    @property
+    def device(self) -> torch.device:
+        return self.adaptor.logit_scale.device
+
+    def _unpack(self, batch):
+        if not isinstance(batch, dict) or not {"img_tokens", "txt_tokens"} <= set(batch):
+            raise ValueError("batch must be a dict with 'img_tokens' [B, N_v, d_v], 'txt_tokens' [B, N_t, d_t] and "
+                             f"optionally 'txt_mask' [B, N_t]; got keys {list(batch) if isinstance(batch, dict) else type(batch).__name__}")
+        dev = self.device
+        mask = batch.get("txt_mask")
+        return (batch["img_tokens"].to(dev), batch["txt_tokens"].to(dev),
+                None if mask is None else mask.to(dev))
+
+    def training_step(self, batch: dict) -> dict:
+        out = self.adaptor(*self._unpack(batch))
+        loss, parts = adaptor_contrastive_loss(out["image_emb"].float(), out["text_emb"].float(),
+                                               self.adaptor.logit_scale, self.w_img, self.w_txt)
+        return {"loss": loss, **parts}
+
+    @torch.no_grad()
+    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image and text embeddings ``([B, E], [B, E])`` of a cached batch (eval mode, no grad)."""
+        was = self.training
+        self.eval()
+        try:
+            out = self.adaptor(*self._unpack(batch))
+        finally:
+            self.train(was)
+        return out["image_emb"], out["text_emb"]
+
+    def forward(self, batch: dict) -> dict:
+        return self.training_step(batch)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter accounting
+# --------------------------------------------------------------------------------------------------
+def count_trainable_parameters(module: nn.Module) -> int:
+    """Number of parameters with ``requires_grad`` (shared parameters counted once)."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _count_all(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Module, adaptor: Adaptor | None = None,
+                              embed_dim: int = 128, proj: str = "mlp", width: int = 768,
+                              adaptor_embed_dim: int = 512, **adaptor_kwargs) -> list[dict]:
+    """Trainable vs total parameters of three ways to train the same two backbones.
+
+    Rows (``method``, ``trainable``, ``total``, ``frozen``, ``trainable_pct_of_e2e``, ``note``):
+
+    * ``Adaptor``: backbones frozen; trainable = the Adaptor (``adaptor`` or one built with ``width`` /
+      ``adaptor_embed_dim`` / ``adaptor_kwargs`` on the backbones' ``out_dim``);
+    * ``CLIP (end-to-end)``: both backbones + two projection heads (kind ``proj``, ``embed_dim``) + logit scale;
+    * ``MSD (end-to-end + momentum)``: trainable as CLIP; momentum copies of both encoders and heads add
+      the same number again as frozen (EMA-updated) parameters, so total = 2x CLIP - 1 (scale not copied).
+
+    Counts are computed from the modules (nothing hard-coded); backbones are counted in full regardless of
+    their current ``requires_grad`` because end-to-end training unfreezes them.
+    """
+    for name, m in (("image_backbone", image_backbone), ("text_backbone", text_backbone)):
+        if not isinstance(m, nn.Module) or not hasattr(m, "out_dim"):
+            raise TypeError(f"{name} must be an nn.Module with .out_dim (an encoder), got {type(m).__name__}")
+    n_img, n_txt = _count_all(image_backbone), _count_all(text_backbone)
+    if adaptor is None:
+        adaptor = Adaptor(int(image_backbone.out_dim), int(text_backbone.out_dim), width=width,
+                          embed_dim=adaptor_embed_dim, **adaptor_kwargs)
+    n_adp = count_trainable_parameters(adaptor)
+    from .encoders import ProjectionHead
+
+    heads = _count_all(ProjectionHead(int(image_backbone.out_dim), embed_dim, kind=proj)) + \
+        _count_all(ProjectionHead(int(text_backbone.out_dim), embed_dim, kind=proj))
+    e2e = n_img + n_txt + heads + 1
+    rows = [
+        {"method": "Adaptor", "trainable": n_adp, "total": n_img + n_txt + n_adp, "frozen": n_img + n_txt,
+         "note": "frozen image + text backbones, cross-attention Adaptor trained on cached embeddings"},
+        {"method": "CLIP (end-to-end)", "trainable": e2e, "total": e2e, "frozen": 0,
+         "note": f"both backbones fine-tuned + {proj} projection heads to {embed_dim}-d + logit scale"},
+        {"method": "MSD (end-to-end + momentum)", "trainable": e2e, "total": 2 * e2e - 1, "frozen": e2e - 1,
+         "note": "as CLIP + EMA momentum copies of both encoders and heads (not optimised)"},
+    ]
+    for r in rows:
+        r["trainable_pct_of_e2e"] = 100.0 * r["trainable"] / e2e
+    return rows
+
+
+def word_to_image_attention(attentions: Sequence[dict], word_index: int | Sequence[int], grid_hw: tuple[int, int],
+                            layer: int | str = -1, has_cls: bool = True) -> torch.Tensor:
+    """Text->image attention of word(s) as maps over the image token grid: ``[B, h, w]``.
+
+    ``attentions``: the list returned by ``Adaptor.forward(..., return_attention=True)``; ``layer``: an index
+    or ``"mean"`` (average over layers). ``word_index``: one token position for all rows, or one per row.
+    The image ``[CLS]`` column is dropped (``has_cls``) and the remaining weights are renormalised to sum to 1
+    over the ``h*w`` grid (row-major, as :func:`tokens_from_feature_map`).
+    """
+    if not attentions:
+        raise ValueError("attentions is empty; call Adaptor.forward(..., return_attention=True)")
+    if layer == "mean":
+        a = torch.stack([d["txt2img"] for d in attentions]).mean(0)
+    else:
+        a = attentions[layer]["txt2img"]
+    B, Nt, Nv = a.shape
+    h, w = grid_hw
+    start = 1 if has_cls else 0
+    if Nv - start != h * w:
+        raise ValueError(f"grid_hw={grid_hw} has {h * w} cells but the attention has {Nv - start} image tokens")
+    idx = torch.as_tensor(word_index, device=a.device).long()
+    idx = idx.expand(B) if idx.ndim == 0 else idx
+    if idx.shape != (B,) or bool((idx < 0).any()) or bool((idx >= Nt).any()):
+        raise ValueError(f"word_index must be an int or {B} ints in [0, {Nt}), got {word_index!r}")
+    m = a[torch.arange(B, device=a.device), idx, start:]
+    m = m / m.sum(-1, keepdim=True).clamp_min(1e-12)
+    return m.reshape(B, h, w)

@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+torch.set_num_threads(1)
+
+from medvlp_lib.models.adaptor import (LOGIT_SCALE_INIT, Adaptor, AdaptorMethod, CrossAttentionBlock,
+                                       adaptor_contrastive_loss, count_trainable_parameters,
+                                       tokens_from_feature_map, trainable_parameter_table,
+                                       word_to_image_attention)
+
+
+def _batch(B=4, Nv=5, Nt=7, dv=12, dt=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, Nt, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 2:] = False
+    return dict(img_tokens=torch.randn(B, Nv, dv, generator=g), txt_tokens=torch.randn(B, Nt, dt, generator=g),
+                txt_mask=mask)
+
+
+def _small(**kw):
+    torch.manual_seed(0)
+    return Adaptor(12, 10, width=16, embed_dim=8, num_heads=2, **kw)
+
+
+def test_logit_scale_init():
+    assert abs(LOGIT_SCALE_INIT - 2.6592) < 1e-4
+    a = _small()
+    assert abs(float(a.logit_scale.detach()) - math.log(1 / 0.07)) < 1e-6
+    assert abs(float(a.scale.detach()) - 1 / 0.07) < 1e-4
+
+
+def test_forward_shapes_norms_and_attention():
+    a = _small().eval()
+    b = _batch()
+    out = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"], return_attention=True)
+    assert out["image_emb"].shape == (4, 8) and out["text_emb"].shape == (4, 8)
+    assert torch.allclose(out["image_emb"].norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert len(out["attentions"]) == 2
+    att = out["attentions"][0]
+    assert att["img2txt"].shape == (4, 6, 7) and att["txt2img"].shape == (4, 7, 6)
+    assert torch.allclose(att["img2txt"].sum(-1), torch.ones(4, 6), atol=1e-5)
+    # padded text tokens receive zero attention
+    assert float(att["img2txt"][1, :, 4:].abs().max()) == 0.0
+    assert float(att["img2txt"][2, :, 2:].abs().max()) == 0.0
+
+
+def test_padding_does_not_change_output():
+    """Extra padded text tokens (any values) must not change the embeddings."""
+    a = _small().eval()
+    b = _batch()
+    out1 = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"])
+    pad = torch.randn(4, 3, 10) * 100
+    t2 = torch.cat([b["txt_tokens"], pad], 1)
+    m2 = torch.cat([b["txt_mask"], torch.zeros(4, 3, dtype=torch.bool)], 1)
+    out2 = a(b["img_tokens"], t2, m2)
+    assert torch.allclose(out1["image_emb"], out2["image_emb"], atol=1e-5)
+    assert torch.allclose(out1["text_emb"], out2["text_emb"], atol=1e-5)
+
+
+def test_cross_attention_block_matches_manual_single_head():
+    torch.manual_seed(1)
+    blk = CrossAttentionBlock(8, num_heads=1, ffn_mult=2).eval()
+    x, c = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    y, w = blk(x, c)
+    W, bias = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+    q = x @ W[:8].t() + bias[:8]
+    k = c @ W[8:16].t() + bias[8:16]
+    v = c @ W[16:].t() + bias[16:]
+    att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(8), -1)
+    a = blk.attn.out_proj(att @ v)
+    h = blk.norm1(x + a)
+    ref = blk.norm2(h + blk.ffn(h))
+    assert torch.allclose(w, att, atol=1e-5)
+    assert torch.allclose(y, ref, atol=1e-5)
+
+
+def test_shared_blocks_halve_block_parameters():
+    shared, separate = _small(share_blocks=True), _small(share_blocks=False)
+    blk = sum(p.numel() for p in CrossAttentionBlock(16, 2).parameters())
+    assert count_trainable_parameters(separate) - count_trainable_parameters(shared) == 2 * blk
+
+
+def test_paper_size_adaptor_is_about_12_to_17M():
+    a = Adaptor(2048, 768, width=768, embed_dim=512, num_heads=12)
+    n = count_trainable_parameters(a)
+    assert 12e6 < n < 18e6, n  # paper: ~12M (their exact input widths differ)
+
+
+def test_loss_matches_naive_reference_and_weights():
+    torch.manual_seed(2)
+    img, txt = F.normalize(torch.randn(6, 5), dim=-1), F.normalize(torch.randn(6, 5), dim=-1)
+    ls = torch.tensor(LOGIT_SCALE_INIT)
+    loss, parts = adaptor_contrastive_loss(img, txt, ls)
+    s = math.exp(LOGIT_SCALE_INIT)
+    S = (s * img @ txt.t()).tolist()
+    def ce_rows(M):
+        return sum(-M[i][i] + math.log(sum(math.exp(v) for v in M[i])) for i in range(len(M))) / len(M)
+    i2t = ce_rows(S)
+    t2i = ce_rows([list(r) for r in zip(*S)])
+    assert abs(parts["i2t"] - i2t) < 1e-5 and abs(parts["t2i"] - t2i) < 1e-5
+    assert abs(float(loss) - (0.75 * i2t + 0.25 * t2i)) < 1e-5
+    sym, _ = adaptor_contrastive_loss(img, txt, ls, 0.5, 0.5)
+    assert abs(float(sym) - 0.5 * (i2t + t2i)) < 1e-5
+    # the multiplier is clamped at 100
+    _, p = adaptor_contrastive_loss(img, txt, torch.tensor(10.0))
+    assert abs(p["logit_scale"] - 100.0) < 1e-3
+
+
+def test_loss_errors():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        adaptor_contrastive_loss(x, torch.randn(2, 4), 1.0)
+    with pytest.raises(ValueError, match="w_img"):
+        adaptor_contrastive_loss(x, x, 1.0, w_img=-1)
+    with pytest.raises(TypeError, match="img"):
+        adaptor_contrastive_loss([1], x, 1.0)
+
+
+def test_input_errors():
+    a = _small()
+    b = _batch()
+    with pytest.raises(ValueError, match="img_tokens must have last dim 12"):
+        a(torch.randn(4, 5, 3), b["txt_tokens"])
+    with pytest.raises(ValueError, match="txt_mask must have shape"):
+        a(b["img_tokens"], b["txt_tokens"], torch.ones(4, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no real token"):
+        a(b["img_tokens"], b["txt_tokens"], torch.zeros(4, 7, dtype=torch.bool))
+    with pytest.raises(ValueError, match="divisible"):
+        Adaptor(4, 4, width=10, num_heads=3)
+
+
+def test_feature_map_tokens_row_major():
+    f = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    t = tokens_from_feature_map(f)
+    assert t.shape == (2, 4, 3)
+    assert torch.equal(t[0, 1], f[0, :, 0, 1])
+    a = Adaptor(3, 10, width=8, embed_dim=4, num_heads=2).eval()
+    out4 = a(f, torch.randn(2, 3, 10))
+    assert out4["image_emb"].shape == (2, 4)
+
+
+def test_method_trains_and_only_adaptor_is_optimised():
+    torch.manual_seed(0)
+    a = _small()
+    m = AdaptorMethod(a)
+    b = _batch(B=8)
+    # make pairs learnable: text tokens carry the image signal
+    b["txt_tokens"][:, :, :10] += 2 * b["img_tokens"].mean(1, keepdim=True)[..., :10]
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        out = m.training_step(b)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first if first is not None else float(out["loss"])
+    assert float(out["loss"]) < 0.5 * first
+    assert {"i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"} <= set(out)
+    img, txt = m.embed(b)
+    assert img.shape == (8, 8) and not img.requires_grad
+    with pytest.raises(ValueError, match="img_tokens"):
+        m.training_step({"image": torch.zeros(1)})
+
+
+def test_state_dict_round_trip():
+    a = _small()
+    b = _small()
+    with torch.no_grad():
+        a.logit_scale.fill_(1.234)
+    b.load_state_dict(a.state_dict())
+    assert float(b.logit_scale.detach()) == pytest.approx(1.234)
+
+
+class _Enc(nn.Module):
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out)
+        self.out_dim = d_out
+
+
+def test_parameter_table_counts():
+    img, txt = _Enc(100, 50), _Enc(30, 20)
+    for p in img.parameters():
+        p.requires_grad_(False)
+    rows = trainable_parameter_table(img, txt, width=16, adaptor_embed_dim=8, num_heads=2, embed_dim=4, proj="linear")
+    byname = {r["method"]: r for r in rows}
+    e2e = (100 * 50 + 50) + (30 * 20 + 20) + (50 * 4 + 4) + (20 * 4 + 4) + 1
+    assert byname["CLIP (end-to-end)"]["trainable"] == e2e
+    assert byname["MSD (end-to-end + momentum)"]["total"] == 2 * e2e - 1
+    adp = Adaptor(50, 20, width=16, embed_dim=8, num_heads=2)
+    assert byname["Adaptor"]["trainable"] == count_trainable_parameters(adp)
+    assert byname["Adaptor"]["frozen"] == 100 * 50 + 50 + 30 * 20 + 20
+    assert byname["CLIP (end-to-end)"]["trainable_pct_of_e2e"] == pytest.approx(100.0)
+
+
+def test_word_to_image_attention():
+    B, Nt, h, w = 2, 3, 2, 2
+    a = torch.rand(B, Nt, 1 + h * w)
+    a = a / a.sum(-1, keepdim=True)
+    att = [{"txt2img": a, "img2txt": None}]
+    m = word_to_image_attention(att, 1, (h, w))
+    assert m.shape == (2, 2, 2)
+    ref = a[0, 1, 1:] / a[0, 1, 1:].sum()
+    assert torch.allclose(m[0].flatten(), ref)
+    m2 = word_to_image_attention(att, [0, 2], (h, w))
+    assert torch.allclose(m2[1].flatten(), a[1, 2, 1:] / a[1, 2, 1:].sum())
+    with pytest.raises(ValueError, match="grid_hw"):
+        word_to_image_attention(att, 0, (3, 3))
+    with pytest.raises(ValueError, match="word_index"):
+        word_to_image_attention(att, 5, (h, w))
