@@ -134,3 +134,16 @@ def test_site_and_degrade_change_image_keep_shape():
         assert np.abs(img - base).mean() > 0.005, kw
     again = render(["Cardiomegaly"], seed=0, size=S, site="external", degrade="phone").image
     assert again.tobytes() == render(["Cardiomegaly"], seed=0, size=S, site="external", degrade="phone").image.tobytes()
+
+
+def test_counterfactual_same_patient():
+    """Same key, different findings: the image changes only around the finding."""
+    base = render(["normal"], seed=7, size=S, key="patient-1").image
+    nod = render(["Nodule/lung/upper lobe/right"], seed=7, size=S, key="patient-1")
+    changed = np.abs(nod.image - base) > 0.01
+    m = nod.masks["nodule"]
+    assert m.any() and changed.any()
+    rows, cols = np.nonzero(changed)
+    mr, mc = np.nonzero(m)
+    assert abs(rows.mean() - mr.mean()) < 3 and abs(cols.mean() - mc.mean()) < 3
+    assert changed.sum() < 6 * m.sum()

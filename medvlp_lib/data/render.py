@@ -51,7 +51,9 @@ Determinism
 -----------
 Every random choice comes from ``numpy.random.default_rng`` seeded with SHA-256 of
 ``(seed, key)``, where ``key`` is the report uid (or the sorted MeSH terms), never Python's
-``hash()``. The same (seed, uid/findings, size, site, degrade) gives identical bytes; images of
+``hash()``. The patient (body, pose, exposure, noise) and the findings use two separate streams,
+so ``render(terms_a, seed, key="p1")`` and ``render(terms_b, seed, key="p1")`` show the *same
+patient* with different findings (counterfactual pairs). The same (seed, uid/findings, size, site, degrade) gives identical bytes; images of
 a batch do not depend on the other images of the batch.
 
 What the renderer cannot model (limitations)
@@ -719,8 +721,11 @@ def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 12
         if keys is not None:
             key = keys[i]
         all_keys.append(key)
-        r = _rng("render", seeds_l[i], key)
-        k = int(r.integers(N_BODIES))
+        rp = _rng("patient", seeds_l[i], key)       # body, pose, exposure: independent of findings
+        r = _rng("findings", seeds_l[i], key)       # placement/shape of findings
+        k = int(rp.integers(N_BODIES))
+        pose = (rp.uniform(-0.05, 0.05), rp.uniform(0.94, 1.06), rp.uniform(-0.04, 0.04), rp.uniform(-0.04, 0.04))
+        tone[i] = (rp.uniform(1.15, 1.55), rp.uniform(0.85, 1.15), rp.uniform(0.008, 0.02), rp.integers(0, size * size))
         plan = _plan(fl, r)
         infl, hlev = plan["infl"], plan["heart"]
         A[i] = bankA[k, infl, hlev]
@@ -752,10 +757,8 @@ def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 12
                 _paint_device(a, g, f, r, size, X, Y)
         corners = None
         if degrade is not None and degrade.perspective > 0:
-            corners = r.uniform(-degrade.perspective, degrade.perspective, (4, 2)).astype(np.float32) * 2
-        warp.append((r.uniform(-0.05, 0.05), r.uniform(0.94, 1.06), r.uniform(-0.04, 0.04),
-                     r.uniform(-0.04, 0.04), corners))
-        tone[i] = (r.uniform(1.15, 1.55), r.uniform(0.85, 1.15), r.uniform(0.008, 0.02), r.integers(0, size * size))
+            corners = rp.uniform(-degrade.perspective, degrade.perspective, (4, 2)).astype(np.float32) * 2
+        warp.append((*pose, corners))
     # geometry: one grid_sample for the images, nearest for the mask bits
     grid = _affine_grids(size, warp, degrade.perspective if degrade else 0)
     pad = "zeros" if (degrade is not None and degrade.perspective > 0) else "border"
