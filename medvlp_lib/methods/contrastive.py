@@ -1,0 +1,146 @@
+"""InfoNCE and the symmetric CLIP loss as pure functions (tensors in, tensor out).
+
+Notation: queries ``q_i`` ([B, D]), keys ``k_j`` ([K, D]; the other modality's batch, possibly followed by
+a queue of older keys), scale ``s = 1 / tau``. With one positive ``p(i)`` per query
+
+    L_InfoNCE = -1/B sum_i log( exp(s q_i.k_p(i)) / sum_{j not masked} exp(s q_i.k_j) )     (van den Oord 2018)
+
+and the CLIP loss (Radford et al., 2021) averages both directions on a batch of pairs (k = texts for
+images and vice versa, positives on the diagonal):
+
+    L_CLIP = ( L_InfoNCE(img -> txt) + L_InfoNCE(txt -> img) ) / 2.
+
+Inputs are used as given: pass L2-normalised embeddings for cosine similarities (``DualEncoder`` does).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["info_nce", "clip_loss", "similarity_logits"]
+
+
+def _as_scale(logit_scale, ref: torch.Tensor) -> torch.Tensor:
+    if isinstance(logit_scale, torch.Tensor):
+        if logit_scale.numel() != 1:
+            raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
+        s = logit_scale.reshape(())
+    elif isinstance(logit_scale, (int, float)):
+        s = torch.tensor(float(logit_scale), dtype=ref.dtype, device=ref.device)
+    else:
+        raise TypeError(f"logit_scale must be a float or scalar tensor, got {type(logit_scale).__name__}")
+    if not torch.isfinite(s).all() or float(s.detach()) <= 0:
+        raise ValueError(f"logit_scale must be a finite positive multiplier exp(log-scale), got {float(s.detach())}")
+    return s
+
+
+def similarity_logits(query: torch.Tensor, keys: torch.Tensor, logit_scale=1.0 / 0.07) -> torch.Tensor:
+    """``s * query @ keys.T`` with shape checks: query [B, D], keys [K, D] -> [B, K]."""
+    for name, t in (("query", query), ("keys", keys)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
+    if query.shape[1] != keys.shape[1]:
+        raise ValueError(f"query and keys must share the embedding dim: query {tuple(query.shape)}, "
+                         f"keys {tuple(keys.shape)}")
+    return _as_scale(logit_scale, query) * query @ keys.t()
+
+
+def info_nce(query: torch.Tensor, keys: torch.Tensor, positive_index: torch.Tensor | None = None,
+             logit_scale=1.0 / 0.07, mask: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+    """General InfoNCE of ``query`` [B, D] against ``keys`` [K, D] (K >= B allowed: batch keys + queue).
+
+    Positives, one of:
+      * ``positive_index`` (LongTensor [B]): one positive key per query; default ``arange(B)`` (pairs on the
+        diagonal, the first B keys being the batch);
+      * ``targets`` ([B, K] float or bool): a target distribution per query -- soft targets (e.g. MSD /
+        ALBEF momentum distillation) or several positives (bool, or 0/1: uniform over the positives).
+        Rows are normalised to sum to 1; the loss is the cross-entropy ``-sum_j t_ij log p_ij``.
+    ``mask`` ([B, K] bool, True = excluded): keys removed from the softmax denominator (e.g. queue entries
+    that duplicate the query's own sample). A positive may not be masked. ``logit_scale`` is the
+    multiplier ``s = exp(log-scale)`` (not its log). ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
+    """
+    logits = similarity_logits(query, keys, logit_scale)
+    B, K = logits.shape
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if positive_index is not None and targets is not None:
+        raise ValueError("pass either positive_index or targets, not both")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.shape != (B, K):
+            raise ValueError(f"mask must be a bool tensor of shape [B, K] = {(B, K)}, got "
+                             f"{tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__}")
+        mask = mask.to(device=logits.device, dtype=torch.bool)
+        if mask.all(dim=1).any():
+            raise ValueError("mask excludes every key for at least one query")
+        logits = logits.masked_fill(mask, float("-inf"))
+    log_p = F.log_softmax(logits, dim=1)
+    if targets is None:
+        if positive_index is None:
+            if K < B:
+                raise ValueError(f"default positives are the diagonal and need K >= B keys, got B={B}, K={K}")
+            positive_index = torch.arange(B, device=logits.device)
+        positive_index = torch.as_tensor(positive_index, device=logits.device).long()
+        if positive_index.shape != (B,):
+            raise ValueError(f"positive_index must have shape [B] = [{B}], got {tuple(positive_index.shape)}")
+        if (positive_index < 0).any() or (positive_index >= K).any():
+            raise ValueError(f"positive_index values must be in [0, {K}), got min {int(positive_index.min())} "
+                             f"max {int(positive_index.max())}")
+        if mask is not None and mask.gather(1, positive_index[:, None]).any():
+            raise ValueError("mask excludes a positive key (positive_index points at a masked key)")
+        loss = -log_p.gather(1, positive_index[:, None]).squeeze(1)
+    else:
+        if not isinstance(targets, torch.Tensor) or targets.shape != (B, K):
+            raise ValueError(f"targets must be a tensor of shape [B, K] = {(B, K)}, got "
+                             f"{tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}")
+        t = targets.to(device=logits.device, dtype=log_p.dtype)
+        if (t < 0).any():
+            raise ValueError("targets must be non-negative")
+        rows = t.sum(1, keepdim=True)
+        if (rows <= 0).any():
+            raise ValueError("every row of targets needs at least one positive (row sums must be > 0)")
+        t = t / rows
+        if mask is not None and (t.masked_select(mask) > 0).any():
+            raise ValueError("mask excludes a key that has positive target mass")
+        loss = -(t * log_p.masked_fill(t == 0, 0.0)).sum(1)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale=1.0 / 0.07,
+              image_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
+    """Symmetric InfoNCE on B matched pairs: ``w L(img->txt) + (1 - w) L(txt->img)``, ``w = image_weight``.
+
+    ``image_weight=0.5`` is CLIP; the Adaptor code uses 0.75. Returns ``(loss, parts)`` with parts
+    ``i2t``, ``t2i`` (the two directional losses), ``acc_i2t`` / ``acc_t2i`` (in-batch top-1 accuracy) and
+    ``logit_scale`` (the multiplier used).
+    """
+    for name, t in (("image_emb", image_emb), ("text_emb", text_emb)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [B, D], got shape {tuple(t.shape)}")
+    if image_emb.shape[0] != text_emb.shape[0]:
+        raise ValueError(f"image_emb and text_emb must have the same batch size, got {image_emb.shape[0]} "
+                         f"and {text_emb.shape[0]}")
+    if image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(f"image_emb and text_emb must share the embedding dim, got {image_emb.shape[1]} "
+                         f"and {text_emb.shape[1]}")
+    if not 0.0 <= image_weight <= 1.0:
+        raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
+    logits = similarity_logits(image_emb, text_emb, logit_scale)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    l_i2t = F.cross_entropy(logits, target)
+    l_t2i = F.cross_entropy(logits.t(), target)
+    loss = image_weight * l_i2t + (1.0 - image_weight) * l_t2i
+    with torch.no_grad():
+        parts = {"i2t": float(l_i2t), "t2i": float(l_t2i),
+                 "acc_i2t": float((logits.argmax(1) == target).float().mean()),
+                 "acc_t2i": float((logits.argmax(0) == target).float().mean()),
+                 "logit_scale": float(_as_scale(logit_scale, logits))}
+    return loss, parts
