@@ -252,7 +252,7 @@ def _lung_field(X, Y, p, g):
     d = np.minimum(np.minimum(np.minimum(lat, medial), dome), cap)
     lung = _sstep(d, 0.03)
     heart = _heart_field(X, Y, p, g)
-    knob = np.clip((1 - ((X - 0.12) ** 2 + (Y + 0.36) ** 2) / 0.07 ** 2) / 0.3, 0, 1)
+    knob = np.clip((1 - ((X - 0.1) ** 2 + (Y + 0.36) ** 2) / 0.085 ** 2) / 0.3, 0, 1)
     return lung * (1 - np.maximum(heart, knob)), heart, knob
 
 
@@ -302,7 +302,7 @@ def _anatomy(size: int, p: dict, infl: int, heart: int):
     A -= 0.3 * bubble * below
     # mediastinum, heart, aortic knob
     med = _sstep(0.11 + 0.03 * np.clip(Y + 0.2, 0, 1) - np.abs(X - 0.01), 0.04) * _sstep(Y + 0.9, 0.1)
-    A += 0.32 * np.maximum(0.8 * med, np.maximum(heartf, 0.9 * knob)) * (1 - 0.7 * below)
+    A += 0.32 * np.maximum(0.8 * med, np.maximum(heartf, 0.8 * knob)) * (1 - 0.7 * below)
     # trachea
     A -= 0.14 * _sstep(0.03 - np.abs(X - 0.0 - 0.02 * (Y + 1)), 0.02) * _sstep(-0.3 - Y, 0.06)
     # spine with vertebral bodies and disc spaces
