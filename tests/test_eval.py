@@ -191,3 +191,20 @@ def test_embed_dataset_in_order():
     assert model.training  # mode restored
     with pytest.raises(TypeError, match="encode_image"):
         embed(nn.Linear(1, 1), items)
+
+
+def test_embed_unwraps_methods():
+    class Method(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.online = _Dual()
+
+        def encode_image(self, x):
+            return self.online.encode_image(x)
+
+        def encode_text(self, texts):
+            return self.online.encode_text(texts)
+
+    items = [{"image": torch.rand(1, 4, 4), "text": "abc"} for _ in range(3)]
+    out = embed(Method(), items, device="cpu")
+    assert out["image_feat"].shape == (3, 16) and "labels" not in out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .probe import linear_probe_auc, stratified_subsample
 from .retrieval import normalise_text, retrieval_recall
@@ -15,7 +16,8 @@ __all__ = ["embed", "zero_shot_auc", "zero_shot_scores", "prompt_similarity", "b
 def embed(model, dataset_or_loader, batch_size: int = 256, device=None, progress: bool = False) -> dict:
     """Embed every item: ``{"image_emb" [N, D], "text_emb" [N, D], "image_feat" [N, F], "texts", "labels"}``.
 
-    ``model``: a dual encoder with ``encode_image`` / ``encode_text`` (or a method holding one as ``.model``).
+    ``model``: a dual encoder with ``encode_image`` / ``encode_text`` (or a method holding one as ``.model`` or
+    ``.online``).
     ``image_feat`` are the pooled backbone features (for the linear probe) when the model offers
     ``encode_image_with_features``, else the image embeddings. ``dataset_or_loader``: a map-style dataset of
     dicts with ``image`` and ``text`` (batched here in order, no shuffling) or any iterable of such batches.
@@ -26,8 +28,11 @@ def embed(model, dataset_or_loader, batch_size: int = 256, device=None, progress
 
     from ..utils import get_device
 
-    if not hasattr(model, "encode_image") and hasattr(model, "model"):
-        model = model.model
+    # a method (CLIP: .model, MSD: .online) or the dual encoder itself; prefer one exposing backbone features
+    candidates = [model] + [getattr(model, a) for a in ("model", "online") if isinstance(getattr(model, a, None), nn.Module)]
+    with_feats = [c for c in candidates if hasattr(c, "encode_image_with_features") and hasattr(c, "encode_text")]
+    plain = [c for c in candidates if hasattr(c, "encode_image") and hasattr(c, "encode_text")]
+    model = (with_feats or plain or [model])[0]
     for attr in ("encode_image", "encode_text"):
         if not hasattr(model, attr):
             raise TypeError(f"model must provide .{attr} (a DualEncoder or a method with .model), "

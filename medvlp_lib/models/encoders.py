@@ -341,11 +341,17 @@ class TextEncoder(nn.Module):
             return self._encode(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            with torch.no_grad():
-                out = self._encode(missing).float().cpu()
-            for t, e in zip(missing, out):
-                self._cache[t] = e
+            self._fill(missing)
         return torch.stack([self._cache[t] for t in texts]).to(self.device)
+
+    @torch.no_grad()
+    def _fill(self, missing: list[str], chunk: int = 64) -> None:
+        # sort by length so each chunk pads little; results do not depend on the grouping beyond float rounding
+        order = sorted(missing, key=len)
+        for i in range(0, len(order), chunk):
+            part = order[i:i + chunk]
+            for t, e in zip(part, self._encode(part).float().cpu()):
+                self._cache[t] = e
 
     @torch.no_grad()
     def precompute(self, texts: Sequence[str], batch_size: int = 64, progress: bool = True) -> int:
@@ -354,9 +360,9 @@ class TextEncoder(nn.Module):
             raise ValueError("precompute() caches embeddings and needs trainable='none'")
         from tqdm.auto import tqdm
 
-        missing = list(dict.fromkeys(t for t in _check_texts(texts) if t not in self._cache))
+        missing = sorted(dict.fromkeys(t for t in _check_texts(texts) if t not in self._cache), key=len)
         for i in tqdm(range(0, len(missing), batch_size), desc="text embeddings", disable=not progress):
-            self(missing[i:i + batch_size])
+            self._fill(missing[i:i + batch_size], chunk=batch_size)
         return len(missing)
 
 
