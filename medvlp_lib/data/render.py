@@ -672,23 +672,30 @@ def bits_to_masks(bits: np.ndarray) -> dict[str, np.ndarray]:
     return {n: (bits & _BIT[n]) != 0 for n in MASK_NAMES}
 
 
-def _affine_grids(size, params, persp):
+def _affine_grids(size, params):
     """Sampling grids [B, H, W, 2] for the patient affine (+ optional perspective warp)."""
+    theta = torch.tensor([[[np.cos(rot) / sc, -np.sin(rot) / sc, tx], [np.sin(rot) / sc, np.cos(rot) / sc, ty]]
+                          for rot, sc, tx, ty, _ in params], dtype=torch.float32)
+    c = torch.from_numpy(_grid(size)[0][0])                      # pixel-centre coordinates (align_corners=False)
+    Xg, Yg = c[None, None, :], c[None, :, None]
+    grid = torch.empty(len(params), size, size, 2)
+    grid[..., 0] = theta[:, 0, 0, None, None] * Xg + theta[:, 0, 1, None, None] * Yg + theta[:, 0, 2, None, None]
+    grid[..., 1] = theta[:, 1, 0, None, None] * Xg + theta[:, 1, 1, None, None] * Yg + theta[:, 1, 2, None, None]
+    if all(p[4] is None for p in params):
+        return grid
     X, Y = _grid(size)
-    grids = np.empty((len(params), size, size, 2), np.float32)
-    for i, (rot, sc, tx, ty, corners) in enumerate(params):
+    g = grid.numpy().copy()
+    wx0, wx1, wy0, wy1 = (1 - X) / 2, (1 + X) / 2, (1 - Y) / 2, (1 + Y) / 2
+    for i, (rot, sc, tx, ty, d) in enumerate(params):
+        if d is None:
+            continue
+        # bilinear corner displacement (keystone-like); inverse map approximated by -displacement
+        x = X - (wy0 * (wx0 * d[0, 0] + wx1 * d[1, 0]) + wy1 * (wx0 * d[2, 0] + wx1 * d[3, 0]))
+        y = Y - (wy0 * (wx0 * d[0, 1] + wx1 * d[1, 1]) + wy1 * (wx0 * d[2, 1] + wx1 * d[3, 1]))
         c, s = np.cos(rot), np.sin(rot)
-        x, y = X, Y
-        if corners is not None:
-            # bilinear corner displacement (keystone-like); inverse map approximated by -displacement
-            d = corners
-            wx0, wx1 = (1 - X) / 2, (1 + X) / 2
-            wy0, wy1 = (1 - Y) / 2, (1 + Y) / 2
-            x = X - (wy0 * (wx0 * d[0, 0] + wx1 * d[1, 0]) + wy1 * (wx0 * d[2, 0] + wx1 * d[3, 0]))
-            y = Y - (wy0 * (wx0 * d[0, 1] + wx1 * d[1, 1]) + wy1 * (wx0 * d[2, 1] + wx1 * d[3, 1]))
-        grids[i, ..., 0] = (c * x - s * y) / sc + tx
-        grids[i, ..., 1] = (s * x + c * y) / sc + ty
-    return torch.from_numpy(grids)
+        g[i, ..., 0] = (c * x - s * y) / sc + tx
+        g[i, ..., 1] = (s * x + c * y) / sc + ty
+    return torch.from_numpy(g)
 
 
 def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 128,
@@ -760,13 +767,16 @@ def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 12
             corners = rp.uniform(-degrade.perspective, degrade.perspective, (4, 2)).astype(np.float32) * 2
         warp.append((*pose, corners))
     # geometry: one grid_sample for the images, nearest for the mask bits
-    grid = _affine_grids(size, warp, degrade.perspective if degrade else 0)
+    grid = _affine_grids(size, warp)
     pad = "zeros" if (degrade is not None and degrade.perspective > 0) else "border"
     At = F.grid_sample(torch.from_numpy(A)[:, None], grid, mode="bilinear", padding_mode=pad, align_corners=False)
-    bt = F.grid_sample(torch.from_numpy(bits.astype(np.float32))[:, None], grid, mode="nearest",
-                       padding_mode="zeros", align_corners=False)
     A = At[:, 0].numpy()
-    bits = bt[:, 0].numpy().astype(np.uint8)
+    has = np.nonzero(bits.reshape(B, -1).any(1))[0]              # only films with a localised finding
+    if len(has):
+        idx = torch.from_numpy(has)
+        bt = F.grid_sample(torch.from_numpy(bits[has].astype(np.float32))[:, None], grid[idx], mode="nearest",
+                           padding_mode="zeros", align_corners=False)
+        bits[has] = bt[:, 0].numpy().astype(np.uint8)
     # tone mapping, exposure, quantum noise
     k = (tone[:, 0, None, None] * (site.exposure if site else 1.0)).astype(np.float32)
     img = 1.0 - np.exp(-np.clip(A, 0, None) * k)
