@@ -83,8 +83,16 @@ def test_soft_targets_match_naive_loop_and_sum_to_one():
     assert torch.equal(t_k.argmax(1), torch.arange(3))
     with pytest.raises(ValueError, match="alpha and beta"):
         soft_targets(q, None, keys, tau=tau, alpha=0.0, beta=0.0)
+    # logit_scale = log(1/tau), as stored by the dual encoder (exp clamped to <= 100)
+    torch.testing.assert_close(soft_targets(q, None, keys, logit_scale=math.log(1 / tau), alpha=a, beta=b), t)
+    torch.testing.assert_close(mm_moco_loss(q, keys, logit_scale=math.log(1000.0))[0],
+                               mm_moco_loss(q, keys, scale=100.0)[0])
     with pytest.raises(ValueError, match="exactly one of tau"):
         soft_targets(q, None, keys, alpha=a, beta=b)
+    with pytest.raises(ValueError, match="exactly one of tau"):
+        soft_targets(q, None, keys, tau=0.1, scale=10.0)
+    with pytest.raises(ValueError, match="tau must be a positive scalar"):
+        soft_targets(q, None, keys, tau=-0.1)
     with pytest.raises(ValueError, match=r"keys must be a \[N, 5\]"):
         soft_targets(q, None, rand_unit(7, 4), tau=tau)
 
@@ -108,7 +116,7 @@ def test_msd_loss_is_kl_to_target_and_alpha_one_gives_zero_gradient():
     q.grad = None
     loss1, _ = msd_loss(q, keys, scale=scale, alpha=1.0, beta=0.0)
     loss1.backward()
-    assert abs(float(loss1)) < 1e-14
+    assert abs(float(loss1.detach())) < 1e-14
     assert float(q.grad.abs().max()) < 1e-13 and abs(float(scale.grad)) < 1e-13
     # whereas beta > 0 gives a real signal
     q.grad = None

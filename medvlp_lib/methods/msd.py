@@ -65,14 +65,23 @@ __all__ = ["soft_targets", "msd_loss", "mm_moco_loss", "albef_loss", "uni_modal_
            "MULTIMODAL_LOSSES", "OWN_ID_MODES", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
 
 OWN_ID_MODES = ("mask", "positive", "ignore")
+MAX_SCALE = 100.0  # exp(logit_scale) is clamped to this (temperature >= 0.01), as in CLIP
 
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-def _get_scale(tau, scale, ref: torch.Tensor) -> torch.Tensor:
-    if (tau is None) == (scale is None):
-        raise ValueError("give exactly one of tau (temperature) or scale (= 1/tau, e.g. logit_scale.exp())")
+def _get_scale(tau, scale, ref: torch.Tensor, logit_scale=None) -> torch.Tensor:
+    """The multiplier ``s = 1/tau`` from exactly one of ``tau``, ``scale`` (= 1/tau) or ``logit_scale``
+    (log-space, as stored by the dual encoder; ``exp`` clamped to at most 100)."""
+    given = sum(v is not None for v in (tau, scale, logit_scale))
+    if given != 1:
+        raise ValueError("give exactly one of tau (temperature), scale (= 1/tau) or logit_scale (= log(1/tau))")
+    if logit_scale is not None:
+        ls = torch.as_tensor(logit_scale, dtype=ref.dtype, device=ref.device)
+        if ls.numel() != 1:
+            raise ValueError(f"logit_scale must be a scalar, got shape {tuple(ls.shape)}")
+        return ls.reshape(()).exp().clamp(max=MAX_SCALE)
     if tau is not None:
         t = torch.as_tensor(tau, dtype=ref.dtype, device=ref.device)
         if t.numel() != 1 or not bool(t > 0):
@@ -158,7 +167,7 @@ def _parts(prefix: str, target: torch.Tensor, log_p: torch.Tensor, pos: torch.Te
 # pure losses
 # ----------------------------------------------------------------------------------------------------
 def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tensor, *, tau=None, scale=None,
-                 alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
+                 logit_scale=None, alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
                  own_id: str = "mask") -> torch.Tensor:
     """MSD soft targets ``(alpha * p_q2k + beta * p_k2k) / (alpha + beta)``, detached, shape ``[B, N]``.
 
@@ -174,7 +183,7 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
     if k_same.shape != q.shape:
         raise ValueError(f"k_same must have the queries' shape {tuple(q.shape)}, got {tuple(k_same.shape)}")
     with torch.no_grad():
-        s = _get_scale(tau, scale, q).detach()
+        s = _get_scale(tau, scale, q, logit_scale).detach()
         k = keys.detach()
         t = torch.zeros(q.shape[0], keys.shape[0], dtype=q.dtype, device=q.device)
         if alpha > 0:
@@ -185,8 +194,8 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
 
 
 def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None, scale=None,
-             alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None, own_id: str = "mask",
-             reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+             logit_scale=None, alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
+             own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """``KL(target || p_q2k)`` with :func:`soft_targets` (see module docstring); returns ``(loss, parts)``.
 
     The stop-gradient part of the target is ``exp(log_softmax(logits)).detach()``, bit-identical to the
@@ -195,7 +204,7 @@ def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
     if alpha < 0 or beta < 0 or alpha + beta <= 0:
         raise ValueError(f"alpha and beta must be >= 0 with alpha + beta > 0, got alpha={alpha}, beta={beta}")
-    s = _get_scale(tau, scale, q)
+    s = _get_scale(tau, scale, q, logit_scale)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = torch.zeros_like(log_p)
     if alpha > 0:
@@ -214,23 +223,23 @@ def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None
 
 
 def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None,
-                 scale=None, alpha: float | None = None, beta: float | None = None, pos=None, q_ids=None,
-                 key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+                 scale=None, logit_scale=None, alpha: float | None = None, beta: float | None = None, pos=None,
+                 q_ids=None, key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """MoCo-style InfoNCE: cross-entropy with one-hot targets over ``[batch keys; queue]``.
 
     ``k_same``, ``alpha`` and ``beta`` are accepted for a common signature and ignored. With
     ``own_id="positive"`` the target is uniform over the positive and the query's stale queue copies.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
-    s = _get_scale(tau, scale, q)
+    s = _get_scale(tau, scale, q, logit_scale)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = _hard_targets(log_p.detach(), pos, same, own_id)
     return _ce(target, log_p, kl=False, reduction=reduction), _parts("", target, log_p, pos)
 
 
 def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None,
-               scale=None, alpha: float = 0.4, beta: float | None = None, pos=None, q_ids=None, key_ids=None,
-               own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+               scale=None, logit_scale=None, alpha: float = 0.4, beta: float | None = None, pos=None, q_ids=None,
+               key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """ALBEF momentum distillation: CE to ``alpha * softmax(s * k_same K^T) + (1 - alpha) * one-hot``.
 
     ``k_same`` is the teacher query: the momentum encoder's embedding of the query's own input (same
@@ -244,7 +253,7 @@ def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | No
         raise ValueError("albef_loss needs k_same = the momentum (teacher) embedding of each query, [B, D]")
     if k_same.shape != q.shape:
         raise ValueError(f"k_same must have the queries' shape {tuple(q.shape)}, got {tuple(k_same.shape)}")
-    s = _get_scale(tau, scale, q)
+    s = _get_scale(tau, scale, q, logit_scale)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = _hard_targets(log_p.detach(), pos, same, own_id)
     if alpha > 0:
@@ -254,12 +263,13 @@ def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | No
     return _ce(target, log_p, kl=False, reduction=reduction), _parts("", target, log_p, pos)
 
 
-def uni_modal_loss(q: torch.Tensor, keys: torch.Tensor, *, tau=None, scale=None, pos=None, q_ids=None,
-                   key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+def uni_modal_loss(q: torch.Tensor, keys: torch.Tensor, *, tau=None, scale=None, logit_scale=None, pos=None,
+                   q_ids=None, key_ids=None, own_id: str = "mask",
+                   reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """Uni-modal InfoNCE: online view-1 queries ``q`` vs ``keys`` = [momentum view-2 keys; same-modality
     queue] with hard labels (row ``pos[i]``, default ``i``, is the positive)."""
-    return mm_moco_loss(q, keys, tau=tau, scale=scale, pos=pos, q_ids=q_ids, key_ids=key_ids, own_id=own_id,
-                        reduction=reduction)
+    return mm_moco_loss(q, keys, tau=tau, scale=scale, logit_scale=logit_scale, pos=pos, q_ids=q_ids,
+                        key_ids=key_ids, own_id=own_id, reduction=reduction)
 
 
 MULTIMODAL_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, dict]]] = {

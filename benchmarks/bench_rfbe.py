@@ -1,0 +1,252 @@
+"""Benchmark: resource-free batch enlargement (RFBE) vs naive end-to-end MSD training, one CPU core.
+
+For each effective batch size (32, 64, 128, 256, 512) two training set-ups are measured, EACH IN ITS OWN
+SUBPROCESS so that its peak memory is its own:
+
+* ``naive``: ``MSD.training_step`` on the whole batch, one ``backward`` (activations of all B queries live
+  at once);
+* ``rfbe``: ``RFBE(MSD, sub_batch=32)``: momentum keys for all sub-batches without gradients, then the query
+  branch sub-batch by sub-batch with gradient accumulation (see ``medvlp_lib/methods/rfbe.py``).
+
+Both do the optimiser step, one EMA update and one enqueue per step. Model: a small dual encoder (a
+3-layer GroupNorm CNN on 64 px single-channel images and a hashed-token bag-of-words text tower, 128-d
+embeddings, queue 4,096), synthetic images and reports; nothing is downloaded.
+
+Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the child's peak resident set size
+(``ru_maxrss``, the whole process including the Python/torch runtime), plus the peak *above* the RSS
+measured just before training ("train MB"), which isolates what training adds.
+Time per sample = best (minimum) wall time over the timed steps (after one warm-up step) / effective
+batch; the minimum is robust to other processes sharing the cores (the mean is recorded too).
+
+Targets (issue 3): RFBE's peak memory at effective batch 512 within 1.25x of its peak at 32; RFBE's time per
+sample within 1.15x of naive's at the same effective batch (where naive fits).
+
+    python -m benchmarks.bench_rfbe            # batches 32..512, 64 px, 3 timed steps each (minutes)
+    python -m benchmarks.bench_rfbe --quick    # batches 32 and 128 at 32 px, 5 timed steps (under a minute,
+                                               # mostly the four child processes importing torch)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+MEM_RATIO_TARGET = 1.25
+TIME_RATIO_TARGET = 1.15
+
+_WORDS = ("heart size normal lungs are clear no pneumothorax pleural effusion cardiomegaly opacity left right "
+          "lower upper lobe consolidation atelectasis stable mediastinum degenerative changes thoracic spine "
+          "granuloma calcified emphysema edema mild moderate small large bilateral acute process").split()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _build(size: int, dim: int, queue: int):
+    import zlib
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class BenchDual(nn.Module):
+        """Small dual encoder honouring the contract (encode_image / encode_text / logit_scale)."""
+
+        def __init__(self, vocab: int = 4096):
+            super().__init__()
+            self.embed_dim, self.vocab = dim, vocab
+
+            def block(i, o, s):
+                return [nn.Conv2d(i, o, 3, stride=s, padding=1), nn.GroupNorm(4, o), nn.ReLU()]
+
+            self.img = nn.Sequential(*block(1, 16, 1), *block(16, 32, 2), *block(32, 64, 2),
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, dim))
+            self.tok = nn.EmbeddingBag(vocab, 64, mode="mean")
+            self.txt = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, dim))
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+        def encode_image(self, x):
+            return F.normalize(self.img(x), dim=-1)
+
+        def encode_text(self, texts):
+            ids, offsets = [], []
+            for t in texts:
+                offsets.append(len(ids))
+                ids += [zlib.crc32(w.encode()) % self.vocab for w in (t.lower().split() or ["<empty>"])]
+            dev = self.logit_scale.device
+            return F.normalize(self.txt(self.tok(torch.tensor(ids, device=dev), torch.tensor(offsets, device=dev))),
+                               dim=-1)
+
+    from medvlp_lib.methods.msd import MSD
+
+    torch.manual_seed(0)
+    return MSD(BenchDual(), queue_size=queue)
+
+
+def _batch(n: int, size: int, step: int):
+    import torch
+
+    g = torch.Generator().manual_seed(1000 + step)
+    words = torch.randint(len(_WORDS), (n, 12), generator=g).tolist()
+    texts = [". ".join(" ".join(_WORDS[w] for w in row[i:i + 4]) for i in (0, 4, 8)) + "." for row in words]
+    return dict(image=torch.rand(n, 1, size, size, generator=g), text=texts,
+                index=torch.arange(step * n, (step + 1) * n))
+
+
+def _child(mode: str, batch: int, sub_batch: int, steps: int, size: int, dim: int, queue: int, device: str) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from medvlp_lib.methods.rfbe import RFBE
+
+    dev = torch.device(device)
+    method = _build(size, dim, queue).to(dev)
+    runner = RFBE(method, sub_batch=sub_batch) if mode == "rfbe" else method
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+    batches = [_batch(batch, size, s) for s in range(steps + 1)]
+    for b in batches:
+        b["image"] = b["image"].to(dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = _rss_mb()
+    base_cuda = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
+    times, loss = [], float("nan")
+    for s, b in enumerate(batches):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.manual_seed(s)
+        out = runner.training_step(b)
+        if not getattr(runner, "manual_backward", False):
+            out["loss"].backward()
+        opt.step()
+        runner.after_optimizer_step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if s > 0:  # step 0 is a warm-up
+            times.append(time.perf_counter() - t0)
+        loss = float(out["loss"])
+    best = min(times)  # best of the timed steps: robust to other processes sharing the cores
+    row = {"mode": mode, "batch": batch, "sub_batch": sub_batch if mode == "rfbe" else batch, "size": size,
+           "steps": steps, "s_per_step": best, "s_per_step_mean": sum(times) / len(times),
+           "ms_per_sample": 1e3 * best / batch, "loss": loss, "device": dev.type}
+    if dev.type == "cuda":
+        row.update(peak_mb=torch.cuda.max_memory_allocated() / 2**20, base_mb=base_cuda,
+                   train_mb=torch.cuda.max_memory_allocated() / 2**20 - base_cuda, memory="cuda_max_allocated")
+    else:
+        peak = _peak_rss_mb()
+        row.update(peak_mb=peak, base_mb=base, train_mb=peak - base, memory="cpu_peak_rss")
+    return row
+
+
+def _run_child(mode: str, batch: int, args) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_rfbe", "--child", mode, str(batch), "--sub-batch",
+           str(args.sub_batch), "--steps", str(args.steps), "--size", str(args.size), "--dim", str(args.dim),
+           "--queue", str(args.queue), "--device", args.device]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        return {"mode": mode, "batch": batch, "error": err}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="batches 32 and 128 at 32 px: under a minute")
+    ap.add_argument("--batches", type=int, nargs="+", default=None, help="effective batch sizes")
+    ap.add_argument("--sub-batch", type=int, default=32, help="RFBE sub-batch size")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (after 1 warm-up)")
+    ap.add_argument("--size", type=int, default=None, help="image side in pixels (default 64; quick 32)")
+    ap.add_argument("--dim", type=int, default=128, help="embedding size")
+    ap.add_argument("--queue", type=int, default=4096, help="queue size per modality")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: medvlp_lib.utils.get_device())")
+    ap.add_argument("--no-write", action="store_true", help="do not write results/bench_rfbe.json")
+    ap.add_argument("--child", nargs=2, metavar=("MODE", "BATCH"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.steps is None:
+        args.steps = 5 if args.quick else 3
+    if args.size is None:
+        args.size = 32 if args.quick else 64
+    if args.device is None:
+        from medvlp_lib.utils import get_device
+
+        args.device = get_device().type
+        if args.device == "mps":
+            args.device = "cpu"  # no peak-memory counter comparable to RSS / CUDA
+    if args.child:
+        print(json.dumps(_child(args.child[0], int(args.child[1]), args.sub_batch, args.steps, args.size, args.dim,
+                                args.queue, args.device)))
+        return {}
+    batches = args.batches or ([32, 128] if args.quick else [32, 64, 128, 256, 512])
+    if any(b <= 0 for b in batches) or args.sub_batch <= 0 or args.steps <= 0:
+        raise ValueError("--batches, --sub-batch and --steps must be positive")
+
+    from tqdm.auto import tqdm
+
+    jobs = [(mode, b) for b in batches for mode in ("naive", "rfbe")]
+    rows = [_run_child(mode, b, args) for mode, b in tqdm(jobs, desc="bench_rfbe")]
+    naive = {r["batch"]: r for r in rows if r["mode"] == "naive" and "error" not in r}
+    rfbe = {r["batch"]: r for r in rows if r["mode"] == "rfbe" and "error" not in r}
+    for r in rows:
+        if r["mode"] == "rfbe" and "error" not in r and r["batch"] in naive:
+            r["time_ratio_vs_naive"] = r["ms_per_sample"] / naive[r["batch"]]["ms_per_sample"]
+            r["time_ok"] = bool(r["time_ratio_vs_naive"] <= TIME_RATIO_TARGET)
+    lo, hi = min(batches), max(batches)
+    mem_ratio = rfbe[hi]["peak_mb"] / rfbe[lo]["peak_mb"] if lo in rfbe and hi in rfbe else None
+    train_ratio = (rfbe[hi]["train_mb"] / max(rfbe[lo]["train_mb"], 1e-9)) if lo in rfbe and hi in rfbe else None
+    naive_ratio = naive[hi]["peak_mb"] / naive[lo]["peak_mb"] if lo in naive and hi in naive else None
+    time_ok = [r["time_ok"] for r in rows if "time_ok" in r]
+
+    mem_name = "peak MB (CUDA max allocated)" if args.device == "cuda" else "peak RSS MB"
+    print(f"\nRFBE vs naive MSD training ({args.device}, one thread, {args.size} px, sub-batch {args.sub_batch}, "
+          f"queue {args.queue}); {mem_name} = whole child process, train MB = peak above pre-training")
+    print(f"{'batch':>6} {'mode':>6} {'peak MB':>9} {'train MB':>9} {'ms/sample':>10} {'t/naive':>8} {'time ok':>8}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['batch']:>6} {r['mode']:>6} error: {r['error']}")
+            continue
+        ratio = f"{r['time_ratio_vs_naive']:.2f}" if "time_ratio_vs_naive" in r else "-"
+        ok = ("yes" if r["time_ok"] else "NO") if "time_ok" in r else "-"
+        print(f"{r['batch']:>6} {r['mode']:>6} {r['peak_mb']:>9.0f} {r['train_mb']:>9.0f} {r['ms_per_sample']:>10.2f} "
+              f"{ratio:>8} {ok:>8}")
+    targets = {
+        "rfbe_peak_ratio_max_vs_min_batch": mem_ratio, "rfbe_peak_ratio_target": MEM_RATIO_TARGET,
+        "rfbe_memory_ok": None if mem_ratio is None else bool(mem_ratio <= MEM_RATIO_TARGET),
+        "rfbe_train_mb_ratio_max_vs_min_batch": train_ratio,
+        "naive_peak_ratio_max_vs_min_batch": naive_ratio,
+        "time_ratio_target": TIME_RATIO_TARGET, "rfbe_time_ok_all": bool(time_ok) and all(time_ok),
+        "batches": [lo, hi],
+    }
+    print(f"\nRFBE peak at batch {hi} / at batch {lo}: "
+          f"{'n/a' if mem_ratio is None else f'{mem_ratio:.2f}'} (target <= {MEM_RATIO_TARGET}: "
+          f"{'pass' if targets['rfbe_memory_ok'] else 'FAIL'}); training-only memory ratio "
+          f"{'n/a' if train_ratio is None else f'{train_ratio:.2f}'}; naive peak ratio "
+          f"{'n/a' if naive_ratio is None else f'{naive_ratio:.2f}'}")
+    print(f"RFBE time/sample within {TIME_RATIO_TARGET}x of naive at every batch: "
+          f"{'pass' if targets['rfbe_time_ok_all'] else 'FAIL'}")
+    payload = {"device": args.device, "threads": 1, "quick": args.quick, "size": args.size, "dim": args.dim,
+               "queue": args.queue, "sub_batch": args.sub_batch, "steps": args.steps, "rows": rows,
+               "targets": targets}
+    if not args.no_write:
+        from medvlp_lib.results import write_result
+
+        path = write_result("bench_rfbe", payload, profile="quick" if args.quick else "full")
+        print(f"\nwrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
