@@ -565,8 +565,11 @@ def _paint_nodule(A, bits, lung, g, f, r, size, X, Y):
         if hilar:
             cx0, cy0 = s * r.uniform(0.17, 0.26), r.uniform(-0.2, 0.0)
         else:
-            cx0, cy0 = _zone_center(g, _zone(f, r), s, r)
-            cx0 += r.uniform(-0.12, 0.12) * s
+            for _try in range(6):                              # keep parenchymal foci inside the lung
+                cx0, cy0 = _zone_center(g, _zone(f, r), s, r)
+                cx0 += r.uniform(-0.12, 0.12) * s
+                if lung[_px(cy0, size), _px(cx0, size)] > 0.6:
+                    break
         if mass:
             rad, amp = r.uniform(0.09, 0.14), 0.5
         elif calcified:
