@@ -19,7 +19,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 
 from .utils import autocast, get_device, seed_everything
 
-__all__ = ["warmup_cosine", "StepBatches", "Trainer", "step_seed", "param_groups", "CHECKPOINT_VERSION"]
+__all__ = ["warmup_cosine", "StepBatches", "Trainer", "step_seed", "param_groups", "move_to", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -127,13 +127,14 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def _move(batch, device):
+def move_to(batch, device: torch.device):
+    """Move every tensor in a (nested) dict / list / tuple to ``device``; other values are returned as is."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
     if isinstance(batch, dict):
-        return {k: _move(v, device) for k, v in batch.items()}
+        return {k: move_to(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in batch):
-        return type(batch)(_move(v, device) for v in batch)
+        return type(batch)(move_to(v, device) for v in batch)
     return batch
 
 
@@ -191,6 +192,7 @@ class Trainer:
         self.progress, self.min_lr_ratio, self.keep_last = progress, float(min_lr_ratio), int(keep_last)
         self.betas, self.eps = betas, eps
         self.step = 0
+        self.elapsed = 0.0
         self.history: list[dict] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
@@ -346,7 +348,7 @@ class Trainer:
         try:
             while self.step < steps:
                 seed_everything(step_seed(self.seed, self.step))
-                batch = _move(batches.batch(self.step), self.device)
+                batch = move_to(batches.batch(self.step), self.device)
                 record = self._one_step(batch)
                 self.history.append(record)
                 self.step += 1

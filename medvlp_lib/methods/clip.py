@@ -14,18 +14,7 @@ from torch import nn
 
 from .contrastive import clip_loss
 
-__all__ = ["CLIP", "move_to"]
-
-
-def move_to(batch, device: torch.device):
-    """Move every tensor in a (nested) dict / list / tuple to ``device``; other values are returned as is."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in batch):
-        return type(batch)(move_to(v, device) for v in batch)
-    return batch
+__all__ = ["CLIP"]
 
 
 class CLIP(nn.Module):

@@ -196,8 +196,8 @@ def build_image_encoder(name: str = "resnet18", pretrained: bool = False, in_cha
             raise
         raise WeightsNotAvailableError(
             f"could not load pretrained timm weights for {name!r} ({type(err).__name__}: {err}). "
-            f"This machine is offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}) or has no "
-            f"network. Pre-download them on a machine with internet: "
+            f"Hub offline mode is {'on' if _offline() else 'off'} (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) and the "
+            f"weights are not in the local cache, or there is no network. Pre-download them on a machine with internet: "
             f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (or "
             f"`huggingface-cli download timm/{name}`), then copy the Hugging Face cache and set HF_HOME to it, "
             f"or use pretrained=False.") from err
@@ -237,8 +237,8 @@ def _load_hf(name_or_path: str):
             raise
         raise WeightsNotAvailableError(
             f"could not load text encoder {name_or_path!r} ({type(err).__name__}: {err}). It is not a local "
-            f"folder and this machine is offline (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}) or "
-            f"cannot reach the Hub. Pre-download it on a machine with internet: "
+            f"folder, Hub offline mode is {'on' if _offline() else 'off'} (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) "
+            f"and it is not in the local cache, or the Hub cannot be reached. Pre-download it on a machine with internet: "
             f"`huggingface-cli download {name_or_path}` (then copy the cache and set HF_HOME), or save it with "
             f"`AutoModel.from_pretrained(...).save_pretrained(DIR)` plus the tokenizer and pass name_or_path=DIR. "
             f"Default (no download needed): name_or_path=None uses the packaged all-MiniLM-L6-v2.") from err
