@@ -13,7 +13,7 @@ D, G = 16, 24
 
 @pytest.fixture(scope="module")
 def cohort():
-    return simulate_cohort(8, seed=0, n_patches=(30, 60), feature_dim=D, n_genes=G, n_modules=3)
+    return simulate_cohort(8, seed=0, n_patches=(20, 40), feature_dim=D, n_genes=G, n_modules=3)
 
 
 def _model(mode="momentum", **kw):
@@ -156,7 +156,7 @@ def test_state_dict_and_short_training(cohort):
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     sb = SlideBatches(cohort, seed=0)
     first = None
-    for step in range(30):
+    for step in range(20):
         torch.manual_seed(step)
         out = m.training_step(sb.batch(step))
         opt.zero_grad()
@@ -172,3 +172,11 @@ def test_state_dict_and_short_training(cohort):
     assert abs(m2.predict(b)["prob"] - m.predict(b)["prob"]) < 1e-6
     torch.testing.assert_close(m2.memory.slots, m.memory.slots)
     torch.testing.assert_close(m2.memory.usage, m.memory.usage)
+
+
+def test_predict_chunked_matches_full(cohort):
+    m = _model()
+    b = cohort[0].to_batch()
+    full, chunked = m.predict(b, chunk_size=None), m.predict(b, chunk_size=7)
+    torch.testing.assert_close(chunked["attention"], full["attention"], atol=1e-5, rtol=1e-4)
+    assert abs(chunked["prob"] - full["prob"]) < 1e-5

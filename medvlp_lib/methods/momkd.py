@@ -10,7 +10,8 @@ arXiv 2602.21395); public code CAIR-LAB-WFUSM/MoMKD. One step on one slide (batc
 2. omics branch (training only): ``z = Enc(o)``, ``u = normalize(P_omics z)``, ``o_hat = Dec(z)``;
 3. losses ``L = 0.5 CE(logits, y) + 0.01 MSE(o_hat, o) + 0.2 L_align(w) + 0.05 L_align(u) + 0.1 L_mem``
    with ``L_align`` the soft angle loss against the memory and ``L_mem = VQ commitment of the patch
-   projections + ortho_weight * orthogonality`` (public code: orthogonality weight 10, commitment 1);
+   projections (+ ortho_weight * orthogonality of the slots in "learned" mode, the only mode where the
+   slots get gradients; public code: orthogonality weight 10, commitment 1)``;
    the public code's reconstruction weight is 0.05 (``recon_weight=0.05``), the paper's 0.01;
 4. after the optimiser step (``"momentum"`` memory), the slots of class ``y`` move towards the aligned
    features by EMA: the omics projection ``u`` (semantic anchoring) and the slide projection ``w``
@@ -138,10 +139,11 @@ class MoMKD(nn.Module):
         dev = self._device()
         return x.to(dev), ei.to(dev)
 
-    def encode_slide(self, batch) -> dict:
-        """Slide branch: contextual features, patch projections, attention, logits, slide projection."""
+    def encode_slide(self, batch, chunk_size: int | None = None) -> dict:
+        """Slide branch: contextual features, patch projections, attention, logits, slide projection.
+        ``chunk_size``: run the GATv2 layers on that many patches at a time (inference on huge slides)."""
         x, ei = self._slide_inputs(batch)
-        h = self.slide_encoder(x, ei)
+        h = self.slide_encoder(x, ei, chunk_size=chunk_size)
         p = self.patch_proj(h)
         pooled = self.pool(p, self.memory.normalized(), h)
         v = pooled["pooled"]
@@ -184,7 +186,8 @@ class MoMKD(nn.Module):
 
     # ----------------------------------------------------------------- trainer contract
     def losses(self, batch: dict) -> dict:
-        """All loss terms for one slide, as tensors: ``ce, mse, align_wsi, align_omics, mem, loss``."""
+        """All loss terms for one slide, as tensors: ``ce, mse, align_wsi, align_omics, mem, loss`` (and the
+        detached ``ortho`` for logging)."""
         if "label" not in batch:
             raise ValueError("batch needs a 'label' entry (0 or 1)")
         y = int(torch.as_tensor(batch["label"]).reshape(-1)[0])
@@ -200,7 +203,10 @@ class MoMKD(nn.Module):
                               if self.align_wsi else zero)
         mem_loss = vq_commitment_loss(out["patch_proj"], yt, mem,
                                       codebook_weight=1.0 if self.memory.mode == "learned" else 0.0)
-        parts["mem"] = mem_loss + self.ortho_weight * orthogonality_loss(mem)
+        ortho = orthogonality_loss(mem)
+        # orthogonality only has a gradient when the slots are trainable; logged in every mode
+        parts["mem"] = mem_loss + (self.ortho_weight * ortho if self.memory.mode == "learned" else 0.0)
+        parts["ortho"] = ortho.detach()
         parts["mse"], parts["align_omics"] = zero, zero
         om = None
         if self.use_omics:
@@ -246,12 +252,13 @@ class MoMKD(nn.Module):
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
-    def predict(self, slide) -> dict:
+    def predict(self, slide, chunk_size: int | None = 8192) -> dict:
         """WSI-only inference (no omics): ``{"prob", "logits", "attention" [N], "scores" [N]}`` on CPU.
-        ``slide``: a ``Slide`` or a batch dict with ``features`` and ``edge_index`` or ``coords``."""
+        ``slide``: a ``Slide`` or a batch dict with ``features`` and ``edge_index`` or ``coords``.
+        Slides above ``chunk_size`` patches run the graph layers in chunks (same result, less memory)."""
         was = self.training
         self.eval()
-        out = self.encode_slide(slide)
+        out = self.encode_slide(slide, chunk_size=chunk_size)
         self.train(was)
         return {"prob": float(out["logits"].softmax(-1)[1]), "logits": out["logits"].cpu(),
                 "attention": out["attention"].cpu(), "scores": out["scores"].cpu()}
