@@ -11,6 +11,15 @@ from medvlp_lib.data.text import PROMPT_LABELS, PROMPT_WORDS, all_prompts, build
 from medvlp_lib.eval import (binary_auc, embed, linear_probe_auc, retrieval_recall, stratified_subsample,
                              zero_shot_auc, zero_shot_scores)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscription on shared CPUs (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 LABELS = ("cardiomegaly", "pleural_effusion", "opacity", "atelectasis", "nodule", "emphysema", "edema",
           "pneumothorax", "device", "normal")
 

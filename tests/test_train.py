@@ -11,6 +11,15 @@ from torch import nn
 from medvlp_lib.train import StepBatches, Trainer, param_groups, step_seed, warmup_cosine
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscription on shared CPUs (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class ToyData(torch.utils.data.Dataset):
     def __init__(self, n=40):
         g = torch.Generator().manual_seed(0)
@@ -223,3 +232,47 @@ def test_non_finite_loss_raises():
 def test_step_seed_distinct():
     seeds = {step_seed(0, s) for s in range(100)} | {step_seed(1, s) for s in range(100)}
     assert len(seeds) == 200
+
+
+class _BagText(nn.Module):
+    out_dim = 8
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.EmbeddingBag(128, 8)
+
+    def forward(self, texts):
+        ids = [torch.tensor([ord(c) % 128 for c in t] or [0]) for t in texts]
+        offsets = torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
+        return self.emb(torch.cat(ids), offsets)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return {"image": torch.rand(1, 32, 32, generator=g), "text": f"report {i % 5} " * (1 + i % 3)}
+
+
+def _clip_run(tmp=None, steps=6, resume=False):
+    from medvlp_lib.methods.clip import CLIP
+    from medvlp_lib.models.encoders import DualEncoder, build_image_encoder
+
+    torch.manual_seed(0)
+    model = DualEncoder(build_image_encoder("test_resnet"), _BagText(), embed_dim=8, proj="mlp")
+    method = CLIP(model, augment=lambda x: (x + 0.05 * torch.randn_like(x)).flip(-1) if torch.rand(()) < 0.5 else x)
+    tr = Trainer(method, lr=1e-2, warmup_steps=2, total_steps=6, device="cpu", seed=3, progress=False,
+                 ckpt_dir=tmp, ckpt_every=3 if tmp else 0)
+    hist = tr.fit(StepBatches(_Images(), 4, seed=3), steps=steps, resume=resume)
+    return method, hist
+
+
+def test_clip_exact_resume_with_batchnorm_and_augmentation(tmp_path):
+    ref, ref_hist = _clip_run()
+    _clip_run(tmp_path, steps=3)
+    resumed, hist = _clip_run(tmp_path, steps=6, resume=True)
+    assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]
+    for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # includes batch-norm running statistics
