@@ -243,8 +243,13 @@ def test_students_build_and_embed():
             assert e.shape == (2, 8)
             assert torch.allclose(m.encode_image(x).norm(dim=-1), torch.ones(2), atol=1e-5)
             assert m.image_features(x).shape == (2, m.feature_dim)
-    rgb = build_student("efficientnet_b0", embed_dim=4, in_chans=3, img_size=None)
-    assert rgb(torch.rand(1, 3, 48, 48)).shape == (1, 4)
+    rgb = build_student("efficientnet_b0", embed_dim=4, in_chans=3, img_size=None).eval()
+    x3 = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        assert rgb(x3).shape == (1, 4)
+        # a student used as a teacher image tower yields its unnormalised embedding
+        assert torch.equal(teacher_image_embedding(rgb, x3), rgb(x3))
+    assert not any(k.startswith("image_proj") for k in rgb.state_dict())  # alias, not a second copy
 
 
 def test_efficientformer_resolution_and_errors(tmp_path):

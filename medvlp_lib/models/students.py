@@ -184,6 +184,12 @@ class StudentEncoder(nn.Module):
         self._check_size(x)
         return self.encoder(x)
 
+    @property
+    def image_proj(self) -> nn.Module:
+        """The projection head under :class:`DualEncoder`'s name, so code written for a teacher
+        (``image_proj(image_features(x))``) also gets a student's unnormalised embedding."""
+        return self.proj
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.image_features(x))
 
