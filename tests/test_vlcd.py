@@ -293,3 +293,30 @@ def test_student_loads_weight_file(tmp_path):
     bb = m.encoder.backbone
     assert torch.allclose(bb.conv_stem.weight[:, 0], ref.conv_stem.weight.sum(1))  # RGB stem summed to 1 channel
     assert torch.equal(bb.blocks[3][0].conv_pw.weight, ref.blocks[3][0].conv_pw.weight)
+
+
+def test_vlcd_end_to_end_with_real_towers():
+    """ResNet-50 DualEncoder teacher (stand-in text tower) -> MobileNetV3 student, one VLCD step."""
+    from medvlp_lib.models.students import build_student, build_teacher
+
+    class StandInText(nn.Module):  # TextEncoder contract: list[str] -> [B, out_dim]
+        out_dim = 10
+
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(13, self.out_dim)
+
+        def forward(self, texts):
+            return self.table(torch.tensor([sum(map(ord, t)) % 13 for t in texts]))
+
+    torch.manual_seed(0)
+    teacher = build_teacher(text_encoder=StandInText(), embed_dim=8, in_chans=1)
+    student = build_student("mobilenetv3", embed_dim=8, in_chans=1, img_size=32)
+    method = VLCD(student, teacher, lam=0.1, mu=0.5).train()
+    batch = {"image": torch.rand(3, 1, 32, 32), "text": ["no acute findings", "small effusion", "cardiomegaly"]}
+    out = method.training_step(batch)
+    out["loss"].backward()
+    assert math.isfinite(float(out["loss"].detach())) and out["t_norm"] > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.proj.net[0].weight.grad is not None
+    assert method.encode_image(batch["image"]).shape == (3, 8)
