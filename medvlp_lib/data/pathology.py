@@ -270,9 +270,9 @@ def simulate_slide(cfg: CohortConfig, *, label: int, n_patches: int, seed: int |
     n, d = n_patches, cfg.feature_dim
     x = w.mu[tissue].astype(np.float32)
     a = rng.normal(size=(n, w.basis.shape[1])).astype(np.float32)
-    x += np.einsum("nr,nrd->nd", a, w.basis[tissue].astype(np.float32)) if n * d <= 2_000_000 else \
-        np.concatenate([np.einsum("nr,nrd->nd", a[i:i + 4096], w.basis[tissue[i:i + 4096]].astype(np.float32))
-                        for i in range(0, n, 4096)])
+    for t in np.unique(tissue):  # low-rank within-tissue variation U[t] a
+        sel = tissue == t
+        x[sel] += a[sel] @ w.basis[t].astype(np.float32)
     x += rng.normal(0, cfg.stain_noise, d).astype(np.float32)
     x += rng.normal(0, cfg.noise, (n, d)).astype(np.float32)
     signal = np.zeros(n, dtype=bool)
