@@ -1,0 +1,192 @@
+"""RSNA Pneumonia Detection Challenge (Kaggle 2018) -- binary pneumonia classification with boxes.
+
+On-disk layout (the Kaggle download)::
+
+    <root>/                                   (default: $MEDVLP_DATA/rsna)
+      stage_2_train_labels.csv                patientId,x,y,width,height,Target  (one row per box;
+                                              Target 0 rows have empty x,y,width,height)
+      stage_2_train_images/<patientId>.dcm    1024 x 1024 DICOM (needs pydicom)
+        -- or --
+      stage_2_train_images/<patientId>.png    the same images converted to PNG (any size; boxes are
+                                              rescaled from the 1024 grid)
+
+The labels CSV also ships inside torchxrayvision (``torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip``,
+what ``xrv.datasets.RSNA_Pneumonia_Dataset`` reads); when ``<root>/stage_2_train_labels.csv`` is missing that
+copy is used (``csv_path`` overrides both). Patients listed in the CSV whose image is not on disk are
+skipped and counted (``dataset.skipped``, logged), so a partial download works.
+
+Items: ``dict(image=FloatTensor[1, size, size] in [0, 1], label=FloatTensor[1] (Target), boxes=FloatTensor[K, 4]
+(x, y, w, h on the 1024 grid), mask=BoolTensor[size, size] (union of boxes), index=int, uid=str)``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["RSNAPneumonia", "read_rsna_labels", "load_image_gray", "xrv_data_file", "LAYOUT", "GRID"]
+
+log = logging.getLogger(__name__)
+
+GRID = 1024
+LABELS_FILE = "stage_2_train_labels.csv"
+IMAGE_DIR = "stage_2_train_images"
+LAYOUT = (f"<root>/{LABELS_FILE} (patientId,x,y,width,height,Target) and <root>/{IMAGE_DIR}/<patientId>.dcm "
+          f"or .png; download: https://www.kaggle.com/c/rsna-pneumonia-detection-challenge")
+COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
+
+
+def xrv_data_file(name: str) -> Path:
+    """A file shipped in ``torchxrayvision/data/`` (label CSVs in the datasets' own formats)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.origin:
+        raise FileNotFoundError(f"torchxrayvision is not installed; it ships {name}")
+    path = Path(spec.origin).parent / "data" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not in the installed torchxrayvision package")
+    return path
+
+
+def _default_root(sub: str, layout: str) -> Path:
+    base = os.environ.get("MEDVLP_DATA")
+    if not base:
+        raise FileNotFoundError(f"no root given and MEDVLP_DATA is not set; expected layout {layout}")
+    return Path(base) / sub
+
+
+def load_image_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+    """Read a PNG / JPEG (PIL) or DICOM (pydicom) radiograph as float32 [H, W] in [0, 1].
+
+    DICOM: ``MONOCHROME1`` is inverted so bone is bright; values are min-max scaled. With ``size``, the image is
+    resized (bilinear) to ``size x size`` after padding the short side to a square (GLoRIA / MGCA practice).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        try:
+            import pydicom
+        except ImportError as err:
+            raise ImportError(f"reading DICOM {path} needs pydicom (pip install pydicom), or convert the images to "
+                              f"PNG with the same file stem") from err
+        ds = pydicom.dcmread(str(path))
+        a = ds.pixel_array.astype(np.float32)
+        if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+            a = a.max() - a
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im = im.convert("I;16") if im.mode in ("I;16", "I;16B", "I") else im.convert("L")
+                a = np.asarray(im, dtype=np.float32)
+                a = a / (65535.0 if im.mode.startswith("I") else 255.0)
+        except UnidentifiedImageError as err:
+            raise ValueError(f"{path} is not a readable image file") from err
+    if size is not None:
+        h, w = a.shape
+        s = max(h, w)
+        pad = np.zeros((s, s), np.float32)
+        pad[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = a
+        t = torch.from_numpy(pad)[None, None]
+        a = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return a
+
+
+def read_rsna_labels(csv_path: str | os.PathLike | None = None):
+    """Parse the RSNA labels CSV into ``{patientId: (target:int, boxes float32 [K, 4])}`` (CSV order kept).
+
+    A patient's target is the max over its rows; boxes come from rows with Target 1. Raises ``ValueError``
+    naming the file when the columns differ from ``patientId,x,y,width,height,Target``.
+    """
+    import pandas as pd
+
+    path = Path(csv_path) if csv_path is not None else xrv_data_file("kaggle_stage_2_train_labels.csv.zip")
+    if not path.exists():
+        raise FileNotFoundError(f"RSNA labels CSV {path} not found; expected layout {LAYOUT}")
+    df = pd.read_csv(path)
+    if tuple(df.columns) != COLUMNS:
+        raise ValueError(f"{path}: expected columns {','.join(COLUMNS)}, got {','.join(map(str, df.columns))}")
+    df["patientId"] = df["patientId"].astype(str)
+    target = df.groupby("patientId", sort=False)["Target"].max().astype(int).to_dict()
+    pos = df[df["Target"] == 1]
+    coords = pos[["x", "y", "width", "height"]]
+    if coords.isna().any().any():
+        pid = pos["patientId"][coords.isna().any(axis=1)].iloc[0]
+        raise ValueError(f"{path}: patient {pid} has Target=1 rows with missing box coordinates")
+    boxes: dict[str, list] = {}
+    for pid, b in zip(pos["patientId"].to_numpy(), coords.to_numpy(np.float32)):
+        boxes.setdefault(pid, []).append(b)
+    out: dict[str, tuple[int, np.ndarray]] = {}
+    for pid in pd.unique(df["patientId"]):
+        out[pid] = (int(target[pid]), np.asarray(boxes.get(pid, []), np.float32).reshape(-1, 4))
+    return out
+
+
+def boxes_to_mask(boxes: np.ndarray, size: int, grid: int = GRID) -> np.ndarray:
+    """Union of ``(x, y, w, h)`` boxes on the ``grid`` as a bool mask [size, size]."""
+    m = np.zeros((size, size), bool)
+    s = size / grid
+    for x, y, w, h in np.asarray(boxes, np.float64).reshape(-1, 4):
+        x0, y0 = int(np.floor(x * s)), int(np.floor(y * s))
+        x1, y1 = int(np.ceil((x + w) * s)), int(np.ceil((y + h) * s))
+        m[max(0, y0):min(size, y1), max(0, x0):min(size, x1)] = True
+    return m
+
+
+class RSNAPneumonia(Dataset):
+    """RSNA pneumonia images with Target labels and boxes (see the module docstring for the layout).
+
+    ``size``: output side (images padded to square and resized). ``csv_path``: labels CSV (default
+    ``<root>/stage_2_train_labels.csv``, else torchxrayvision's copy). ``image_dir``: default
+    ``<root>/stage_2_train_images``. Attributes: ``uids``, ``labels`` (float32 [N]), ``boxes`` (list of [K, 4]),
+    ``files``, ``skipped`` (CSV patients without an image).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, size: int = 224, csv_path=None, image_dir=None):
+        root = Path(root) if root is not None else _default_root("rsna", LAYOUT)
+        image_dir = Path(image_dir) if image_dir is not None else root / IMAGE_DIR
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"RSNA image folder {image_dir} not found; expected layout {LAYOUT}")
+        if csv_path is None and (root / LABELS_FILE).exists():
+            csv_path = root / LABELS_FILE
+        table = read_rsna_labels(csv_path)
+        on_disk = {}
+        for f in image_dir.iterdir():
+            if f.suffix.lower() in (".dcm", ".png", ".jpg", ".jpeg"):
+                on_disk.setdefault(f.stem, f)
+        self.size = int(size)
+        self.uids, self.files, labels, self.boxes = [], [], [], []
+        for pid, (target, boxes) in table.items():
+            if pid in on_disk:
+                self.uids.append(pid)
+                self.files.append(on_disk[pid])
+                labels.append(target)
+                self.boxes.append(boxes)
+        self.labels = np.asarray(labels, np.float32)
+        self.skipped = len(table) - len(self.uids)
+        self.unlabelled_images = len(set(on_disk) - set(table))
+        if self.skipped:
+            log.info("RSNAPneumonia: %d of %d CSV patients have no image in %s (skipped)", self.skipped, len(table),
+                     image_dir)
+        if not self.uids:
+            raise FileNotFoundError(f"no RSNA image in {image_dir} matches a patientId of the labels CSV; expected "
+                                    f"layout {LAYOUT}")
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for RSNAPneumonia of length {len(self)}")
+        i = int(i) % len(self)
+        img = load_image_gray(self.files[i], self.size)
+        return {"image": torch.from_numpy(img)[None], "label": torch.tensor([self.labels[i]]),
+                "boxes": torch.from_numpy(self.boxes[i]), "mask": torch.from_numpy(boxes_to_mask(self.boxes[i], self.size)),
+                "index": i, "uid": self.uids[i]}
