@@ -334,7 +334,8 @@ class VLCD(_FrozenHolder):
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, text_encoder: nn.Module | None = None,
-                 lam: float = DEFAULT_LAMBDA, mu: float = 0.0, dist: str = "cosine", init_temperature: float | None = None,
+                 lam: float = DEFAULT_LAMBDA, mu: float = 0.0, dist: str = "cosine",
+                 init_temperature: float | None = None,
                  learn_temperature: bool = True, train_text: bool = False,
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()

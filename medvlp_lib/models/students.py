@@ -112,7 +112,8 @@ def set_efficientformer_resolution(backbone: nn.Module, img_size: int | Sequence
         if (side, side) != (r0, r1):
             grid = old.reshape(1, heads, side, side)
             new = F.interpolate(grid, size=(r0, r1), mode="bicubic", align_corners=False).reshape(heads, r0 * r1)
-            module.attention_biases = nn.Parameter(new.contiguous(), requires_grad=module.attention_biases.requires_grad)
+            trainable = module.attention_biases.requires_grad
+            module.attention_biases = nn.Parameter(new.contiguous(), requires_grad=trainable)
         ys, xs = torch.meshgrid(torch.arange(r0), torch.arange(r1), indexing="ij")
         pos = torch.stack([ys.flatten(), xs.flatten()])
         rel = (pos[:, :, None] - pos[:, None, :]).abs()
