@@ -140,7 +140,8 @@ def _child(mode: str, batch: int, sub_batch: int, steps: int, size: int, dim: in
     best = min(times)  # best of the timed steps: robust to other processes sharing the cores
     row = {"mode": mode, "batch": batch, "sub_batch": sub_batch if mode == "rfbe" else batch, "size": size,
            "steps": steps, "s_per_step": best, "s_per_step_mean": sum(times) / len(times),
-           "ms_per_sample": 1e3 * best / batch, "loss": loss, "device": dev.type}
+           "ms_per_sample": 1e3 * best / batch, "loss": loss, "device": dev.type,
+           "loadavg_1min": os.getloadavg()[0]}
     if dev.type == "cuda":
         row.update(peak_mb=torch.cuda.max_memory_allocated() / 2**20, base_mb=base_cuda,
                    train_mb=torch.cuda.max_memory_allocated() / 2**20 - base_cuda, memory="cuda_max_allocated")
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'n/a' if naive_ratio is None else f'{naive_ratio:.2f}'}")
     print(f"RFBE time/sample within {TIME_RATIO_TARGET}x of naive at every batch: "
           f"{'pass' if targets['rfbe_time_ok_all'] else 'FAIL'}")
-    payload = {"device": args.device, "threads": 1, "quick": args.quick, "size": args.size, "dim": args.dim,
+    print("(time ratios are only meaningful on an otherwise idle machine: see loadavg_1min per row)")
+    payload = {"device": args.device, "threads": 1, "cpu_count": os.cpu_count(), "quick": args.quick, "size": args.size, "dim": args.dim,
                "queue": args.queue, "sub_batch": args.sub_batch, "steps": args.steps, "rows": rows,
                "targets": targets}
     if not args.no_write:

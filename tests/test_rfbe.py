@@ -50,6 +50,14 @@ class TinyDual(nn.Module):
         return F.normalize(self.txt(e), dim=-1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared machine
+    yield
+    torch.set_num_threads(n)
+
+
 def make_batch(n: int, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return dict(image=torch.rand(n, 1, 12, 12, generator=g, dtype=DT),

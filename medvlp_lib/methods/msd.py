@@ -351,6 +351,14 @@ class MSD(nn.Module):
     with their sample ids. ``batch`` = dict(image=[B,C,H,W], text=list[str], index=LongTensor[B]).
 
     Defaults follow the paper: alpha 0.3, beta 0.7, w_uni 1, w_multi 10, m 0.995, queue 4096.
+
+    Views and keys (our reading; the paper does not spell it out): the online encoders embed view 1 of
+    each modality (queries), the momentum encoders embed view 2 (keys, which are also what is enqueued).
+    Multi-modal: image query i vs [momentum text keys of the batch; text queue], positive = row i (the
+    text key of its own report), and symmetrically for text queries; uni-modal: image query i vs
+    [momentum image keys; image queue], positive = its own view 2. With ``k2k="teacher"`` (ALBEF's
+    default here) the teacher of an image query is the momentum embedding of the same image's view 2,
+    which saves a third forward pass; ALBEF itself feeds the teacher the query's own view.
     """
 
     manual_backward = False
