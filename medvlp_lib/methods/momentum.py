@@ -97,6 +97,7 @@ class MomentumEncoder(nn.Module):
         self.module = copy.deepcopy(online)
         for p in self.module.parameters():
             p.requires_grad_(False)
+            p.grad = None
 
     @torch.no_grad()
     def forward(self, *args, **kwargs):
