@@ -315,3 +315,13 @@ def test_timm_frozen_backbone():
     bb = build_frozen_image_backbone("resnet18", pretrained=False)
     assert all(not p.requires_grad for p in bb.parameters())
     assert bb.forward_features(torch.rand(1, 1, 64, 64)).shape == (1, 512, 2, 2)
+
+
+def test_paper_scale_parameter_table_small_shapes():
+    from medvlp_lib.models.adaptor import paper_scale_parameter_table
+
+    rows = paper_scale_parameter_table(image_arch="resnet18", text_layers=1, text_width=64, width=32,
+                                       adaptor_embed_dim=16, num_heads=4, embed_dim=8)
+    by = {r["method"]: r for r in rows}
+    assert by["Adaptor"]["trainable"] == count_trainable_parameters(Adaptor(512, 64, width=32, embed_dim=16, num_heads=4))
+    assert by["CLIP (end-to-end)"]["trainable"] > by["Adaptor"]["frozen"]

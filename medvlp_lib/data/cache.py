@@ -92,7 +92,7 @@ def module_fingerprint(module: torch.nn.Module) -> str:
 
 def _images_to_tensor(images) -> torch.Tensor:
     """uint8 [N, H, W] / [N, 1, H, W] (0..255) or float in [0, 1] -> float32 [N, 1 or C, H, W]."""
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # copy: memmaps are read-only
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:

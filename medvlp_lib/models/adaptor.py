@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
-           "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table",
+           "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table", "paper_scale_parameter_table",
            "word_to_image_attention", "tokens_from_feature_map"]
 
 LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
@@ -338,6 +338,30 @@ def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Modul
     for r in rows:
         r["trainable_pct_of_e2e"] = 100.0 * r["trainable"] / e2e
     return rows
+
+
+class _Sized(nn.Module):
+    def __init__(self, module: nn.Module, out_dim: int):
+        super().__init__()
+        self.module, self.out_dim = module, int(out_dim)
+
+
+def paper_scale_parameter_table(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
+                                **kwargs) -> list[dict]:
+    """:func:`trainable_parameter_table` on randomly initialised backbones of the paper's *sizes* (no weights
+    are needed to count parameters): a timm ``image_arch`` (default ResNet-50, 2048-d) and a BERT-base-shaped
+    text encoder (``text_layers`` x ``text_width``, 30,522-token vocabulary, ~110M parameters), with the
+    paper's Adaptor (width 768, 12 heads). ``kwargs`` go to :func:`trainable_parameter_table`.
+    """
+    import timm
+    from transformers import BertConfig, BertModel
+
+    img = timm.create_model(image_arch, pretrained=False, num_classes=0, in_chans=1)
+    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers, num_attention_heads=max(1, text_width // 64),
+                     intermediate_size=4 * text_width)
+    txt = BertModel(cfg, add_pooling_layer=False)
+    kwargs.setdefault("num_heads", 12)
+    return trainable_parameter_table(_Sized(img, img.num_features), _Sized(txt, text_width), **kwargs)
 
 
 def word_to_image_attention(attentions: Sequence[dict], word_index: int | Sequence[int], grid_hw: tuple[int, int],

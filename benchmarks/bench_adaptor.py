@@ -1,0 +1,153 @@
+"""Epoch time of Adaptor training on cached frozen embeddings vs end-to-end training of the same backbones.
+
+``python -m benchmarks.bench_adaptor [--quick]`` (one CPU thread). Same data (``CXRDataset`` train split,
+64 px), same backbones (timm ResNet-18, one channel; the packaged MiniLM), same batch size. Rows:
+
+* ``cache build`` -- the one-off pass computing and storing frozen token / pooled embeddings
+  (:func:`medvlp_lib.data.cache.cached_embeddings`);
+* ``Adaptor on cache`` -- one epoch of :class:`~medvlp_lib.models.adaptor.AdaptorMethod` reading the cache;
+* ``Adaptor, frozen backbones on the fly`` -- the same Adaptor epoch, but running both frozen backbones
+  every step (what the cache saves);
+* ``CLIP end-to-end`` -- one epoch of :class:`~medvlp_lib.methods.clip.CLIP` with both backbones trainable.
+
+Each row reports wall seconds, CPU seconds (``time.process_time``; robust to other jobs on the machine) and
+the trainable parameters. Timing does not depend on the weights, so the image backbone is randomly
+initialised here (the chapter uses the offline self-supervised one). Writes ``results/bench_adaptor.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from medvlp_lib.results import write_result
+
+
+def _timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _epoch(method, opt, batches):
+    method.train()
+    for b in batches:
+        out = method.training_step(b)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+    return float(out["loss"].detach())
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a seconds-long run (64 pairs)")
+    ap.add_argument("--n", type=int, default=None, help="number of image-report pairs (default 512; 64 with --quick)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--widths", default="768,128", help="Adaptor widths, comma-separated (paper 768; fast profile 128)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    from medvlp_lib.data import CXRDataset
+    from medvlp_lib.data.cache import cached_embeddings
+    from medvlp_lib.methods.clip import CLIP
+    from medvlp_lib.models.adaptor import Adaptor, AdaptorMethod, count_trainable_parameters
+    from medvlp_lib.models.encoders import DualEncoder, build_image_encoder, build_text_encoder
+    from medvlp_lib.utils import seed_everything
+
+    n = args.n or (64 if args.quick else 512)
+    bs = args.batch_size
+    load_before = os.getloadavg()
+    seed_everything(0)
+    ds = CXRDataset("train", size=64, n=n, progress=False)
+    idx = [np.arange(i, i + bs) for i in range(0, n - bs + 1, bs)]
+    rows = []
+
+    # --- cache build + Adaptor on cache
+    img_f = build_image_encoder("resnet18", pretrained=False, trainable="none")
+    txt_f = build_text_encoder(trainable="none")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, wall, cpu = _timed(lambda: cached_embeddings(img_f, txt_f, ds.images, ds.texts, cache_dir=tmp,
+                                                            progress=False))
+        rows.append({"setting": "cache build (one-off)", "wall_s": wall, "cpu_s": cpu, "trainable": 0})
+        widths = [int(w) for w in args.widths.split(",")]
+        for k, width in enumerate(widths):
+            seed_everything(0)
+            adaptor = Adaptor(img_f.out_dim, txt_f.out_dim, width=width, embed_dim=min(512, 4 * width),
+                              num_heads=8)
+            method = AdaptorMethod(adaptor)
+            opt = torch.optim.AdamW(method.parameters(), lr=2e-5, weight_decay=0.01)
+            _epoch(method, opt, [cache.batch(idx[0])])  # warm-up
+            _, wall, cpu = _timed(lambda: _epoch(method, opt, [cache.batch(i) for i in idx]))
+            rows.append({"setting": f"Adaptor (width {width}) on cache (epoch)", "wall_s": wall, "cpu_s": cpu,
+                         "trainable": count_trainable_parameters(method), "width": width})
+            if k:
+                continue
+
+            # --- same Adaptor, frozen backbones on the fly
+            def on_the_fly():
+                for i in idx:
+                    x = torch.from_numpy(ds.images[i].astype(np.float32) / 255.0)[:, None]
+                    texts = [ds.texts[j] for j in i]
+                    with torch.no_grad():
+                        toks = img_f.forward_features(x).flatten(2).transpose(1, 2)
+                        txt_f.clear_cache()
+                        h, m = txt_f.forward_tokens(texts)
+                    out = method.training_step({"img_tokens": toks, "txt_tokens": h, "txt_mask": m})
+                    opt.zero_grad(set_to_none=True)
+                    out["loss"].backward()
+                    opt.step()
+            _, wall, cpu = _timed(on_the_fly)
+            rows.append({"setting": f"Adaptor (width {width}), backbones on the fly (epoch)", "wall_s": wall,
+                         "cpu_s": cpu, "trainable": count_trainable_parameters(method), "width": width})
+        tokens = {"image_tokens": int(cache.array("img_tokens").shape[1]),
+                  "text_tokens_padded": int(cache.array("txt_tokens").shape[1]),
+                  "text_tokens_mean": float(cache.array("txt_mask").sum(1).mean())}
+
+    # --- CLIP end-to-end on the same backbones
+    seed_everything(0)
+    model = DualEncoder(build_image_encoder("resnet18", pretrained=False, trainable="all"),
+                        build_text_encoder(trainable="all"), embed_dim=128)
+    clip = CLIP(model)
+    opt = torch.optim.AdamW([p for p in clip.parameters() if p.requires_grad], lr=1e-4)
+
+    def e2e_batches():
+        for i in idx:
+            yield {"image": torch.from_numpy(ds.images[i].astype(np.float32) / 255.0)[:, None],
+                   "text": [ds.texts[j] for j in i]}
+    _epoch(clip, opt, [next(iter(e2e_batches()))])  # warm-up
+    _, wall, cpu = _timed(lambda: _epoch(clip, opt, e2e_batches()))
+    rows.append({"setting": "CLIP end-to-end (epoch)", "wall_s": wall, "cpu_s": cpu,
+                 "trainable": count_trainable_parameters(clip)})
+
+    e2e_cpu = rows[-1]["cpu_s"]
+    for r in rows:
+        r["cpu_vs_e2e"] = r["cpu_s"] / e2e_cpu if e2e_cpu > 0 else float("nan")
+    print(f"\nAdaptor vs end-to-end: n={n} pairs, batch {bs}, {len(idx)} steps/epoch, 64 px, ResNet-18 + MiniLM, "
+          f"1 thread (load average {load_before[0]:.1f})")
+    print(f"{'setting':<46} {'wall (s)':>9} {'CPU (s)':>9} {'CPU / e2e':>10} {'trainable':>12}")
+    for r in rows:
+        print(f"{r['setting']:<46} {r['wall_s']:>9.2f} {r['cpu_s']:>9.2f} {r['cpu_vs_e2e']:>10.3f} {r['trainable']:>12,}")
+    adaptor_rows = [r for r in rows if "on cache" in r["setting"]]
+    speedups = {r["width"]: rows[-1]["cpu_s"] / max(r["cpu_s"], 1e-9) for r in adaptor_rows}
+    for w, sp in speedups.items():
+        print(f"Adaptor width {w} on cache: {sp:.2f}x the speed of an end-to-end epoch (CPU time)")
+    print(f"tokens per pair: {tokens['image_tokens']} image, {tokens['text_tokens_mean']:.0f} text on average "
+          f"(the Adaptor's feed-forward blocks run on every text token, so its cost grows with width^2 x tokens)")
+    speedup = speedups
+    payload = {"n": n, "batch_size": bs, "steps_per_epoch": len(idx), "size": 64, "adaptor_widths": args.widths, **tokens,
+               "image_backbone": "resnet18 (random init; timing only)", "text_backbone": "all-MiniLM-L6-v2",
+               "rows": rows, "speedup_cpu_adaptor_cache_vs_e2e": speedup, "load_average_before": load_before[0],
+               "quick": args.quick, "threads": 1}
+    write_result("bench_adaptor", payload, profile="quick" if args.quick else "cpu")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
