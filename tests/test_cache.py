@@ -181,3 +181,21 @@ def test_real_encoders_integration(tmp_path):
     assert c.grid == (2, 2) and c.img_tokens.shape == (3, 4, 512)
     assert c.txt_tokens.shape[2] == 384 and c.txt_mask.sum(1).min() >= 3
     assert torch.allclose(c.txt_pooled, te(texts).float(), atol=1e-2)
+
+
+def test_feature_index_gives_finer_grid(tmp_path):
+    from medvlp_lib.models.encoders import build_image_encoder
+
+    ie = build_image_encoder("resnet18", pretrained=False, trainable="none")
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    texts = ["a b", "c"]
+    last = cached_embeddings(ie, FakeText(), images, texts, cache_dir=tmp_path, progress=False, dtype="float32")
+    l3 = cached_embeddings(ie, FakeText(), images, texts, cache_dir=tmp_path, progress=False, dtype="float32",
+                           feature_index=-2)
+    assert last.grid == (2, 2) and l3.grid == (4, 4) and l3.img_tokens.shape == (2, 16, 256)
+    assert l3.path != last.path
+    assert torch.allclose(l3.img_pooled, last.img_pooled, atol=1e-5)  # pooled = the backbone's own output
+    with pytest.raises(ValueError, match="feature_index must be in"):
+        compute_embeddings(ie, FakeText(), images, texts, progress=False, feature_index=9)
+    with pytest.raises(ValueError, match="forward_intermediates"):
+        compute_embeddings(FakeImage(), FakeText(), images[:, :8, :8], texts, progress=False, feature_index=0)

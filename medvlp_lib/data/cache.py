@@ -16,7 +16,7 @@ Arrays are ``.npy`` files opened as read-only memory maps (``numpy.load(mmap_mod
 than RAM still works and opening one costs nothing. Token arrays are stored as float16 by default
 (``dtype``); reads return float32 tensors.
 
-Key: SHA-256 of (format version, image backbone id, text backbone id, data fingerprint, dtype). The backbone
+Key: SHA-256 of (format version, image backbone id, text backbone id, data fingerprint, dtype[, feature_index]). The backbone
 id defaults to the module's class / name plus a hash of its ``state_dict`` (so a re-trained backbone never
 reads stale embeddings); the data fingerprint hashes the image bytes and the texts (:func:`data_fingerprint`).
 
@@ -102,15 +102,35 @@ def _images_to_tensor(images) -> torch.Tensor:
     return x.float()
 
 
+def _image_map(image_encoder, x, feature_index):
+    if feature_index is None:
+        return image_encoder.forward_features(x)
+    bb = getattr(image_encoder, "backbone", image_encoder)
+    if not hasattr(bb, "forward_intermediates"):
+        raise ValueError(f"feature_index={feature_index} needs a timm backbone with forward_intermediates "
+                         f"({type(bb).__name__} has none); use feature_index=None (the last feature map)")
+    feats = bb.forward_intermediates(x, intermediates_only=True)
+    if not -len(feats) <= feature_index < len(feats):
+        raise ValueError(f"feature_index must be in [{-len(feats)}, {len(feats)}) (the backbone has {len(feats)} "
+                         f"feature maps, shallow to deep), got {feature_index}")
+    return feats[feature_index]
+
+
 @torch.no_grad()
 def compute_embeddings(image_encoder, text_encoder, images, texts: Sequence[str], batch_size: int = 64,
-                       device: torch.device | str | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+                       device: torch.device | str | None = None, progress: bool = True,
+                       feature_index: int | None = None) -> dict[str, np.ndarray]:
     """Run both frozen encoders over the data; returns float32 numpy arrays named as in :data:`ARRAYS`
     plus ``grid`` (h, w) of the image token map (``(N_v, 1)`` for token-sequence backbones).
 
     ``images``: uint8 [N, H, W] (as ``CXRDataset.images``) or float [N, C, H, W] in [0, 1]; ``texts``:
     N strings. ``image_encoder`` needs ``forward_features`` (and optionally ``pool``), ``text_encoder``
     needs ``forward_tokens(texts) -> (hidden [B, T, d], mask [B, T])``.
+
+    ``feature_index``: image tokens from the backbone's ``forward_intermediates`` map number
+    ``feature_index`` (shallow to deep; e.g. ``-2`` = ResNet ``layer3``, a 2x finer grid than the last map,
+    useful for word -> region attention maps) instead of ``forward_features``. The pooled feature is always
+    the backbone's own pooled output.
     """
     from tqdm.auto import tqdm
 
@@ -137,7 +157,7 @@ def compute_embeddings(image_encoder, text_encoder, images, texts: Sequence[str]
     try:
         for i in tqdm(range(0, n, batch_size), desc="frozen embeddings", disable=not progress, leave=False):
             x = _images_to_tensor(images[i:i + batch_size]).to(device)
-            f = image_encoder.forward_features(x)
+            f = _image_map(image_encoder, x, feature_index)
             if f.ndim == 4:
                 grid = (int(f.shape[2]), int(f.shape[3]))
                 toks = f.flatten(2).transpose(1, 2)
@@ -147,7 +167,10 @@ def compute_embeddings(image_encoder, text_encoder, images, texts: Sequence[str]
             else:
                 raise ValueError(f"image_encoder.forward_features returned shape {tuple(f.shape)}; expected "
                                  f"[B, C, h, w] or [B, T, C]")
-            pooled = image_encoder.pool(f) if hasattr(image_encoder, "pool") else toks.mean(1)
+            if feature_index is None:
+                pooled = image_encoder.pool(f) if hasattr(image_encoder, "pool") else toks.mean(1)
+            else:
+                pooled = image_encoder(x)
             img_tok.append(toks.float().cpu().numpy())
             img_pool.append(pooled.float().cpu().numpy())
             hidden, mask = text_encoder.forward_tokens(texts[i:i + batch_size])
@@ -298,13 +321,14 @@ def _write(path: Path, arrays: dict, meta: dict) -> None:
 def cached_embeddings(image_encoder, text_encoder, images, texts: Sequence[str], *, cache_dir=None,
                       image_id: str | None = None, text_id: str | None = None, dtype: str = "float16",
                       on_invalid: str = "recompute", batch_size: int = 64, device=None,
-                      progress: bool = True) -> EmbeddingCache:
+                      progress: bool = True, feature_index: int | None = None) -> EmbeddingCache:
     """Load the embeddings of (``image_encoder``, ``text_encoder``, ``images``, ``texts``) if cached, else
     compute, store and load them. Returns an :class:`EmbeddingCache`.
 
     ``image_id`` / ``text_id`` identify the backbones in the key (default :func:`module_fingerprint`, a hash
     of the weights). ``dtype``: storage dtype of the float arrays (``"float16"`` or ``"float32"``).
-    ``on_invalid``: ``"recompute"`` or ``"raise"`` (see the module docstring).
+    ``on_invalid``: ``"recompute"`` or ``"raise"`` (see the module docstring). ``feature_index``: see
+    :func:`compute_embeddings` (part of the key).
     """
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
@@ -315,6 +339,8 @@ def cached_embeddings(image_encoder, text_encoder, images, texts: Sequence[str],
              "image_backbone": image_id or module_fingerprint(image_encoder),
              "text_backbone": text_id or module_fingerprint(text_encoder),
              "data": data_fingerprint(images, texts), "dtype": dtype}
+    if feature_index is not None:
+        parts["feature_index"] = int(feature_index)
     key = _key(parts)
     path = cache_root(cache_dir) / "embeddings" / key
     if path.exists():
@@ -325,7 +351,7 @@ def cached_embeddings(image_encoder, text_encoder, images, texts: Sequence[str],
                 raise
             warnings.warn(f"embedding cache {path} is invalid ({err}); recomputing", stacklevel=2)
     arrays = compute_embeddings(image_encoder, text_encoder, images, texts, batch_size=batch_size,
-                                device=device, progress=progress)
+                                device=device, progress=progress, feature_index=feature_index)
     store = {a: (arrays[a] if a == "txt_mask" else arrays[a].astype(dtype)) for a in ARRAYS}
     meta = {**parts, "key": key, "n": len(texts), "grid": list(arrays["grid"]),
             "shapes": {a: list(store[a].shape) for a in ARRAYS}, "dtypes": {a: str(store[a].dtype) for a in ARRAYS}}
