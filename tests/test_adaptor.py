@@ -325,3 +325,23 @@ def test_paper_scale_parameter_table_small_shapes():
     by = {r["method"]: r for r in rows}
     assert by["Adaptor"]["trainable"] == count_trainable_parameters(Adaptor(512, 64, width=32, embed_dim=16, num_heads=4))
     assert by["CLIP (end-to-end)"]["trainable"] > by["Adaptor"]["frozen"]
+
+
+def test_image_only_embeddings_with_dummy_text():
+    from medvlp_lib.models.adaptor import adaptor_image_embeddings, empty_text_tokens
+
+    class _T(nn.Module):
+        def forward_tokens(self, texts):
+            assert texts == [""]
+            return torch.arange(2 * 10, dtype=torch.float32).reshape(1, 2, 10), torch.ones(1, 2, dtype=torch.bool)
+
+    dummy = empty_text_tokens(_T())
+    assert dummy.shape == (1, 1, 10) and torch.equal(dummy[0, 0], torch.arange(10.0))
+    a = _small()
+    b = _batch(B=5)
+    out = adaptor_image_embeddings(a, b["img_tokens"], dummy, batch_size=2)
+    ref = a.eval()(b["img_tokens"], dummy.expand(5, -1, -1))
+    assert torch.allclose(out["image_emb"], ref["image_emb"], atol=1e-6)
+    assert out["image_cls"].shape == (5, 16)
+    with pytest.raises(ValueError, match="text_tokens must be"):
+        adaptor_image_embeddings(a, b["img_tokens"], torch.zeros(2, 1, 10))

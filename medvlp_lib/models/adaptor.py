@@ -47,7 +47,7 @@ from torch import nn
 
 __all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
            "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table", "paper_scale_parameter_table",
-           "word_to_image_attention", "tokens_from_feature_map"]
+           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings"]
 
 LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
 """``ln(1 / 0.07)``: initial value of the learnable log logit scale (CLIP and the thesis code)."""
@@ -233,6 +233,49 @@ def adaptor_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: 
                  "acc_t2i": float((logits.argmax(0) == target).float().mean()),
                  "logit_scale": float(scale)}
     return loss, parts
+
+
+@torch.no_grad()
+def empty_text_tokens(text_encoder, cls_only: bool = True) -> torch.Tensor:
+    """The "dummy text" for image-only use of the Adaptor: the frozen text encoder's states of ``""``.
+
+    The thesis code (``scripts/get_dummy_text_embeds.ipynb``) encodes the empty string and keeps the first
+    (``[CLS]``) state; downstream image tasks then run the Adaptor with this one token as the text side.
+    Returns float32 ``[1, 1, d_t]`` (``cls_only``) or ``[1, T, d_t]`` (``[CLS] [SEP]``).
+    """
+    if not hasattr(text_encoder, "forward_tokens"):
+        raise TypeError(f"text_encoder must have forward_tokens(texts), got {type(text_encoder).__name__}")
+    hidden, mask = text_encoder.forward_tokens([""])
+    hidden = hidden[:, :1] if cls_only else hidden[:, : int(mask.sum())]
+    return hidden.float().cpu()
+
+
+@torch.no_grad()
+def adaptor_image_embeddings(adaptor: Adaptor, img_tokens: torch.Tensor, text_tokens: torch.Tensor,
+                             batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Image-only Adaptor outputs for a whole set (eval mode, no grad): every image is paired with the same
+    ``text_tokens`` ([1, T, d_t] or [T, d_t], e.g. :func:`empty_text_tokens`).
+
+    Returns ``dict(image_emb [N, embed_dim] (L2-normalised), image_cls [N, width] (the image [CLS] state
+    before the output projection))`` -- the frozen features a downstream linear head reads.
+    """
+    if text_tokens.ndim == 2:
+        text_tokens = text_tokens[None]
+    if text_tokens.ndim != 3 or text_tokens.shape[0] != 1:
+        raise ValueError(f"text_tokens must be [1, T, d_t] or [T, d_t], got {tuple(text_tokens.shape)}")
+    was = adaptor.training
+    adaptor.eval()
+    dev = adaptor.logit_scale.device
+    embs, clss = [], []
+    try:
+        for i in range(0, len(img_tokens), batch_size):
+            v = img_tokens[i:i + batch_size].to(dev)
+            out = adaptor(v, text_tokens.to(dev).expand(len(v), -1, -1))
+            embs.append(out["image_emb"].cpu())
+            clss.append(out["image_tokens"][:, 0].cpu())
+    finally:
+        adaptor.train(was)
+    return {"image_emb": torch.cat(embs), "image_cls": torch.cat(clss)}
 
 
 class AdaptorMethod(nn.Module):
