@@ -199,3 +199,29 @@ def test_feature_index_gives_finer_grid(tmp_path):
         compute_embeddings(ie, FakeText(), images, texts, progress=False, feature_index=9)
     with pytest.raises(ValueError, match="forward_intermediates"):
         compute_embeddings(FakeImage(), FakeText(), images[:, :8, :8], texts, progress=False, feature_index=0)
+
+
+def test_trainer_on_cache_exact_resume(tmp_path):
+    """The Adaptor trains through the shared Trainer on cache batches, and resume is exact."""
+    from medvlp_lib.models.adaptor import Adaptor, AdaptorMethod
+    from medvlp_lib.train import StepBatches, Trainer
+
+    images, texts = _data()
+    c = cached_embeddings(FakeImage(), FakeText(), images, texts, cache_dir=tmp_path / "c", progress=False)
+    batches = StepBatches(c, batch_size=4, seed=0, collate_fn=collate_cached)
+
+    def run(steps, resume=False):
+        torch.manual_seed(0)
+        m = AdaptorMethod(Adaptor(3, 4, width=8, embed_dim=4, num_heads=2))
+        t = Trainer(m, lr=1e-2, total_steps=6, ckpt_dir=tmp_path / "ck", ckpt_every=3, progress=False, device="cpu")
+        t.fit(batches, steps=steps, resume=resume)
+        return m, t.history
+
+    full, hist = run(6)
+    assert len(hist) == 6 and all(np.isfinite(h["loss"]) for h in hist)
+    import shutil
+    shutil.rmtree(tmp_path / "ck")
+    run(3)
+    resumed, _ = run(6, resume=True)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
