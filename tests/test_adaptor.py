@@ -345,3 +345,20 @@ def test_image_only_embeddings_with_dummy_text():
     assert out["image_cls"].shape == (5, 16)
     with pytest.raises(ValueError, match="text_tokens must be"):
         adaptor_image_embeddings(a, b["img_tokens"], torch.zeros(2, 1, 10))
+
+
+def test_find_word_tokens_with_minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from medvlp_lib.models.adaptor import find_word_tokens
+    from medvlp_lib.models.encoders import default_text_encoder_path
+
+    tok = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
+    text = "Small left pleural effusion. No pneumothorax."
+    ids = tok(text)["input_ids"]
+    pos = find_word_tokens(tok, text, "pneumothorax")
+    assert pos and tok.decode([ids[i] for i in pos]).replace(" ", "").replace("#", "") == "pneumothorax"
+    eff = find_word_tokens(tok, text, "Effusion")  # case-insensitive; WordPiece splits it into e ##ff ##usion
+    assert tok.decode([ids[i] for i in eff]).replace(" ", "").replace("#", "") == "effusion" and eff == list(range(eff[0], eff[-1] + 1))
+    assert find_word_tokens(tok, text, "heart") == []
+    assert find_word_tokens(tok, text, "pleural")[0] > 0  # position 0 is [CLS]

@@ -47,7 +47,7 @@ from torch import nn
 
 __all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
            "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table", "paper_scale_parameter_table",
-           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings"]
+           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings", "find_word_tokens"]
 
 LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
 """``ln(1 / 0.07)``: initial value of the learnable log logit scale (CLIP and the thesis code)."""
@@ -434,3 +434,21 @@ def word_to_image_attention(attentions: Sequence[dict], word_index: int | Sequen
     m = a[torch.arange(B, device=a.device), idx, start:]
     m = m / m.sum(-1, keepdim=True).clamp_min(1e-12)
     return m.reshape(B, h, w)
+
+
+def find_word_tokens(tokenizer, text: str, word: str, max_length: int = 128) -> list[int]:
+    """Token positions (in ``tokenizer(text, truncation=True, max_length=max_length)``, i.e. the positions of
+    the cached text tokens) of every sub-word token overlapping a whole-word, case-insensitive occurrence of
+    ``word`` in ``text``. Needs a fast tokenizer (offset mapping). Empty list if the word is absent or truncated.
+    """
+    import re
+
+    if not isinstance(word, str) or not word.strip():
+        raise ValueError(f"word must be a non-empty string, got {word!r}")
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    spans = [(m.start(), m.end()) for m in re.finditer(rf"(?<!\w){re.escape(word.strip())}(?!\w)", text, re.IGNORECASE)]
+    out = []
+    for i, (a, b) in enumerate(enc["offset_mapping"]):
+        if b > a and any(a < e and b > s for s, e in spans):
+            out.append(i)
+    return out
