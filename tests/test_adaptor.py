@@ -39,7 +39,8 @@ def test_logit_scale_init():
 def test_forward_shapes_norms_and_attention():
     a = _small().eval()
     b = _batch()
-    out = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"], return_attention=True)
+    with torch.no_grad():
+        out = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"], return_attention=True)
     assert out["image_emb"].shape == (4, 8) and out["text_emb"].shape == (4, 8)
     assert torch.allclose(out["image_emb"].norm(dim=-1), torch.ones(4), atol=1e-5)
     assert len(out["attentions"]) == 2
