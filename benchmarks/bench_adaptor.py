@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
           f"1 thread (load average {load_before[0]:.1f})")
     print(f"{'setting':<46} {'wall (s)':>9} {'CPU (s)':>9} {'CPU / e2e':>10} {'trainable':>12}")
     for r in rows:
-        print(f"{r['setting']:<46} {r['wall_s']:>9.2f} {r['cpu_s']:>9.2f} {r['cpu_vs_e2e']:>10.3f} {r['trainable']:>12,}")
+        print(f"{r['setting']:<46} {r['wall_s']:>9.2f} {r['cpu_s']:>9.2f} {r['cpu_vs_e2e']:>10.3f} "
+              f"{r['trainable']:>12,}")
     adaptor_rows = [r for r in rows if "on cache" in r["setting"]]
     speedups = {r["width"]: rows[-1]["cpu_s"] / max(r["cpu_s"], 1e-9) for r in adaptor_rows}
     for w, sp in speedups.items():
@@ -141,7 +142,8 @@ def main(argv=None) -> dict:
     print(f"tokens per pair: {tokens['image_tokens']} image, {tokens['text_tokens_mean']:.0f} text on average "
           f"(the Adaptor's feed-forward blocks run on every text token, so its cost grows with width^2 x tokens)")
     speedup = speedups
-    payload = {"n": n, "batch_size": bs, "steps_per_epoch": len(idx), "size": 64, "adaptor_widths": args.widths, **tokens,
+    payload = {"n": n, "batch_size": bs, "steps_per_epoch": len(idx), "size": 64, "adaptor_widths": args.widths,
+               **tokens,
                "image_backbone": "resnet18 (random init; timing only)", "text_backbone": "all-MiniLM-L6-v2",
                "rows": rows, "speedup_cpu_adaptor_cache_vs_e2e": speedup, "load_average_before": load_before[0],
                "quick": args.quick, "threads": 1}

@@ -161,8 +161,8 @@ def test_method_trains_and_only_adaptor_is_optimised():
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-        first = first if first is not None else float(out["loss"])
-    assert float(out["loss"]) < 0.5 * first
+        first = first if first is not None else float(out["loss"].detach())
+    assert float(out["loss"].detach()) < 0.5 * first
     assert {"i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"} <= set(out)
     img, txt = m.embed(b)
     assert img.shape == (8, 8) and not img.requires_grad
@@ -219,7 +219,8 @@ def test_word_to_image_attention():
 
 
 # ---------------------------------------------------------------- frozen backbones (models/backbones.py)
-from medvlp_lib.models.backbones import (SSLConfig, XRVImageBackbone, build_frozen_image_backbone, nt_xent,  # noqa: E402
+from medvlp_lib.models.backbones import (SSLConfig, XRVImageBackbone,  # noqa: E402
+                                         build_frozen_image_backbone, nt_xent,
                                          offline_pretrained_backbone, ssl_cache_path, ssl_pretraining_images)
 from medvlp_lib.models.encoders import WeightsNotAvailableError  # noqa: E402
 
@@ -324,7 +325,8 @@ def test_paper_scale_parameter_table_small_shapes():
     rows = paper_scale_parameter_table(image_arch="resnet18", text_layers=1, text_width=64, width=32,
                                        adaptor_embed_dim=16, num_heads=4, embed_dim=8)
     by = {r["method"]: r for r in rows}
-    assert by["Adaptor"]["trainable"] == count_trainable_parameters(Adaptor(512, 64, width=32, embed_dim=16, num_heads=4))
+    ref = Adaptor(512, 64, width=32, embed_dim=16, num_heads=4)
+    assert by["Adaptor"]["trainable"] == count_trainable_parameters(ref)
     assert by["CLIP (end-to-end)"]["trainable"] > by["Adaptor"]["frozen"]
 
 
@@ -360,6 +362,7 @@ def test_find_word_tokens_with_minilm_tokenizer():
     pos = find_word_tokens(tok, text, "pneumothorax")
     assert pos and tok.decode([ids[i] for i in pos]).replace(" ", "").replace("#", "") == "pneumothorax"
     eff = find_word_tokens(tok, text, "Effusion")  # case-insensitive; WordPiece splits it into e ##ff ##usion
-    assert tok.decode([ids[i] for i in eff]).replace(" ", "").replace("#", "") == "effusion" and eff == list(range(eff[0], eff[-1] + 1))
+    assert tok.decode([ids[i] for i in eff]).replace(" ", "").replace("#", "") == "effusion"
+    assert eff == list(range(eff[0], eff[-1] + 1))
     assert find_word_tokens(tok, text, "heart") == []
     assert find_word_tokens(tok, text, "pleural")[0] > 0  # position 0 is [CLS]

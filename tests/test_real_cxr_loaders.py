@@ -19,7 +19,8 @@ torch.set_num_threads(1)
 
 def _png(path, h=32, w=32, value=None, seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
-    a = np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8) if value is None else np.full((h, w), value, np.uint8)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (h, w), dtype=np.uint8) if value is None else np.full((h, w), value, np.uint8)
     Image.fromarray(a, mode="L").save(path)
     return a
 

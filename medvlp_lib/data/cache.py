@@ -16,9 +16,9 @@ Arrays are ``.npy`` files opened as read-only memory maps (``numpy.load(mmap_mod
 than RAM still works and opening one costs nothing. Token arrays are stored as float16 by default
 (``dtype``); reads return float32 tensors.
 
-Key: SHA-256 of (format version, image backbone id, text backbone id, data fingerprint, dtype[, feature_index]). The backbone
-id defaults to the module's class / name plus a hash of its ``state_dict`` (so a re-trained backbone never
-reads stale embeddings); the data fingerprint hashes the image bytes and the texts (:func:`data_fingerprint`).
+Key: SHA-256 of (format version, image backbone id, text backbone id, data fingerprint, dtype[, feature_index]).
+The backbone id defaults to the module's class / name plus a hash of its ``state_dict`` (so a re-trained
+backbone never reads stale embeddings); the data fingerprint hashes the image bytes and the texts (:func:`data_fingerprint`).
 
 Corruption / mismatch policy: a directory without ``meta.json`` (an interrupted write: files go to a
 temporary directory that is renamed into place only when complete), a ``meta.json`` whose key or format
@@ -94,7 +94,7 @@ def module_fingerprint(module: torch.nn.Module) -> str:
 
 def _images_to_tensor(images) -> torch.Tensor:
     """uint8 [N, H, W] / [N, 1, H, W] (0..255) or float in [0, 1] -> float32 [N, 1 or C, H, W]."""
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # copy: memmaps are read-only
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # copy (read-only)
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
@@ -280,7 +280,8 @@ def _validate(path: Path, expected_key: str | None) -> dict:
     meta_file = path / "meta.json"
     if not meta_file.exists():
         raise CacheError(f"{meta_file} is missing: the cache directory {path} is incomplete (interrupted write) "
-                         f"or not an embedding cache; expected files {', '.join(a + '.npy' for a in ARRAYS)} + meta.json")
+                         f"or not an embedding cache; expected files "
+                         f"{', '.join(a + '.npy' for a in ARRAYS)} + meta.json")
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

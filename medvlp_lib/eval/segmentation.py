@@ -83,7 +83,8 @@ def dice_summary(pred, target) -> dict:
     gt_empty = g.sum(1) == 0
     both = gt_empty & (p.sum(1) == 0)
     nonempty = d[~gt_empty]
-    return {"dice_mean": float(d.mean()), "dice_mean_nonempty": float(nonempty.mean()) if len(nonempty) else float("nan"),
+    return {"dice_mean": float(d.mean()),
+            "dice_mean_nonempty": float(nonempty.mean()) if len(nonempty) else float("nan"),
             "dice_aggregate": dice_aggregate(pred, target), "n": int(len(d)), "n_empty_gt": int(gt_empty.sum()),
             "n_both_empty": int(both.sum())}
 

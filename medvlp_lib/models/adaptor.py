@@ -19,8 +19,8 @@ to ``h*w`` tokens, or ViT tokens) and text tokens ``T in R^{B x N_t x d_t}`` wit
    The paper's Fig. 1 says the duplicated cross-attention / feed-forward blocks "are identical, only
    shown this way to demonstrate the different choices of KVQ": by default one block per layer is
    *shared* by both directions (``share_blocks=True``, about 7M parameters per layer at ``d = 768``,
-   i.e. ~14-17M in total with the input projections, close to the paper's ~12M). ``share_blocks=False`` gives each direction
-   its own block (our alternative reading, ~2x parameters).
+   i.e. ~14-17M in total with the input projections, close to the paper's ~12M).
+   ``share_blocks=False`` gives each direction its own block (our alternative reading, ~2x parameters).
 3. First-token pooling (image ``[CLS]``, text ``[CLS]``), a linear projection to ``embed_dim`` and L2
    normalisation: ``z_v = normalize(P_v V[:, 0])``, ``z_t = normalize(P_t T[:, 0])``.
 4. A learnable logit scale in log space initialised at ``ln(1/0.07) = 2.6592`` (the thesis code's
@@ -47,7 +47,8 @@ from torch import nn
 
 __all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
            "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table", "paper_scale_parameter_table",
-           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings", "find_word_tokens"]
+           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings",
+           "find_word_tokens"]
 
 LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
 """``ln(1 / 0.07)``: initial value of the learnable log logit scale (CLIP and the thesis code)."""
@@ -300,7 +301,8 @@ class AdaptorMethod(nn.Module):
     def _unpack(self, batch):
         if not isinstance(batch, dict) or not {"img_tokens", "txt_tokens"} <= set(batch):
             raise ValueError("batch must be a dict with 'img_tokens' [B, N_v, d_v], 'txt_tokens' [B, N_t, d_t] and "
-                             f"optionally 'txt_mask' [B, N_t]; got keys {list(batch) if isinstance(batch, dict) else type(batch).__name__}")
+                             f"optionally 'txt_mask' [B, N_t]; got "
+                             f"{list(batch) if isinstance(batch, dict) else type(batch).__name__}")
         dev = self.device
         mask = batch.get("txt_mask")
         return (batch["img_tokens"].to(dev), batch["txt_tokens"].to(dev),
@@ -400,7 +402,8 @@ def paper_scale_parameter_table(image_arch: str = "resnet50", text_layers: int =
     from transformers import BertConfig, BertModel
 
     img = timm.create_model(image_arch, pretrained=False, num_classes=0, in_chans=1)
-    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers, num_attention_heads=max(1, text_width // 64),
+    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers,
+                     num_attention_heads=max(1, text_width // 64),
                      intermediate_size=4 * text_width)
     txt = BertModel(cfg, add_pooling_layer=False)
     kwargs.setdefault("num_heads", 12)

@@ -312,7 +312,8 @@ def _train_ssl(config: SSLConfig, progress: bool = True) -> tuple[dict, dict]:
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warm = max(1, config.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, config.steps - warm))))
+        opt, lambda s: (s + 1) / warm if s < warm
+        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, config.steps - warm))))
     g = torch.Generator().manual_seed(config.seed)
     bs = min(config.batch_size, len(pool))
     history = []
@@ -340,7 +341,8 @@ def _train_ssl(config: SSLConfig, progress: bool = True) -> tuple[dict, dict]:
 
 
 def offline_pretrained_backbone(config: SSLConfig | None = None, cache_dir: str | os.PathLike | None = None,
-                                force: bool = False, on_invalid: str = "retrain", progress: bool = True) -> ImageEncoder:
+                                force: bool = False, on_invalid: str = "retrain",
+                                progress: bool = True) -> ImageEncoder:
     """The library's own self-supervised image backbone, frozen: load from the cache if present, else train.
 
     Returns an :class:`~.encoders.ImageEncoder` (``trainable="none"``, eval mode) named

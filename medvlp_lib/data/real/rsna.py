@@ -188,5 +188,6 @@ class RSNAPneumonia(Dataset):
         i = int(i) % len(self)
         img = load_image_gray(self.files[i], self.size)
         return {"image": torch.from_numpy(img)[None], "label": torch.tensor([self.labels[i]]),
-                "boxes": torch.from_numpy(self.boxes[i]), "mask": torch.from_numpy(boxes_to_mask(self.boxes[i], self.size)),
+                "boxes": torch.from_numpy(self.boxes[i]),
+                "mask": torch.from_numpy(boxes_to_mask(self.boxes[i], self.size)),
                 "index": i, "uid": self.uids[i]}

@@ -127,7 +127,8 @@ class SIIMPneumothorax(Dataset):
         if image_dir is None:
             found = [root / d for d in IMAGE_DIRS if (root / d).is_dir()]
             if not found:
-                raise FileNotFoundError(f"no SIIM image folder ({', '.join(IMAGE_DIRS)}) under {root}; expected layout {LAYOUT}")
+                raise FileNotFoundError(f"no SIIM image folder ({', '.join(IMAGE_DIRS)}) under {root}; "
+                                        f"expected layout {LAYOUT}")
             image_dir = found[0]
         image_dir = Path(image_dir)
         if csv_path is None and (root / RLE_FILE).exists():
@@ -147,9 +148,11 @@ class SIIMPneumothorax(Dataset):
         self.labels = np.asarray([any(r not in ("", "-1") for r in rr) for rr in self.rles], np.float32)
         self.skipped = len(table) - len(self.uids)
         if self.skipped:
-            log.info("SIIMPneumothorax: %d of %d CSV images are not in %s (skipped)", self.skipped, len(table), image_dir)
+            log.info("SIIMPneumothorax: %d of %d CSV images are not in %s (skipped)", self.skipped, len(table),
+                     image_dir)
         if not self.uids:
-            raise FileNotFoundError(f"no SIIM image in {image_dir} matches an ImageId of the CSV; expected layout {LAYOUT}")
+            raise FileNotFoundError(f"no SIIM image in {image_dir} matches an ImageId of the CSV; "
+                                    f"expected layout {LAYOUT}")
 
     def __len__(self) -> int:
         return len(self.uids)
