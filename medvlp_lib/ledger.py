@@ -1,7 +1,9 @@
 """The claims ledger: every paper claim, the paper's number, ours, and an honest verdict.
 
-Each :class:`Claim` names the results file that tests it and an ``evaluate`` function turning that file
-into (our number as text, verdict, one-sentence explanation). Verdicts:
+Each :class:`Claim` names the results file that tests it. The function turning that file into (our number
+as text, verdict, one-sentence explanation) lives with the chapter's experiments: a module in
+``medvlp_lib.experiments`` contributes it through its ``CLAIMS = {claim_id: fn}`` dict (a claim may also
+carry ``evaluate`` directly). Verdicts:
 
 * ``reproduced`` — the effect has the paper's direction and exceeds seed noise (see :func:`compare`);
 * ``not reproduced`` — it does not; the explanation says what we saw instead;
@@ -18,7 +20,7 @@ from typing import Callable
 
 from .results import read_result
 
-__all__ = ["Claim", "CLAIMS", "compare", "evaluate_claims", "ledger_frame", "VERDICTS"]
+__all__ = ["Claim", "CLAIMS", "compare", "fmt", "evaluate_claims", "ledger_frame", "VERDICTS"]
 
 VERDICTS = ("reproduced", "not reproduced", "not testable here", "pending")
 
@@ -40,22 +42,9 @@ def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = 2.0) -> 
     return diff > z * se and diff > 0, diff, se
 
 
-def _fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
+def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
     return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
 
-
-def _eval_clip_batch(rec: dict) -> tuple[str, str, str]:
-    s = rec["summary"]
-    small, large = s["b16/i2t_R@1"], s["b128/i2t_R@1"]
-    holds, diff, se = compare(large, small)
-    zs_small, zs_large = s["b16/zero_shot_auc"], s["b128/zero_shot_auc"]
-    ours = (f"i2t R@1 {_fmt(small)} (batch 16) vs {_fmt(large)} (batch 128); zero-shot AUC "
-            f"{_fmt(zs_small)} vs {_fmt(zs_large)} (n={small['n']} seeds, profile {rec['profile']})")
-    if holds:
-        return ours, "reproduced", (f"At equal epochs batch 128 beats batch 16 by {diff * 100:.1f} R@1 points "
-                                    f"(> 2 standard errors, {se * 100:.1f}).")
-    return ours, "not reproduced", (f"The batch-128 advantage ({diff * 100:+.1f} R@1 points, standard error "
-                                    f"{se * 100:.1f}) is not above seed noise on the embedded benchmark.")
 
 
 @dataclass
@@ -73,7 +62,7 @@ class Claim:
 CLAIMS: list[Claim] = [
     # chapter 01: the motivation shared by MSD and the whole book
     Claim("clip-small-batch", "MSD+RFBE", "01", "Plain contrastive learning (CLIP) degrades at small batch size",
-          "motivation (MM-MoCo 3.5 % R@1 at batch 16)", "clip_batch_size", _eval_clip_batch),
+          "motivation (MM-MoCo 3.5 % R@1 at batch 16)", "clip_batch_size"),
     # MSD + RFBE (chapters 02-04)
     Claim("msd-vs-mmmoco", "MSD+RFBE", "02", "MSD beats MM-MoCo at batch 16 on R@1", "22.7 vs 3.5 R@1 (MIMIC-CXR)",
           "msd_vs_baselines"),
@@ -114,20 +103,23 @@ CLAIMS: list[Claim] = [
 
 def evaluate_claims(claims=None, directory=None) -> list[dict]:
     """Evaluate every claim against ``results/``; a claim without results is ``pending``."""
+    from .experiments import claim_evaluators
+    evaluators = claim_evaluators()
     rows = []
     for c in claims or CLAIMS:
+        evaluate = c.evaluate or evaluators.get(c.id)
         row = {"id": c.id, "paper": c.paper, "chapter": c.chapter, "claim": c.claim, "paper's number": c.paper_value,
                "ours": "—", "verdict": "pending", "explanation": f"chapter {c.chapter} has not produced its "
                                                                "cpu-profile results yet"}
         if c.why_not_testable:
             row.update(verdict="not testable here", explanation=c.why_not_testable)
-        elif c.result and c.evaluate is not None:
+        elif c.result and evaluate is not None:
             try:
                 rec = read_result(c.result, directory=directory)
             except FileNotFoundError:
                 rec = None
             if rec is not None:
-                ours, verdict, why = c.evaluate(rec)
+                ours, verdict, why = evaluate(rec)
                 if verdict not in VERDICTS:
                     raise ValueError(f"claim {c.id}: evaluate returned unknown verdict {verdict!r}")
                 row.update(ours=ours, verdict=verdict, explanation=why)

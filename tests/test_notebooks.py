@@ -41,7 +41,33 @@ def test_notebook_does_not_hardcode_cuda(src):
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_toc_lists_every_notebook(src):
-    assert f"notebooks/{src.stem}" in (ROOT / "_toc.yml").read_text()
+    assert f"notebooks/{src.stem}" in _toc_files()
+
+
+def _toc_files() -> set[str]:
+    import yaml
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+    return set(walk(yaml.safe_load((ROOT / "_toc.yml").read_text())))
+
+
+def test_toc_entries_exist():
+    """Every file the table of contents names exists as a page or a notebook source."""
+    for entry in _toc_files() | {yaml_root()}:
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), f"_toc.yml names {entry}"
+
+
+def yaml_root() -> str:
+    import yaml
+    return yaml.safe_load((ROOT / "_toc.yml").read_text())["root"]
 
 
 def _write_md(path: Path, body: str, params: bool = True):

@@ -31,12 +31,17 @@ import numpy as np
 from ..results import write_result, read_result
 from ..utils import results_dir
 
-__all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten"]
+__all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators"]
 
 PROFILES = ("fast", "cpu", "gpu")
 _REGISTRY: dict[str, "Experiment"] = {}
-# modules that define experiments; imported lazily so `list` sees everything
-_MODULES = ("medvlp_lib.experiments.clip_baseline",)
+# every module in this package defines experiments; they are imported lazily so `list` sees everything
+# (a chapter adds its experiments by adding a module here, without touching this file)
+
+
+def _modules() -> list[str]:
+    import pkgutil
+    return [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
 
 
 @dataclass
@@ -74,8 +79,24 @@ def register(name: str, profiles: dict[str, dict], seeds: dict | None = None, de
 
 
 def _load_all():
-    for mod in _MODULES:
+    for mod in _modules():
         importlib.import_module(mod)
+
+
+def claim_evaluators() -> dict:
+    """Claim id -> evaluator contributed by experiment modules through a module-level ``CLAIMS`` dict.
+
+    Each chapter's experiment module owns the functions that turn its results into ledger verdicts
+    (``CLAIMS = {"msd-vs-mmmoco": fn}``, ``fn(record) -> (ours, verdict, explanation)``), so the ledger
+    itself (``medvlp_lib.ledger``) only lists the claims.
+    """
+    out = {}
+    for mod in _modules():
+        for cid, fn in getattr(importlib.import_module(mod), "CLAIMS", {}).items():
+            if cid in out:
+                raise ValueError(f"claim {cid!r} has evaluators in two experiment modules")
+            out[cid] = fn
+    return out
 
 
 def names() -> list[str]:

@@ -106,7 +106,9 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.name = name
-        self.out_dim = int(backbone.num_features)
+        # what forward() returns: timm models with a pre-logits head (MobileNetV3: 960 -> 1280) report it
+        # as head_hidden_size; num_features is the un-pooled map's width
+        self.out_dim = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
         self.trainable = trainable
         self._apply_trainable(trainable)
 
