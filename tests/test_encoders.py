@@ -123,6 +123,18 @@ def test_text_encoder_mean_pooling_and_cache(minilm):
         minilm([])
 
 
+def test_frozen_text_encoders_share_their_cache(minilm):
+    """A second frozen encoder of the same weights reuses the first one's embeddings; opting out does not."""
+    text = "shared cache probe: small left pleural effusion"
+    first = minilm([text])
+    second = build_text_encoder(trainable="none")
+    assert text in second._cache
+    torch.testing.assert_close(second([text]), first)
+    private = TextEncoder(second.model, second.tokenizer, second.name, share_cache=False)
+    assert private.cache_size == 0
+    torch.testing.assert_close(private([text]), first, atol=1e-5, rtol=1e-5)
+
+
 def test_text_encoder_trainable_last(minilm):
     enc = TextEncoder(copy.deepcopy(minilm.model), minilm.tokenizer, "copy", trainable="last:2")
     names = {n for n, p in enc.named_parameters() if p.requires_grad}

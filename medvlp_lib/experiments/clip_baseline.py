@@ -43,6 +43,8 @@ def clip_batch_size(cfg: dict, seed: int) -> dict:
     for bs in cfg["batch_sizes"]:
         steps = max(1, cfg["epochs"] * len(train) // bs)
         method = build_clip(cfg, seed)
+        if method.model.text_encoder.frozen:  # encode each report once per process (the cache is shared)
+            method.model.text_encoder.precompute(train.texts + test.texts)
         history = train_method(method, train, batch_size=bs, steps=steps, lr=cfg["lr"],
                                weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed)
         metrics = evaluate_dual_encoder(method.model, train, test, probe_fractions=cfg["probe_fractions"], seed=seed)

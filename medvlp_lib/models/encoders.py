@@ -270,9 +270,15 @@ class TextEncoder(nn.Module):
 
     With ``trainable="none"`` the model stays in eval mode, runs without autograd and caches each
     string's embedding (CPU, float32; not part of ``state_dict``), so epochs 2.. cost a dictionary lookup.
+    Frozen encoders loaded from the same weights share one cache per process (keyed by name and
+    ``max_length``), so the second model an experiment builds does not re-encode the corpus; pass
+    ``share_cache=False`` if you change a frozen model's weights by hand.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, name: str, trainable: str = "none", max_length: int = 128):
+    _shared_caches: dict[tuple, dict] = {}
+
+    def __init__(self, model: nn.Module, tokenizer, name: str, trainable: str = "none", max_length: int = 128,
+                 share_cache: bool = True):
         super().__init__()
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
@@ -298,6 +304,8 @@ class TextEncoder(nn.Module):
             _freeze_from(self.model, f"{prefix}.{count - n}")  # last n layers + pooler after them
         if self.frozen:
             self.model.eval()
+            if share_cache:
+                self._cache = self._shared_caches.setdefault((name, max_length), {})
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -310,6 +318,7 @@ class TextEncoder(nn.Module):
         return next(self.model.parameters()).device
 
     def clear_cache(self) -> None:
+        """Empty the embedding cache (the shared one too, when this encoder uses it)."""
         self._cache.clear()
 
     @property
