@@ -20,7 +20,7 @@ _COMMON = dict(image_encoder="resnet18", text_encoder=None, text_trainable="none
 
 PROFILES = {
     "fast": dict(_COMMON, image_size=64, n_train=768, n_test=256, epochs=1),
-    "cpu": dict(_COMMON, image_size=64, n_train=None, n_test=None, epochs=12),
+    "cpu": dict(_COMMON, image_size=64, n_train=None, n_test=None, epochs=6),
     "gpu": dict(_COMMON, image_encoder="resnet50", pretrained=True, text_trainable="last:4", image_size=224,
                 n_train=None, n_test=None, epochs=30, lr=1e-4),
 }
