@@ -7,6 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= fast
 NOTEBOOKS ?= all
+JOBS ?= 2
 
 # Offline by design: nothing downloads weights or data at run time.
 export HF_HUB_OFFLINE := 1
@@ -36,7 +37,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 book: venv execute html
 
 execute: venv
-	$(PY) -m medvlp_lib.notebooks execute --profile $(PROFILE) --notebooks $(NOTEBOOKS)
+	$(PY) -m medvlp_lib.notebooks execute --profile $(PROFILE) --notebooks $(NOTEBOOKS) --jobs $(JOBS)
 
 html: venv
 	$(PY) -m medvlp_lib.notebooks build-html

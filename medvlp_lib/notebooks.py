@@ -17,6 +17,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -114,26 +115,49 @@ def execute_notebook(src: str | Path, dst: str | Path, parameters: dict | None =
     return time.perf_counter() - t0
 
 
+def _execute_job(src: str, dst: str, parameters: dict) -> float:
+    return execute_notebook(src, dst, parameters)
+
+
 def execute_all(profile: str = "fast", names=None, root: str | Path | None = None,
-                extra: dict | None = None) -> dict[str, float]:
-    """Execute every chapter in ``profile``; prints a timing table; raises if any notebook failed."""
+                extra: dict | None = None, jobs: int = 1) -> dict[str, float]:
+    """Execute every chapter in ``profile``; prints a timing table; raises if any notebook failed.
+
+    ``jobs > 1`` runs that many notebooks at once, each kernel limited to one intra-op thread
+    (``OMP_NUM_THREADS=1`` unless already set): on a 2-core machine two single-threaded kernels finish the
+    book sooner than one kernel using both cores, because the book's small models scale poorly across threads.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     root = _root(root)
     out_dir = root / EXECUTED
     timings, failures = {}, {}
-    for src in notebook_sources(root, names):
-        print(f"[execute] {src.name} (PROFILE={profile}) ...", flush=True)
-        try:
-            timings[src.stem] = execute_notebook(src, out_dir / f"{src.stem}.ipynb",
-                                                 {"PROFILE": profile, **(extra or {})})
-            print(f"[execute] {src.name} ok in {timings[src.stem]:.1f}s", flush=True)
-        except Exception as exc:  # report every failure, then fail the build
-            failures[src.stem] = f"{type(exc).__name__}: {str(exc)[-2000:]}"
-            print(f"[execute] {src.name} FAILED\n{failures[src.stem]}", flush=True)
+    sources = notebook_sources(root, names)
+    params = {"PROFILE": profile, **(extra or {})}
+    if jobs > 1:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            if not os.environ.get(var):
+                os.environ[var] = "1"
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for src in sources:
+            print(f"[execute] {src.name} (PROFILE={profile}) ...", flush=True)
+            futures[pool.submit(_execute_job, str(src), str(out_dir / f"{src.stem}.ipynb"), params)] = src
+        for fut in concurrent.futures.as_completed(futures):
+            src = futures[fut]
+            try:
+                timings[src.stem] = fut.result()
+                print(f"[execute] {src.name} ok in {timings[src.stem]:.1f}s", flush=True)
+            except Exception as exc:  # report every failure, then fail the build
+                failures[src.stem] = f"{type(exc).__name__}: {str(exc)[-2000:]}"
+                print(f"[execute] {src.name} FAILED\n{failures[src.stem]}", flush=True)
+    timings = {s.stem: timings[s.stem] for s in sources if s.stem in timings}
     (root / BUILD).mkdir(exist_ok=True)
-    (root / BUILD / "execution_times.json").write_text(json.dumps({"profile": profile, "seconds": timings,
-                                                                   "failures": failures}, indent=1))
+    (root / BUILD / "execution_times.json").write_text(json.dumps({"profile": profile, "jobs": jobs,
+                                                                   "seconds": timings, "failures": failures},
+                                                                  indent=1))
     print("\nnotebook                                   seconds")
     for k, v in timings.items():
         print(f"{k:<42} {v:8.1f}")
@@ -183,6 +207,7 @@ def main(argv=None) -> int:
     ex = sub.add_parser("execute", help="execute notebooks with papermill into _build/executed")
     ex.add_argument("--profile", default="fast", choices=PROFILES)
     ex.add_argument("--notebooks", nargs="*", default=["all"], help="stems like 01_data_and_clip_baseline")
+    ex.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (one thread each when > 1)")
     sub.add_parser("build-html", help="build the HTML book from the executed notebooks")
     sub.add_parser("sync", help="write paired .ipynb files from the jupytext sources")
     sub.add_parser("check-sync", help="fail if a paired .ipynb is missing or out of sync")
@@ -193,7 +218,7 @@ def main(argv=None) -> int:
         names = args.notebooks if args.notebooks else ["all"]
         if len(names) == 1 and names[0] == "all":
             names = None
-        execute_all(args.profile, names)
+        execute_all(args.profile, names, jobs=args.jobs)
     elif args.cmd == "build-html":
         print(build_html())
     elif args.cmd == "sync":

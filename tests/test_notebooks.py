@@ -110,6 +110,22 @@ def test_runner_injects_parameters_and_fails_on_crash(tmp_path):
 
 
 @pytest.mark.notebook
+def test_execute_all_in_parallel_reports_every_failure(tmp_path, monkeypatch):
+    """`make book` runs two notebooks at once: both run, the failure is reported and fails the build."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    (tmp_path / "notebooks").mkdir()
+    _write_md(tmp_path / "notebooks" / "01_ok.md", "import os\nassert os.environ['OMP_NUM_THREADS'] == '1'")
+    _write_md(tmp_path / "notebooks" / "02_bad.md", "raise RuntimeError('boom')")
+    with pytest.raises(RuntimeError, match="02_bad"):
+        nbrun.execute_all("fast", root=tmp_path, jobs=2)
+    times = json.loads((tmp_path / nbrun.BUILD / "execution_times.json").read_text())
+    assert set(times["seconds"]) == {"01_ok"} and set(times["failures"]) == {"02_bad"} and times["jobs"] == 2
+    with pytest.raises(ValueError, match="jobs"):
+        nbrun.execute_all("fast", root=tmp_path, jobs=0)
+
+
+@pytest.mark.notebook
 def test_ledger_notebook_smoke(tmp_path):
     """The same runner `make book` uses, on the (cheap) ledger chapter."""
     src = ROOT / "notebooks" / "09_claims_ledger.md"
