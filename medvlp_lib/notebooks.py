@@ -68,13 +68,29 @@ def sync(root: str | Path | None = None) -> list[Path]:
     """Write the paired ``.ipynb`` (without outputs) for every source; returns the files written."""
     import jupytext
     written = []
+    import hashlib
     for src in notebook_sources(root):
         nb = _read(src)
         dst = src.with_suffix(".ipynb")
+        if dst.exists() and not _pair_problems(src, dst, nb):
+            continue  # already in sync: leave the file (and its cell ids) untouched
         nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+        for i, cell in enumerate(nb.cells):  # stable ids: re-syncing does not churn unchanged cells
+            cell["id"] = hashlib.sha1(f"{i}:{cell.cell_type}:{cell.source}".encode()).hexdigest()[:8]
         jupytext.write(nb, dst, fmt="ipynb")
         written.append(dst)
     return written
+
+
+def _pair_problems(src: Path, dst: Path, nb=None) -> list[str]:
+    import nbformat
+    paired = nbformat.read(dst, as_version=4)
+    problems = []
+    if _cells_signature(nb if nb is not None else _read(src)) != _cells_signature(paired):
+        problems.append(f"{dst} differs from {src.name} (run `make sync`)")
+    if any(c.get("outputs") for c in paired.cells if c.cell_type == "code"):
+        problems.append(f"{dst} contains outputs; commit it without outputs (run `make sync`)")
+    return problems
 
 
 def check_sync(root: str | Path | None = None) -> list[str]:
@@ -86,11 +102,7 @@ def check_sync(root: str | Path | None = None) -> list[str]:
         if not dst.exists():
             problems.append(f"{dst} is missing (run `make sync`)")
             continue
-        paired = nbformat.read(dst, as_version=4)
-        if _cells_signature(_read(src)) != _cells_signature(paired):
-            problems.append(f"{dst} differs from {src.name} (run `make sync`)")
-        if any(c.get("outputs") for c in paired.cells if c.cell_type == "code"):
-            problems.append(f"{dst} contains outputs; commit it without outputs (run `make sync`)")
+        problems.extend(_pair_problems(src, dst))
     return problems
 
 
