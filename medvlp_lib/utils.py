@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "autocast", "git_commit", "project_root", "results_dir"]
+__all__ = ["get_device", "seed_everything", "autocast", "git_commit", "project_root", "results_dir", "lazy_exports"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -82,3 +82,22 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def lazy_exports(package: str, names: dict[str, str]):
+    """Module-level ``__getattr__`` / ``__dir__`` re-exporting ``names[attr]`` submodules on first access.
+
+    Lets ``medvlp_lib.methods.MSD`` work without importing every chapter's module (and its dependencies,
+    e.g. torch_geometric) when only one is needed (PEP 562).
+    """
+    import importlib
+
+    def __getattr__(attr: str):
+        if attr in names:
+            return getattr(importlib.import_module(f"{package}.{names[attr]}"), attr)
+        raise AttributeError(f"module {package!r} has no attribute {attr!r}")
+
+    def __dir__():
+        return sorted(set(names) | set(importlib.import_module(package).__dict__))
+
+    return __getattr__, __dir__

@@ -120,3 +120,20 @@ def test_device_and_seed_helpers(monkeypatch):
         seed_everything(-1)
     with autocast("cpu"):  # a no-op off CUDA
         assert torch.ones(1).dtype == torch.float32
+
+
+def test_package_re_exports_resolve():
+    """Every lazily re-exported name resolves to the object in its home module (one mechanism, one home)."""
+    import importlib
+
+    for pkg in ("medvlp_lib.methods", "medvlp_lib.models"):
+        mod = importlib.import_module(pkg)
+        for name, sub in mod._LAZY.items():
+            home = importlib.import_module(f"{pkg}.{sub}")
+            assert getattr(mod, name) is getattr(home, name), f"{pkg}.{name}"
+            assert name in dir(mod)
+        with pytest.raises(AttributeError, match="no attribute"):
+            getattr(mod, "not_a_name")
+    from medvlp_lib import eval as ev
+    from medvlp_lib.eval import segmentation
+    assert ev.dice_per_image is segmentation.dice_per_image

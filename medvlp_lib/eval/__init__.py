@@ -1,4 +1,5 @@
-"""Evaluation shared by every chapter: zero-shot AUC, retrieval R@K, linear probe, and :func:`embed`."""
+"""Evaluation shared by every chapter: zero-shot AUC, retrieval R@K, linear probe, :func:`embed`, and the
+segmentation / attention metrics (Dice, pointing game, attention mass in a mask)."""
 from __future__ import annotations
 
 import torch
@@ -6,10 +7,12 @@ from torch import nn
 
 from .probe import linear_probe_auc, stratified_subsample
 from .retrieval import normalise_text, retrieval_recall
+from .segmentation import attention_mass_in_mask, dice_aggregate, dice_per_image, dice_summary, pointing_game
 from .zero_shot import binary_auc, prompt_similarity, zero_shot_auc, zero_shot_scores
 
 __all__ = ["embed", "zero_shot_auc", "zero_shot_scores", "prompt_similarity", "binary_auc", "retrieval_recall",
-           "normalise_text", "linear_probe_auc", "stratified_subsample"]
+           "normalise_text", "linear_probe_auc", "stratified_subsample", "dice_per_image", "dice_aggregate",
+           "dice_summary", "pointing_game", "attention_mass_in_mask"]
 
 
 @torch.no_grad()
