@@ -21,7 +21,8 @@ on which sub-batch it landed in (and its gradient includes terms through the bat
 that sub-batch only). GroupNorm/LayerNorm (per-sample statistics) or BatchNorm in eval mode restore
 exact equality. (BatchNorm in the *momentum* encoder, train mode, makes the keys themselves
 depend on the chunking of pass 1; the equality above is about the query branch for a given key set.)
-Peak memory is that of one sub-batch of the query branch plus the inputs and ``B`` keys.
+Peak memory is that of one sub-batch of the query branch plus the inputs and ``B`` keys; with
+``chunk_views=True`` the augmentation temporaries are also those of one sub-batch.
 """
 from __future__ import annotations
 
@@ -50,16 +51,44 @@ class SupportsRFBE(Protocol):
     def set_pending(self, views, keys) -> None: ...
 
 
-def rfbe_step(method: SupportsRFBE, batch: dict, sub_batch: int = 32) -> dict:
+def _chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
+    """``method.make_views`` applied to consecutive ``chunk``-row slices of ``batch``, concatenated.
+
+    Augmentation is per sample, so this gives views of the same distribution as one call on the whole batch,
+    but its temporaries (sampling grids, jitter, noise) scale with ``chunk`` instead of the effective batch,
+    as in a data loader that augments sample by sample. The random draws are consumed in a different order,
+    so the views differ from ``make_views(batch)`` under the same seed.
+    """
+    from .msd import Views
+
+    n = len(batch["text"])
+    parts = []
+    for s in range(0, n, chunk):
+        sub = {k: (v[s:s + chunk] if isinstance(v, (torch.Tensor, list, tuple)) and len(v) == n else v)
+               for k, v in batch.items()}
+        parts.append(method.make_views(sub))
+    if len(parts) == 1:
+        return parts[0]
+    return Views(torch.cat([p.img_q for p in parts]), torch.cat([p.img_k for p in parts]),
+                 [t for p in parts for t in p.txt_q], [t for p in parts for t in p.txt_k],
+                 torch.cat([p.ids for p in parts]))
+
+
+def rfbe_step(method: SupportsRFBE, batch: dict, sub_batch: int = 32, chunk_views: bool = False) -> dict:
     """One RFBE forward/backward over ``batch``; gradients are accumulated in the parameters' ``.grad``.
 
     Returns a dict of floats for logging (``"loss"`` = the full-batch loss value, ``"sub_batches"``).
     Does not zero gradients, step the optimiser, update the EMA or enqueue: the trainer zeroes and
     steps, and ``method.after_optimizer_step()`` does the EMA update and the enqueue.
+
+    ``chunk_views=True`` builds the augmented views ``sub_batch`` rows at a time (see :func:`_chunked_views`),
+    so augmentation temporaries do not grow with the effective batch either; the default builds them in one
+    call, which makes the step's views identical to ``method.training_step``'s under the same seed (what the
+    gradient-equivalence test compares).
     """
     if not isinstance(sub_batch, int) or isinstance(sub_batch, bool) or sub_batch <= 0:
         raise ValueError(f"sub_batch must be a positive int, got {sub_batch!r}")
-    views = method.make_views(batch)
+    views = _chunked_views(method, batch, sub_batch) if chunk_views else method.make_views(batch)
     b_total = len(views)
     if b_total == 0:
         raise ValueError("rfbe_step got an empty batch")
@@ -90,6 +119,7 @@ def rfbe_step(method: SupportsRFBE, batch: dict, sub_batch: int = 32) -> dict:
 class RFBE(nn.Module):
     """Wrap a method (e.g. :class:`~medvlp_lib.methods.msd.MSD`) so each trainer step is an RFBE step.
 
+    ``chunk_views``: build augmented views sub-batch by sub-batch (see :func:`rfbe_step`).
     ``manual_backward = True``: :meth:`training_step` has already back-propagated and returns ``"loss"``
     as a float. :meth:`after_optimizer_step` forwards to the wrapped method (one EMA update, one
     enqueue). The wrapped method is ``self.method`` (state_dict keys are prefixed ``method.``).
@@ -97,7 +127,7 @@ class RFBE(nn.Module):
 
     manual_backward = True
 
-    def __init__(self, method: nn.Module, sub_batch: int = 32):
+    def __init__(self, method: nn.Module, sub_batch: int = 32, chunk_views: bool = False):
         super().__init__()
         for attr in ("make_views", "compute_keys", "query_loss", "set_pending"):
             if not hasattr(method, attr):
@@ -107,9 +137,10 @@ class RFBE(nn.Module):
             raise ValueError(f"sub_batch must be a positive int, got {sub_batch!r}")
         self.method = method
         self.sub_batch = sub_batch
+        self.chunk_views = bool(chunk_views)
 
     def training_step(self, batch: dict) -> dict:
-        out = rfbe_step(self.method, batch, self.sub_batch)
+        out = rfbe_step(self.method, batch, self.sub_batch, chunk_views=self.chunk_views)
         if hasattr(self.method, "current_momentum"):
             out["momentum"] = self.method.current_momentum()
         if hasattr(self.method, "image_queue"):
