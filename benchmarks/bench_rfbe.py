@@ -20,7 +20,9 @@ process pays), ``net_peak_mb`` (peak minus the RSS measured after the imports, b
 optimiser state, inputs and training -- the CPU analogue of CUDA's allocated memory, and what the memory
 target is judged on) and ``train_mb`` (peak above the RSS after building model and optimiser).
 
-Time per sample = best (minimum) over the timed steps (after one warm-up step) / effective batch, both as wall
+Each setting runs in ``--repeats`` separate processes (default 3, interleaved with the other settings); memory is
+the median over them, time the best. Time per sample = best (minimum) over the timed steps (after one warm-up
+step) and repeats / effective batch, both as wall
 time and as *process CPU time* (``time.process_time``). Each child runs one intra-op thread, so its CPU time is
 the work it did; other jobs on a shared machine stretch its wall time (waiting for a core) much more than its
 CPU time. On CPU the time target is judged on CPU time (as ``benchmarks/bench_render.py`` does); on CUDA on
@@ -195,12 +197,31 @@ def _run_child(mode: str, batch: int, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _combine(reps: list[dict]) -> dict:
+    """One row from the repeated measurements of a setting: times = best over repeats (each already the best of
+    its steps), memory = median over repeats; every repeat's values are kept in ``*_all``."""
+    ok = [r for r in reps if "error" not in r]
+    if not ok:
+        return reps[0]
+    best = dict(min(ok, key=lambda r: r["cpu_ms_per_sample"]))
+    for key in ("ms_per_sample", "s_per_step"):
+        best[key] = min(r[key] for r in ok)
+    for key in ("peak_mb", "net_peak_mb", "train_mb", "runtime_mb", "base_mb"):
+        best[key] = float(sorted(r[key] for r in ok)[len(ok) // 2])
+    for key in ("cpu_ms_per_sample", "ms_per_sample", "peak_mb", "net_peak_mb", "loadavg_1min"):
+        best[f"{key}_all"] = [r[key] for r in ok]
+    best["repeats"] = len(ok)
+    return best
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="batches 32 and 128 at 32 px: under a minute")
     ap.add_argument("--batches", type=int, nargs="+", default=None, help="effective batch sizes")
     ap.add_argument("--sub-batch", type=int, default=32, help="RFBE sub-batch size")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (after 1 warm-up)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="processes per setting, interleaved; best time / median memory (default 3; quick 1)")
     ap.add_argument("--size", type=int, default=None, help="image side in pixels (default 64; quick 32)")
     ap.add_argument("--dim", type=int, default=128, help="embedding size")
     ap.add_argument("--queue", type=int, default=4096, help="queue size per modality")
@@ -215,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.steps is None:
         args.steps = 5
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     if args.size is None:
         args.size = 32 if args.quick else 64
     if args.device is None:
@@ -228,14 +251,19 @@ def main(argv: list[str] | None = None) -> dict:
                                 args.queue, args.device, args.arch)))
         return {}
     batches = args.batches or ([32, 128] if args.quick else [32, 64, 128, 256, 512])
-    if any(b <= 0 for b in batches) or args.sub_batch <= 0 or args.steps <= 0:
-        raise ValueError("--batches, --sub-batch and --steps must be positive")
+    if any(b <= 0 for b in batches) or args.sub_batch <= 0 or args.steps <= 0 or args.repeats <= 0:
+        raise ValueError("--batches, --sub-batch, --steps and --repeats must be positive")
 
     from tqdm.auto import tqdm
 
     load_before = os.getloadavg()
-    jobs = [(mode, b) for b in batches for mode in ("naive", "rfbe")]
-    rows = [_run_child(mode, b, args) for mode, b in tqdm(jobs, desc="bench_rfbe")]
+    # each (mode, batch) is measured in `repeats` separate processes, interleaved (the order of naive / rfbe
+    # alternates between rounds) so that a burst of load on the shared machine does not hit one setting only
+    jobs = [(mode, b) for r in range(args.repeats) for b in batches
+            for mode in (("naive", "rfbe") if r % 2 == 0 else ("rfbe", "naive"))]
+    raw = [_run_child(mode, b, args) for mode, b in tqdm(jobs, desc="bench_rfbe")]
+    rows = [_combine([x for x in raw if x["mode"] == mode and x["batch"] == b])
+            for b in batches for mode in ("naive", "rfbe")]
     load_after = os.getloadavg()
     cuda = args.device == "cuda"
     tkey = "ms_per_sample" if cuda else "cpu_ms_per_sample"  # what the time target is judged on
@@ -261,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nRFBE vs naive MSD training ({args.device}, one thread, {args.size} px, sub-batch {args.sub_batch}, "
           f"queue {args.queue}). peak = {mem_name}; net = peak minus the Python+torch runtime measured before "
           f"the model is built; train = peak above the RSS after building model and optimiser. "
-          f"time = best of {args.steps} steps, {'wall' if cuda else 'process CPU'} time per sample")
+          f"time = best of {args.steps} steps x {args.repeats} processes, {'wall' if cuda else 'process CPU'} time "
+          f"per sample")
     print(f"{'batch':>6} {'mode':>6} {'peak MB':>8} {'net MB':>8} {'train MB':>9} {'cpu ms/s':>9} {'wall ms/s':>10} "
           f"{'t/naive':>8} {'time ok':>8} {'load':>5}")
     for r in rows:
@@ -296,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"(wall-clock ratios depend on it; CPU-time ratios much less)")
     payload = {"device": args.device, "threads": 1, "cpu_count": os.cpu_count(), "quick": args.quick,
                "size": args.size, "dim": args.dim, "queue": args.queue, "sub_batch": args.sub_batch,
-               "steps": args.steps, "arch": args.arch, "chunk_views": True, "loadavg_before": list(load_before),
+               "steps": args.steps, "repeats": args.repeats, "arch": args.arch, "chunk_views": True, "loadavg_before": list(load_before),
                "loadavg_after": list(load_after), "rows": rows, "targets": targets}
     if not args.no_write:
         from medvlp_lib.results import write_result
