@@ -141,9 +141,20 @@ def result_name(name: str, profile: str) -> str:
     return name if profile != "fast" else f"tmp/{name}__fast"
 
 
+def _seed_worker(name: str, cfg: dict, seed: int) -> dict:
+    """One seed in a worker process (one thread, so parallel seeds do not fight over the cores)."""
+    import torch
+    torch.set_num_threads(1)
+    return get(name).fn(cfg, seed)
+
+
 def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = None, write: bool = True,
-        verbose: bool = True) -> dict:
-    """Run a named experiment for every seed and (optionally) write its results file; returns the record."""
+        verbose: bool = True, jobs: int = 1) -> dict:
+    """Run a named experiment for every seed and (optionally) write its results file; returns the record.
+
+    ``jobs > 1`` runs seeds in that many worker processes, one thread each; every seed is seeded on its own,
+    so the metrics do not depend on ``jobs`` beyond float summation order across thread counts.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     exp = get(name)
@@ -153,15 +164,28 @@ def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = N
         raise ValueError("seeds must contain at least one seed")
     t0 = time.time()
     per_seed = {}
-    for seed in seeds:
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs!r}")
+    if int(jobs) > 1 and len(seeds) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
         if verbose:
-            print(f"[{name}] profile={profile} seed={seed}", flush=True)
-        per_seed[seed] = exp.fn(copy.deepcopy(cfg), seed)
+            print(f"[{name}] profile={profile} seeds={list(seeds)} in {min(jobs, len(seeds))} processes", flush=True)
+        with ProcessPoolExecutor(min(int(jobs), len(seeds)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {seed: pool.submit(_seed_worker, name, copy.deepcopy(cfg), seed) for seed in seeds}
+            per_seed = {seed: fut.result() for seed, fut in futures.items()}
+    else:
+        for seed in seeds:
+            if verbose:
+                print(f"[{name}] profile={profile} seed={seed}", flush=True)
+            per_seed[seed] = exp.fn(copy.deepcopy(cfg), seed)
     wall = time.time() - t0
     record = {"experiment": name, "description": exp.description, "config": cfg,
               "per_seed": {str(s): m for s, m in per_seed.items()}, "summary": _summarise(per_seed)}
     command = "python -m medvlp_lib.experiments run {} --profile {} --seeds {}".format(
         name, profile, " ".join(map(str, seeds)))
+    if int(jobs) > 1:
+        command += f" --jobs {int(jobs)}"
     if overrides:
         command += " --set " + " ".join(shlex.quote(f"{k}={v!r}") for k, v in overrides.items())
     if write:

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     r.add_argument("name")
     r.add_argument("--profile", default="fast", choices=("fast", "cpu", "gpu"))
     r.add_argument("--seeds", type=int, nargs="*", default=None)
+    r.add_argument("--jobs", type=int, default=1, help="run seeds in this many processes (one thread each)")
     r.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help="override config entries")
     args = parser.parse_args(argv)
     if args.cmd == "list":
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
             for p, cfg in exp.profiles.items():
                 print(f"    {p:<5} seeds={list(exp.seeds[p])} {cfg}")
         return 0
-    run(args.name, args.profile, args.seeds, _parse_set(args.set))
+    run(args.name, args.profile, args.seeds, _parse_set(args.set), jobs=args.jobs)
     return 0
 
 
