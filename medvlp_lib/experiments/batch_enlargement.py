@@ -25,8 +25,8 @@ from torch import nn
 
 from . import register
 
-__all__ = ["TinyDual", "gradient_check", "PAPER", "build_paper_dual", "claim_rfbe_memory", "bench_frame",
-           "CLAIMS", "PROFILES", "NORMS"]
+__all__ = ["TinyDual", "gradient_check", "saved_activation_mb", "GPU_COMMAND", "PAPER", "build_paper_dual",
+           "claim_rfbe_memory", "bench_frame", "CLAIMS", "PROFILES", "NORMS"]
 
 NORMS = ("none", "groupnorm", "layernorm", "batchnorm_eval", "batchnorm_train")
 
@@ -114,6 +114,57 @@ def build_paper_dual(image_size: int = 224, pretrained: bool = True, text_encode
     else:
         text = build_text_encoder(text_encoder or PAPER["text_encoder"], trainable="all", max_length=max_length)
     return DualEncoder(image, text, embed_dim=embed_dim, proj="linear")
+
+
+# ----------------------------------------------------------------------------------------------------
+# what a step keeps for backward
+# ----------------------------------------------------------------------------------------------------
+def saved_activation_mb(method, batch: dict, sub_batch: int | None = None) -> dict:
+    """Megabytes of tensors autograd saves for backward during one training step (no optimiser step).
+
+    Counted with ``torch.autograd.graph.saved_tensors_hooks`` (each storage once). ``sub_batch=None``: the naive
+    step (``method.training_step`` + one ``backward``): everything the whole batch's graph keeps, alive at
+    once. With ``sub_batch``: an RFBE step; the graph of each sub-batch is freed by its ``backward`` before the
+    next is built, so the peak is the largest single sub-batch's. The momentum (key) branch runs under
+    ``no_grad`` and saves nothing in both. A saved tensor counts with its whole storage (what it keeps alive):
+    a sub-batch's query images are slices of the whole batch's views, so RFBE's count includes those views once
+    and still grows a little with the effective batch. Returns ``{"peak_mb", "total_mb", "per_call_mb"}`` and leaves the
+    gradients accumulated (call ``zero_grad`` afterwards).
+    """
+    from ..methods.rfbe import rfbe_step
+
+    calls: list[float] = []
+
+    def counting(fn):
+        def wrapped(*args, **kwargs):
+            seen: set[int] = set()
+            total = [0]
+
+            def pack(t):
+                ptr = t.untyped_storage().data_ptr()
+                if ptr not in seen:
+                    seen.add(ptr)
+                    total[0] += t.untyped_storage().nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = fn(*args, **kwargs)
+            calls.append(total[0] / 2**20)
+            return out
+        return wrapped
+
+    if sub_batch is None:
+        out = counting(method.training_step)(batch)
+        out["loss"].backward()
+    else:
+        original = method.query_loss
+        method.query_loss = counting(original)
+        try:
+            rfbe_step(method, batch, sub_batch, chunk_views=True)
+        finally:
+            del method.query_loss  # back to the class method
+    method._pending = None
+    return {"peak_mb": max(calls), "total_mb": sum(calls), "per_call_mb": calls}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Chapter 04: the rfbe_equivalence experiment, chunked views, the benchmark's child / combine logic and the
+``rfbe-memory`` ledger evaluator on hand-made records."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from benchmarks import bench_rfbe
+from medvlp_lib.experiments import get
+from medvlp_lib.experiments.batch_enlargement import NORMS, claim_rfbe_memory, gradient_check, rfbe_equivalence
+
+torch.set_num_threads(1)
+
+
+def test_gradient_check_per_normalisation():
+    for norm in NORMS:
+        r = gradient_check(norm, batch=12, sub_batch=5, image_size=12)
+        assert r["sub_batches"] == 3 and r["grad_norm"] > 1e-3
+        if norm == "batchnorm_train":
+            assert r["rel_err"] > 1e-3, r  # per-sub-batch statistics: a different function
+        else:
+            assert r["rel_err"] <= 1e-6, (norm, r)
+            assert r["loss_rfbe"] == pytest.approx(r["loss_full"], rel=1e-10)
+
+
+def test_chunked_views_keep_equivalence_and_differ_from_whole_batch_views():
+    r = gradient_check("groupnorm", batch=12, sub_batch=4, image_size=12, chunk_views=True)
+    assert r["rel_err"] <= 1e-6
+    whole = gradient_check("groupnorm", batch=12, sub_batch=4, image_size=12, chunk_views=False)
+    assert whole["loss_full"] != r["loss_full"]  # different augmentation draws
+
+
+def test_experiment_fast_profile_keys():
+    exp = get("rfbe_equivalence")
+    assert set(exp.profiles) == {"fast", "cpu", "gpu"}
+    cfg = exp.config("fast", {"batch": 12, "sub_batch": 4, "norms": ["groupnorm", "batchnorm_train"]})
+    out = rfbe_equivalence(cfg, 0)
+    assert set(out) == {"groupnorm", "batchnorm_train", "groupnorm_chunked_views"}
+    assert all(r["sub_batches"] == 3 for r in out.values())  # one sub-batch would make every check trivially exact
+    assert out["groupnorm"]["rel_err"] <= 1e-6 and out["batchnorm_train"]["rel_err"] > 1e-3
+
+
+def test_bench_child_in_process_and_combine():
+    row = bench_rfbe._child("rfbe", 8, 4, 1, 16, 16, 32, "cpu")
+    for key in ("peak_mb", "net_peak_mb", "train_mb", "cpu_ms_per_sample", "ms_per_sample", "loadavg_1min"):
+        assert row[key] == row[key] and row[key] >= 0, key
+    assert row["mode"] == "rfbe" and row["sub_batch"] == 4 and row["memory"] == "cpu_peak_rss"
+    reps = [dict(row, cpu_ms_per_sample=3.0, ms_per_sample=5.0, peak_mb=100.0),
+            dict(row, cpu_ms_per_sample=2.0, ms_per_sample=6.0, peak_mb=300.0),
+            dict(row, cpu_ms_per_sample=4.0, ms_per_sample=4.0, peak_mb=200.0)]
+    c = bench_rfbe._combine(reps)
+    assert c["cpu_ms_per_sample"] == 2.0 and c["ms_per_sample"] == 4.0 and c["peak_mb"] == 200.0
+    assert c["repeats"] == 3 and c["cpu_ms_per_sample_all"] == [3.0, 2.0, 4.0]
+    assert bench_rfbe._combine([{"mode": "rfbe", "batch": 8, "error": "boom"}])["error"] == "boom"
+
+
+def _record(rfbe_net=(300.0, 330.0), naive_net=(300.0, 1000.0), quick=False):
+    rows = []
+    for (mode, vals) in (("naive", naive_net), ("rfbe", rfbe_net)):
+        for b, v in zip((32, 512), vals):
+            rows.append({"mode": mode, "batch": b, "peak_mb": v + 650, "net_peak_mb": v, "train_mb": v - 150,
+                         "cpu_ms_per_sample": 4.0, "ms_per_sample": 4.0})
+    return {"device": "cpu", "size": 64, "quick": quick, "rows": rows, "targets": {
+        "batches": [32, 512], "rfbe_peak_ratio_target": 1.25,
+        "rfbe_net_peak_ratio_max_vs_min_batch": rfbe_net[1] / rfbe_net[0],
+        "rfbe_peak_ratio_max_vs_min_batch": (rfbe_net[1] + 650) / (rfbe_net[0] + 650),
+        "naive_net_peak_ratio_max_vs_min_batch": naive_net[1] / naive_net[0]}}
+
+
+def test_claim_rfbe_memory_verdicts():
+    ours, verdict, why = claim_rfbe_memory(_record())
+    assert verdict == "reproduced" and "x1.10" in ours and "x3.33" in ours
+    assert claim_rfbe_memory(_record(rfbe_net=(300.0, 450.0)))[1] == "not reproduced"   # x1.5 > 1.25
+    v, why = claim_rfbe_memory(_record(naive_net=(300.0, 330.0)))[1:]
+    assert v == "not reproduced" and "cannot tell" in why                                  # naive flat too
+    assert claim_rfbe_memory(_record(quick=True))[1] == "pending"
+    rec = copy.deepcopy(_record())
+    rec["targets"]["naive_net_peak_ratio_max_vs_min_batch"] = None
+    rec["targets"]["naive_peak_ratio_max_vs_min_batch"] = None
+    assert claim_rfbe_memory(rec)[1] == "pending"
+
+
+def test_ledger_row_points_at_the_benchmark():
+    from medvlp_lib.experiments import claim_evaluators
+    from medvlp_lib.ledger import CLAIMS
+
+    row = next(c for c in CLAIMS if c.id == "rfbe-memory")
+    assert row.result == "bench_rfbe" and row.chapter == "04"
+    assert claim_evaluators()["rfbe-memory"] is claim_rfbe_memory
+
+
+def test_saved_activation_mb_naive_grows_rfbe_stays_at_one_sub_batch():
+    from medvlp_lib.experiments.batch_enlargement import TinyDual, _batch, saved_activation_mb
+    from medvlp_lib.methods.msd import MSD
+
+    def fresh():
+        torch.manual_seed(0)
+        return MSD(TinyDual(norm="groupnorm", dtype=torch.float32), queue_size=64)
+
+    # 48 px so that conv activations, not the logits against the keys, dominate what is saved
+    small, big = _batch(8, 48, 0, torch.float32), _batch(32, 48, 1, torch.float32)
+    naive8, naive32 = saved_activation_mb(fresh(), small), saved_activation_mb(fresh(), big)
+    method = fresh()
+    rfbe32 = saved_activation_mb(method, big, sub_batch=8)
+    assert len(naive32["per_call_mb"]) == 1 and len(rfbe32["per_call_mb"]) == 4
+    assert naive32["peak_mb"] > 3.5 * naive8["peak_mb"] > 0                     # the whole batch's graph at once
+    # one sub-batch's graph at a time (plus the storage of the whole batch's query views, which the sub-batch
+    # slices share, so the peak still grows a little with the effective batch)
+    assert rfbe32["peak_mb"] < 0.5 * naive32["peak_mb"]
+    assert rfbe32["total_mb"] == pytest.approx(sum(rfbe32["per_call_mb"]))
+    assert rfbe32["total_mb"] > 2.5 * rfbe32["peak_mb"]
+    assert all(p.grad is not None for p in method.online.parameters() if p.requires_grad)
+    assert "query_loss" not in vars(method)                                     # the counting wrapper is removed
