@@ -14,7 +14,7 @@ Both do the optimiser step, one EMA update and one enqueue per step. Model: a sm
 embeddings, queue 4,096), synthetic images and reports built just in time for each step; nothing is
 downloaded.
 
-Memory: on CUDA ``torch.cuda.max_memory_allocated``. On CPU the child's peak resident set size (``ru_maxrss``)
+Memory: on CUDA ``torch.cuda.max_memory_allocated``. On CPU the child's peak resident set size (``VmHWM``)
 is reported three ways: ``peak_mb`` (the whole process, including ~650 MB of Python + torch runtime that any
 process pays), ``net_peak_mb`` (peak minus the RSS measured after the imports, before the model is built: model,
 optimiser state, inputs and training -- the CPU analogue of CUDA's allocated memory, and what the memory
@@ -63,7 +63,22 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """Peak resident set size of this process (MB): ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    Not ``getrusage(...).ru_maxrss``: Linux carries the maximum RSS across ``fork`` + ``execve``, so a child
+    started from a large parent (a Jupyter kernel holding gigabytes) reports at least the parent's RSS at fork
+    time; ``VmHWM`` belongs to the child's own address space. ``ru_maxrss`` is the fallback elsewhere (macOS
+    reports it in bytes).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _build(size: int, dim: int, queue: int, arch: str = "small"):

@@ -113,3 +113,21 @@ def test_saved_activation_mb_naive_grows_rfbe_stays_at_one_sub_batch():
     assert rfbe32["total_mb"] > 2.5 * rfbe32["peak_mb"]
     assert all(p.grad is not None for p in method.online.parameters() if p.requires_grad)
     assert "query_loss" not in vars(method)                                     # the counting wrapper is removed
+
+
+def test_child_peak_memory_is_its_own_not_the_parents():
+    """ru_maxrss survives fork + exec on Linux: a child of a big process (this one holds torch, a Jupyter kernel
+    gigabytes) would report the parent's RSS. The benchmark's peak must be the child's own."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.bench_rfbe import _rss_mb
+
+    parent = _rss_mb()
+    assert parent > 150, parent  # torch is imported here
+    code = "from benchmarks.bench_rfbe import _peak_rss_mb; print(_peak_rss_mb())"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(bench_rfbe.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    child = float(out.stdout.strip().splitlines()[-1])
+    assert 1 < child < min(100.0, parent / 2), (child, parent)  # a bare interpreter: tens of MB
