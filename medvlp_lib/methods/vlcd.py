@@ -249,6 +249,31 @@ def teacher_image_embedding(teacher: nn.Module, images: torch.Tensor) -> torch.T
     return teacher(images)
 
 
+def _check_cache(cache, augment):
+    """Validate ``teacher_cache``: a [N, D] tensor of precomputed teacher targets indexed by ``batch["index"]``."""
+    if cache is None:
+        return None
+    if not isinstance(cache, torch.Tensor) or cache.ndim != 2:
+        raise ValueError(f"teacher_cache must be a [N, D] tensor, got "
+                         f"{tuple(cache.shape) if isinstance(cache, torch.Tensor) else type(cache).__name__}")
+    if augment is not None:
+        raise ValueError("teacher_cache holds the teacher's outputs on the un-augmented images; it cannot be "
+                         "combined with augment= (the student would see different images than the cache)")
+    return cache.detach()
+
+
+def _cached(cache, batch, images):
+    """Rows of ``cache`` for ``batch["index"]`` (None when there is no cache)."""
+    if cache is None:
+        return None
+    if "index" not in batch:
+        raise ValueError("teacher_cache needs batch['index'] (dataset row of each image)")
+    idx = torch.as_tensor(batch["index"], dtype=torch.long).cpu()
+    if idx.numel() != images.shape[0] or int(idx.max()) >= cache.shape[0] or int(idx.min()) < 0:
+        raise ValueError(f"batch['index'] does not fit teacher_cache with {cache.shape[0]} rows")
+    return cache[idx].to(images.device)
+
+
 class Predistill(_FrozenHolder):
     """Stage 1: the student mimics the frozen teacher's image features on unlabeled (natural) images.
 
@@ -262,17 +287,22 @@ class Predistill(_FrozenHolder):
     (``requires_grad=False``), kept in eval mode even when the method is put in train mode, and held by
     reference (moved by ``.to()`` but not part of ``state_dict()``: a checkpoint holds student + projector).
     ``augment`` (optional) maps the image batch to an augmented one (same images go to both towers).
+    ``teacher_cache`` (optional) ``[N, D]``: the teacher's targets precomputed for every dataset row and
+    looked up by ``batch["index"]`` (exact for un-augmented, index-deterministic data such as
+    :class:`~medvlp_lib.data.natural.NaturalCrops`; saves the teacher forward at every step).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, projector: str | nn.Module = "linear",
                  student_dim: int | None = None, teacher_dim: int | None = None,
                  teacher_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 teacher_cache: torch.Tensor | None = None):
         super().__init__()
         self.student = student
         self._hold("teacher", teacher)
         self.teacher_fn = teacher_fn or teacher_image_embedding
         self.augment = augment
+        self.teacher_cache = _check_cache(teacher_cache, augment)
         if isinstance(projector, nn.Module):
             self.projector = projector
         elif projector in ("linear", "identity"):
@@ -299,7 +329,9 @@ class Predistill(_FrozenHolder):
         if self.augment is not None:
             images = self.augment(images)
         with torch.no_grad():
-            target = self.teacher_fn(self.teacher, images)
+            target = _cached(self.teacher_cache, batch, images)
+            if target is None:
+                target = self.teacher_fn(self.teacher, images)
         pred = self.projector(self.student(images))
         loss, parts = predistill_loss(pred.float(), target.float())
         return {"loss": loss, **parts}
@@ -324,6 +356,8 @@ class VLCD(_FrozenHolder):
     are not in ``parameters()`` / ``state_dict()``, so checkpoints hold only the student and
     ``logit_scale``; pass the same teacher when you rebuild the method to resume.
     * ``lam`` (0.1), ``mu`` (0), ``dist`` (``"cosine"``): loss weights and ``L_dist`` kind.
+    * ``teacher_cache`` (optional) ``[N, D]``: the teacher's unnormalised image embeddings precomputed for
+      every dataset row and looked up by ``batch["index"]`` (exact without augmentation; not with ``augment``).
     * ``logit_scale``: learnable log-inverse temperature, initialised from the teacher's if it has one,
       else ``ln(1/0.07)``; clamped so the multiplier stays <= 100.
 
@@ -337,7 +371,8 @@ class VLCD(_FrozenHolder):
                  lam: float = DEFAULT_LAMBDA, mu: float = 0.0, dist: str = "cosine",
                  init_temperature: float | None = None,
                  learn_temperature: bool = True, train_text: bool = False,
-                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 teacher_cache: torch.Tensor | None = None):
         super().__init__()
         for name, v in (("lam", lam), ("mu", mu)):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -362,6 +397,7 @@ class VLCD(_FrozenHolder):
             self._hold("text", text_encoder)
         self.lam, self.mu, self.dist = float(lam), float(mu), dist
         self.augment = augment
+        self.teacher_cache = _check_cache(teacher_cache, augment)
         if init_temperature is None:
             init = getattr(teacher, "logit_scale", None) if teacher is not None else None
             init_log = float(init.detach()) if isinstance(init, torch.Tensor) else math.log(1.0 / 0.07)
@@ -425,7 +461,8 @@ class VLCD(_FrozenHolder):
         t = None
         if self.uses_teacher_images:
             with torch.no_grad():
-                t = teacher_image_embedding(self.teacher, images).float()
+                t = _cached(self.teacher_cache, batch, images)
+                t = (t if t is not None else teacher_image_embedding(self.teacher, images)).float()
         loss, parts = vlcd_loss(s, v, t, logit_scale=self.scale, lam=self.lam, mu=self.mu, dist=self.dist)
         return {"loss": loss, **parts}
 
