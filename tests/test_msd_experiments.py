@@ -25,7 +25,7 @@ def test_registered_with_every_profile_and_same_encoders_as_chapter_01():
         cfg = exp.config(p)
         assert cfg["batch_size"] == 16 and tuple(cfg["methods"]) == exp_msd.METHODS
         assert (cfg["alpha"], cfg["beta"]) == (0.3, 0.7)
-        for key in ("image_encoder", "text_encoder", "image_size", "n_train", "n_test", "embed_dim", "lr"):
+        for key in ("image_encoder", "text_encoder", "image_size", "n_test", "embed_dim", "lr", "pretrained"):
             assert cfg[key] == CLIP[p][key], (p, key)
 
 
