@@ -40,7 +40,8 @@ class _MILBase(nn.Module):
 
     @torch.no_grad()
     def predict(self, slide) -> dict:
-        """``slide``: a ``Slide``, batch dict or [N, D] tensor -> ``{"prob", "logits", "attention"}``."""
+        """``slide``: a ``Slide``, batch dict or [N, D] tensor -> ``{"prob", "logits", "attention"}`` (plus
+        ``"scores"``, the attention logits, for models that have them)."""
         was = self.training
         self.eval()
         feats = slide.features if hasattr(slide, "features") else slide
@@ -48,8 +49,11 @@ class _MILBase(nn.Module):
             feats = torch.as_tensor(feats)
         out = self(_bag(feats).to(self._device()))
         self.train(was)
-        return {"prob": float(out["logits"].softmax(-1)[1]), "logits": out["logits"].cpu(),
-                "attention": out["attention"].cpu()}
+        res = {"prob": float(out["logits"].softmax(-1)[1]), "logits": out["logits"].cpu(),
+               "attention": out["attention"].cpu()}
+        if "scores" in out:  # pre-softmax attention logits (same ranking as the attention)
+            res["scores"] = out["scores"].cpu()
+        return res
 
 
 class ABMIL(_MILBase):

@@ -1,0 +1,148 @@
+"""Chapter 05 experiments: the MoMKD cross-validation runs on a tiny cohort produce the metric keys the
+ledger evaluators read, and the evaluators give the right verdicts on hand-made records."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medvlp_lib.experiments import get
+from medvlp_lib.experiments import momkd as E
+from medvlp_lib.experiments import _summarise
+
+torch.set_num_threads(1)
+
+TINY = dict(n_cases=12, external_cases=8, n_patches=(20, 40), feature_dim=16, n_genes=16, n_modules=4, hidden_dim=16,
+            shared_dim=8, n_slots=2, epochs=1, folds=2)
+
+
+def _cfg(name: str, **extra) -> dict:
+    return get(name).config("fast", {**TINY, **extra})
+
+
+def test_profiles_registered_and_consistent():
+    for name in ("momkd_main", "momkd_memory", "momkd_ablations"):
+        exp = get(name)
+        assert set(exp.profiles) == {"fast", "cpu", "gpu"}
+        for prof in ("fast", "cpu", "gpu"):
+            cfg = exp.config(prof)
+            assert cfg["folds"] >= 2 and cfg["epochs"] >= 1 and cfg["n_cases"] >= 2 * cfg["folds"]
+            for m in cfg["methods"]:  # every method name builds
+                E.build_method(m, 8, 6, dict(cfg, hidden_dim=8, shared_dim=4, n_slots=2), 0)
+    assert get("momkd_main").config("cpu")["methods"] == ("momkd", "wsi_only", "abmil", "meanpool")
+
+
+def test_build_method_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown"):
+        E.build_method("transmil", 8, 6, _cfg("momkd_main"), 0)
+
+
+def test_attention_quality_on_hand_made_scores():
+    m = np.array([0, 0, 1, 1, 0], bool)
+    perfect = E.attention_quality([np.array([0.1, 0.2, 0.9, 0.8, 0.0])], [m])
+    assert perfect["auroc"] == 1.0 and perfect["p_at_k"] == 1.0
+    worst = E.attention_quality([np.array([0.9, 0.8, 0.0, 0.1, 0.7])], [m])
+    assert worst["auroc"] == 0.0 and worst["p_at_k"] == 0.0
+    # slides without signal patches (negatives) and models without scores are skipped
+    none = E.attention_quality([None, np.zeros(3)], [m, np.zeros(3, bool)])
+    assert math.isnan(none["auroc"]) and math.isnan(none["p_at_k"])
+
+
+def test_main_runs_on_tiny_cohort_with_ledger_keys():
+    out = E.momkd_main(_cfg("momkd_main"), 0)
+    assert set(out) == {"momkd", "wsi_only", "abmil", "meanpool", "cohort"}
+    for m in ("momkd", "wsi_only", "abmil", "meanpool"):
+        e = out[m]
+        assert len(e["auc_folds"]) == 2 and len(e["ext_auc_folds"]) == 2
+        for k in ("auc", "auc_fold_std", "ext_auc", "ext_auc_fold_std"):
+            assert 0.0 <= e[k] <= 1.0, (m, k, e[k])
+        assert e["cpu_seconds"] > 0
+    for m in ("momkd", "wsi_only", "abmil"):  # models with patch scores are scored against the ground truth
+        assert 0.0 <= out[m]["attn_auroc"] <= 1.0 and 0.0 <= out[m]["attn_p_at_k"] <= 1.0
+    assert "attn_auroc" not in out["meanpool"]  # uniform attention has no scores
+    assert out["cohort"]["n_cases"] == 12
+    # the keys the evaluators read exist once the runner summarises seeds
+    s = _summarise({0: out, 1: out})
+    for k in ("momkd/auc", "wsi_only/auc", "abmil/auc", "meanpool/auc", "momkd/auc_fold_std",
+              "abmil/auc_fold_std", "wsi_only/auc_fold_std"):
+        assert k in s and s[k]["n"] == 2
+
+
+def test_memory_and_ablation_keys():
+    out = E.momkd_memory(_cfg("momkd_memory"), 0)
+    assert set(out) == {"momkd", "momkd_fixed_memory", "momkd_learned_memory", "cohort"}
+    for m in ("momkd", "momkd_fixed_memory", "momkd_learned_memory"):
+        assert {"auc", "ext_auc", "usage_active_pos", "usage_perplexity_neg"} <= set(out[m])
+        assert 1 <= out[m]["usage_active_pos"] <= 2
+    out = E.momkd_ablations(_cfg("momkd_ablations", slot_sizes=(3,)), 0)
+    assert set(out) == {"momkd", "momkd_wsi_align_only", "momkd_omics_align_only", "momkd_no_recon",
+                        "momkd_hard_max", "momkd_n_slots3", "cohort"}
+    assert out["momkd_n_slots3"]["usage_active_pos"] <= 3
+
+
+def test_runs_are_deterministic():
+    cfg = _cfg("momkd_main", methods=("momkd", "abmil"))
+    a, b = E.momkd_main(cfg, 1), E.momkd_main(cfg, 1)
+    assert a["momkd"]["auc_folds"] == b["momkd"]["auc_folds"]
+    assert a["abmil"]["ext_auc_folds"] == b["abmil"]["ext_auc_folds"]
+
+
+# --------------------------------------------------------------------------------------------- evaluators
+def _e(values):
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)), "n": int(v.size), "values": [float(x) for x in v]}
+
+
+def _rec(summary, profile="cpu"):
+    return {"summary": summary, "config": {"folds": 5}, "profile": profile}
+
+
+def test_claim_beats():
+    good = _rec({"momkd/auc": _e([0.80, 0.81, 0.82]), "wsi_only/auc": _e([0.70, 0.71, 0.72]),
+                 "abmil/auc": _e([0.72, 0.73, 0.71]), "meanpool/auc": _e([0.6, 0.6, 0.61])})
+    ours, verdict, why = E.CLAIMS["momkd-beats"](good)
+    assert verdict == "reproduced" and "MoMKD 81.0 ± 1.0" in ours and "n=3 seeds" in ours and "cpu" in ours
+    bad = _rec({**good["summary"], "abmil/auc": _e([0.83, 0.84, 0.85])})  # ABMIL better
+    assert E.CLAIMS["momkd-beats"](bad)[1] == "not reproduced"
+    noisy = _rec({**good["summary"], "momkd/auc": _e([0.60, 0.95, 0.90])})  # right sign, within noise
+    assert E.CLAIMS["momkd-beats"](noisy)[1] == "not reproduced"
+
+
+def test_claim_shift():
+    s = {"momkd/auc": _e([0.82, 0.83, 0.81]), "momkd/ext_auc": _e([0.80, 0.79, 0.80]),
+         "momkd_fixed_memory/auc": _e([0.82, 0.81, 0.83]), "momkd_fixed_memory/ext_auc": _e([0.70, 0.71, 0.72])}
+    ours, verdict, why = E.CLAIMS["momkd-shift"](_rec(s))
+    assert verdict == "reproduced" and "->" in ours
+    same = dict(s, **{"momkd_fixed_memory/ext_auc": _e([0.80, 0.79, 0.80])})
+    assert E.CLAIMS["momkd-shift"](_rec(same))[1] == "not reproduced"
+    reverse = dict(s, **{"momkd/ext_auc": _e([0.70, 0.71, 0.72]), "momkd_fixed_memory/ext_auc": _e([0.80, 0.79, 0.80])})
+    assert E.CLAIMS["momkd-shift"](_rec(reverse))[1] == "not reproduced"
+
+
+def test_claim_both_align():
+    s = {"momkd/auc": _e([0.80, 0.81, 0.79]), "momkd_wsi_align_only/auc": _e([0.75, 0.74, 0.76]),
+         "momkd_omics_align_only/auc": _e([0.75, 0.76, 0.74])}
+    assert E.CLAIMS["momkd-both-align"](_rec(s))[1] == "reproduced"
+    one = dict(s, **{"momkd_omics_align_only/auc": _e([0.80, 0.81, 0.79])})  # omics-only as good as both
+    assert E.CLAIMS["momkd-both-align"](_rec(one))[1] == "not reproduced"
+
+
+def test_claim_variance():
+    s = {"momkd/auc_fold_std": _e([0.01, 0.012, 0.011]), "abmil/auc_fold_std": _e([0.05, 0.04, 0.045]),
+         "wsi_only/auc_fold_std": _e([0.04, 0.05, 0.045])}
+    ours, verdict, _ = E.CLAIMS["momkd-variance"](_rec(s))
+    assert verdict == "reproduced" and "MoMKD 1.1 ± 0.1" in ours
+    worse = dict(s, **{"momkd/auc_fold_std": _e([0.06, 0.07, 0.065])})
+    assert E.CLAIMS["momkd-variance"](_rec(worse))[1] == "not reproduced"
+
+
+def test_claim_ids_match_ledger_rows():
+    from medvlp_lib.ledger import CLAIMS as ROWS
+
+    rows = {c.id: c for c in ROWS}
+    for cid in E.CLAIMS:
+        assert cid in rows and rows[cid].chapter == "05"
+    assert rows["momkd-beats"].result == "momkd_main" and rows["momkd-shift"].result == "momkd_memory"
+    assert rows["momkd-both-align"].result == "momkd_ablations" and rows["momkd-variance"].result == "momkd_main"
