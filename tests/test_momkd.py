@@ -146,6 +146,14 @@ def test_variants(cohort):
     assert oo.memory_sources == ("omics",) and oo.training_step(b)["align_wsi"] == 0.0
     hm = MoMKD.variant("hard_max", D, G, hidden_dim=16, shared_dim=8, n_slots=2)
     assert hm.hard_max
+    pm = MoMKD.variant("patch_memory", D, G, hidden_dim=16, shared_dim=8, n_slots=2)
+    pm.init_memory(cohort)
+    before = pm.memory.slots.clone()
+    n = b["features"].shape[0]
+    pm.training_step(b)
+    assert pm._pending[0][0].shape[0] == n + 2  # patches + slide + omics projections move the memory
+    pm.after_optimizer_step()
+    assert not torch.equal(before, pm.memory.slots)
     with pytest.raises(ValueError, match="unknown MoMKD variant"):
         MoMKD.variant("nope", D, G)
 

@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     "hard_max": dict(hard_max=True),
     "fixed_memory": dict(memory_mode="fixed"),
     "learned_memory": dict(memory_mode="learned"),
+    # EMA-VQ reading: the patch projections move the slots too, so the memory holds patch-level anchors
+    "patch_memory": dict(memory_sources=("omics", "wsi", "patches")),
 }
 
 
