@@ -65,8 +65,17 @@ def _claim_clip_small_batch(rec: dict) -> tuple[str, str, str]:
     if holds:
         return ours, "reproduced", (f"At equal epochs batch 128 beats batch 16 by {diff * 100:.1f} R@1 points "
                                     f"(> 2 standard errors, {se * 100:.1f}).")
-    return ours, "not reproduced", (f"The batch-128 advantage ({diff * 100:+.1f} R@1 points, standard error "
-                                    f"{se * 100:.1f}) is not above seed noise on the embedded benchmark.")
+    why = (f"The batch-128 advantage ({diff * 100:+.1f} R@1 points, standard error {se * 100:.1f}) is not above "
+           f"seed noise on the embedded benchmark.")
+    probe_small, probe_large = s.get("b16/probe_auc@1"), s.get("b128/probe_auc@1")
+    if probe_small and probe_large:
+        reverse, pdiff, _ = compare(probe_small, probe_large)
+        steps = (s.get("b16/steps", {}).get("mean"), s.get("b128/steps", {}).get("mean"))
+        why += (f" The full-label linear probe {'favours batch 16' if reverse else 'differs'} by {pdiff * 100:+.1f} AUC "
+                f"points ({fmt(probe_small)} vs {fmt(probe_large)})"
+                + (f"; at equal epochs batch 16 takes {steps[0]:.0f} optimiser steps to batch 128's {steps[1]:.0f}."
+                   if all(steps) else "."))
+    return ours, "not reproduced", why
 
 
 CLAIMS = {"clip-small-batch": _claim_clip_small_batch}
