@@ -106,6 +106,9 @@ def check_sync(root: str | Path | None = None) -> list[str]:
     return problems
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def execute_notebook(src: str | Path, dst: str | Path, parameters: dict | None = None,
                      timeout: int = 1800, log_output: bool = False) -> float:
     """Execute one jupytext source with papermill into ``dst``; returns wall seconds.
@@ -120,10 +123,20 @@ def execute_notebook(src: str | Path, dst: str | Path, parameters: dict | None =
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
         raise ValueError(f"{src} has no cell tagged 'parameters' (every chapter needs one with PROFILE)")
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # the kernel inherits this process' environment: a headless MPLBACKEND (Agg, set for the tests) would
+    # make every figure invisible in the executed notebook, so kernels always get the inline backend
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
     t0 = time.perf_counter()
-    pm.execute_notebook(nb, str(dst), parameters=parameters or {}, cwd=str(src.parent),
-                        kernel_name="python3", progress_bar=False, log_output=log_output,
-                        execution_timeout=timeout, report_mode=False)
+    try:
+        pm.execute_notebook(nb, str(dst), parameters=parameters or {}, cwd=str(src.parent),
+                            kernel_name="python3", progress_bar=False, log_output=log_output,
+                            execution_timeout=timeout, report_mode=False)
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
     return time.perf_counter() - t0
 
 

@@ -110,6 +110,18 @@ def test_runner_injects_parameters_and_fails_on_crash(tmp_path):
 
 
 @pytest.mark.notebook
+def test_figures_are_captured_even_with_a_headless_backend(tmp_path, monkeypatch):
+    """The Makefile exports MPLBACKEND=Agg for the tests; executed chapters must still contain their figures."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    src = tmp_path / "01_fig.md"
+    _write_md(src, "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([0, 1], [1, 0])")
+    nbrun.execute_notebook(src, tmp_path / "out.ipynb", {"PROFILE": "fast"}, timeout=120)
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert os.environ["MPLBACKEND"] == "Agg"  # the runner restores the caller's environment
+
+
+@pytest.mark.notebook
 def test_execute_all_in_parallel_reports_every_failure(tmp_path, monkeypatch):
     """`make book` runs two notebooks at once: both run, the failure is reported and fails the build."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -148,3 +160,7 @@ def test_executed_book_copies_are_clean():
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
         assert not errors, f"{src.stem} has error outputs"
         assert os.path.getmtime(path) >= os.path.getmtime(src), f"{src.stem}: executed copy older than its source"
+        if "plt." in src.read_text():  # a chapter that draws must show its figures in the book
+            images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                      if "image/png" in o.get("data", {})]
+            assert images, f"{src.stem} draws figures but its executed copy holds no image output"
