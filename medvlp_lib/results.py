@@ -24,7 +24,19 @@ from .utils import git_commit, results_dir
 
 __all__ = ["write_result", "read_result", "list_results", "Stopwatch", "mean_std"]
 
-_START = time.time()
+def _process_start() -> float:
+    """Unix time at which this process started (Linux ``/proc``), else the time this module was imported."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return btime + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+        return time.time()
+
+
+_START = _process_start()
 
 
 class Stopwatch:
@@ -73,7 +85,7 @@ def write_result(name: str, payload: dict, *, profile: str | None = None, seeds=
     """Write ``results/<name>.json`` = payload + provenance; returns the path.
 
     ``command`` defaults to the command line of the running process. ``wall_time_s`` defaults to the
-    time since this module was imported (i.e. roughly the process' run time).
+    time since the process started (a benchmark that imports this module last still records its run time).
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"result name must be a plain file stem like 'clip_batch_size', got {name!r}")

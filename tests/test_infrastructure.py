@@ -137,3 +137,15 @@ def test_package_re_exports_resolve():
     from medvlp_lib import eval as ev
     from medvlp_lib.eval import segmentation
     assert ev.dice_per_image is segmentation.dice_per_image
+
+
+def test_default_wall_time_counts_from_process_start(tmp_path):
+    """A benchmark that imports ``medvlp_lib.results`` only at the end still records its whole run time."""
+    import json
+    import subprocess
+    import sys
+    code = ("import time; time.sleep(1.5)\n"
+            "from medvlp_lib.results import write_result\n"
+            f"write_result('late', {{}}, directory={str(tmp_path)!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert json.loads((tmp_path / "late.json").read_text())["wall_time_s"] >= 1.5
