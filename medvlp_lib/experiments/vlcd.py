@@ -372,8 +372,9 @@ def _claim_match_teacher(rec: dict) -> tuple[str, str, str]:
         extra = f"; {', '.join(better)} beat it beyond noise" if better else ""
         return ours, "reproduced", ("No VLCD student is below the ResNet-50 teacher by more than 2 standard errors"
                                     f"{extra}.")
-    return ours, "not reproduced", (f"{', '.join(worse)} stay below the teacher by more than 2 standard errors at "
-                                    "our short CPU schedule.")
+    extra = f"; {', '.join(better)} beat(s) it beyond noise" if better else ""
+    return ours, "not reproduced", (f"{', '.join(worse)} stay(s) below the teacher by more than 2 standard errors at "
+                                    f"our short CPU schedule{extra}.")
 
 
 def _claim_efficiency(rec: dict) -> tuple[str, str, str]:
