@@ -146,3 +146,12 @@ def test_claim_ids_match_ledger_rows():
         assert cid in rows and rows[cid].chapter == "05"
     assert rows["momkd-beats"].result == "momkd_main" and rows["momkd-shift"].result == "momkd_memory"
     assert rows["momkd-both-align"].result == "momkd_ablations" and rows["momkd-variance"].result == "momkd_main"
+
+
+def test_chance_caveat_only_when_nothing_learned():
+    s = {"momkd/auc": _e([0.45, 0.55, 0.52]), "wsi_only/auc": _e([0.48, 0.51, 0.50]),
+         "abmil/auc": _e([0.50, 0.53, 0.49]), "meanpool/auc": _e([0.5, 0.52, 0.47])}
+    why = E.CLAIMS["momkd-beats"](_rec(s))[2]
+    assert "Caveat" in why and "not shown at this scale" in why
+    learned = dict(s, **{"abmil/auc": _e([0.80, 0.82, 0.79])})
+    assert "Caveat" not in E.CLAIMS["momkd-beats"](_rec(learned))[2]
