@@ -176,3 +176,10 @@ def test_evaluators_do_not_mutate_records():
     for fn in CLAIMS.values():
         fn(rec)
     assert rec == before
+
+
+def test_competitive_verdicts_flag_large_seed_noise():
+    quiet = CLAIMS["adaptor-seg"](_record(std=0.01))[2]
+    noisy = CLAIMS["adaptor-seg"](_record(std=0.2))
+    assert noisy[1] == "reproduced" and "weak evidence" in noisy[2] and "weak evidence" not in quiet
+    assert "weak evidence" in CLAIMS["adaptor-1pct"](_record(std=0.2))[2]

@@ -557,6 +557,15 @@ def _one_seed(*entries) -> bool:
     return any(e.get("n", 1) < 2 for e in entries)
 
 
+def _weak(se: float, points: float = 5.0) -> str:
+    """A warning appended to a 'competitive' verdict when seed noise is large (a non-inferiority test with
+    little power: 'not worse beyond noise' is then weak evidence of 'as good')."""
+    if se == se and se * 100 > points:
+        return (f" Seed noise is large (SE {se * 100:.1f} > {points:g} points), so this is weak evidence: not worse "
+                f"beyond noise, not shown to be as good.")
+    return ""
+
+
 _ONE_SEED = "one seed gives no seed noise to judge 'competitive' against; run the cpu profile with >= 2 seeds"
 
 
@@ -574,7 +583,8 @@ def _claim_1pct(rec: dict) -> tuple[str, str, str]:
         return ours, "not reproduced", (f"{best_name} beats the Adaptor at 1 % labels by {diff * 100:.1f} AUC points "
                                         f"(> 2 standard errors, {se * 100:.1f}).")
     return ours, "reproduced", (f"The Adaptor is within seed noise of, or better than, the best end-to-end model "
-                                f"({best_name}) at 1 % labels ({-diff * 100:+.1f} AUC points, SE {se * 100:.1f}).")
+                                f"({best_name}) at 1 % labels ({-diff * 100:+.1f} AUC points, SE {se * 100:.1f})."
+                                + _weak(se))
 
 
 def _claim_clusters(rec: dict) -> tuple[str, str, str]:
@@ -611,7 +621,7 @@ def _claim_seg(rec: dict) -> tuple[str, str, str]:
                                         f"Dice points (> 2 SE, {se * 100:.1f}).")
     return ours, "reproduced", (f"At 1 % labels the frozen backbone's decoder is within seed noise of, or better than, "
                                 f"the end-to-end backbones ({-diff * 100:+.1f} Dice points vs {best_name}, SE "
-                                f"{se * 100:.1f}); short end-to-end training barely moves the SimCLR weights.")
+                                f"{se * 100:.1f}); short end-to-end training barely moves the SimCLR weights." + _weak(se))
 
 
 CLAIMS = {"adaptor-params": _claim_params, "adaptor-1pct": _claim_1pct, "adaptor-clusters": _claim_clusters,
