@@ -95,7 +95,7 @@ CLAIMS: list[Claim] = [
     Claim("adaptor-1pct", "Adaptor", "07", "competitive with end-to-end at 1 % labels", "RSNA AUC 84.4 at 1 %",
           "adaptor_downstream"),
     Claim("adaptor-clusters", "Adaptor", "08", "the Adaptor improves cluster separation (t-SNE/UMAP)",
-          "t-SNE, COVIDx", "embeddings"),
+          "t-SNE, COVIDx", "adaptor_downstream"),
     Claim("adaptor-seg", "Adaptor", "07", "segmentation at 1 % labels is competitive", "SIIM Dice",
           "adaptor_downstream"),
 ]
