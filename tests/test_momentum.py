@@ -163,3 +163,26 @@ def test_queue_errors_name_the_argument():
     with pytest.raises(TypeError, match="floating dtype"):
         MomentumQueue(4, 4, dtype=torch.long)
     assert "filled=0" in repr(q) and len(q) == 0
+
+
+def test_momentum_copy_normalises_like_the_online_model_in_train_mode():
+    """Regression: the copy's parameters are all frozen, which made ImageEncoder keep *every* BatchNorm of the
+    copy in eval mode (running statistics) while the online model used batch statistics; at equal weights the
+    keys then differed from the queries and MM-MoCo could not even over-fit one batch."""
+    from medvlp_lib.methods.momentum import MomentumEncoder
+    from medvlp_lib.models.encoders import build_image_encoder
+
+    torch.manual_seed(0)
+    online = build_image_encoder("resnet18", pretrained=False, in_chans=1)
+    holder = torch.nn.ModuleDict({"online": online})
+    holder["momentum"] = MomentumEncoder(online)
+    holder.train()
+    x = torch.randn(6, 1, 32, 32)
+    with torch.no_grad():
+        q = online(x)
+        k = holder["momentum"](x)
+    torch.testing.assert_close(k, q)
+    bns = [m for m in holder["momentum"].module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.training for m in bns)
+    holder.eval()
+    assert not any(m.training for m in holder["momentum"].module.modules())

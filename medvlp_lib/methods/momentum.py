@@ -87,17 +87,34 @@ class MomentumEncoder(nn.Module):
 
     ``forward`` and any attribute access go to the copy (``enc.encode_image(x)`` works when ``online``
     is a dual encoder) and always run under ``torch.no_grad()`` through :meth:`__call__`/``forward``.
-    The copy follows the parent's train/eval mode like any submodule.
+    The copy follows the parent's train/eval mode module by module *as the online model would*: encoders
+    that keep frozen normalisation layers in eval mode (:class:`~medvlp_lib.models.encoders.ImageEncoder`)
+    would otherwise see every parameter of the copy as frozen and put all of its BatchNorms in eval mode, so
+    momentum keys would use running statistics while the online queries use batch statistics (for a
+    backbone trained from scratch the two disagree badly and the momentum methods cannot learn). Modules
+    that hold trainable parameters in ``online`` at construction are put back in train mode with the parent.
     """
 
     def __init__(self, online: nn.Module):
         super().__init__()
         if not isinstance(online, nn.Module):
             raise TypeError(f"online must be an nn.Module, got {type(online).__name__}")
+        self._trainable_in_online = frozenset(
+            name for name, mod in online.named_modules()
+            if any(p.requires_grad for p in mod.parameters(recurse=False)))
         self.module = copy.deepcopy(online)
         for p in self.module.parameters():
             p.requires_grad_(False)
             p.grad = None
+        self.train(online.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for name, mod in self.module.named_modules():
+                if name in self._trainable_in_online:
+                    mod.training = True
+        return self
 
     @torch.no_grad()
     def forward(self, *args, **kwargs):
