@@ -149,3 +149,18 @@ def test_default_wall_time_counts_from_process_start(tmp_path):
             f"write_result('late', {{}}, directory={str(tmp_path)!r})\n")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert json.loads((tmp_path / "late.json").read_text())["wall_time_s"] >= 1.5
+
+
+def test_runner_jobs_runs_seeds_in_processes_with_the_same_results():
+    """``--jobs 2`` (seeds in spawned one-thread processes) gives the serial run's per-seed metrics."""
+    from medvlp_lib import experiments
+
+    serial = experiments.run("rfbe_equivalence", "fast", seeds=[0, 1], write=False, verbose=False)
+    parallel = experiments.run("rfbe_equivalence", "fast", seeds=[0, 1], write=False, verbose=False, jobs=2)
+    assert set(parallel["per_seed"]) == {"0", "1"}
+    for key, entry in serial["summary"].items():
+        if "rel_err" in key:  # round-off measurements (~1e-16) legitimately change with the thread count
+            continue
+        assert parallel["summary"][key]["values"] == pytest.approx(entry["values"], rel=1e-6), key
+    with pytest.raises(ValueError, match="jobs"):
+        experiments.run("rfbe_equivalence", "fast", seeds=[0], write=False, verbose=False, jobs=0)
