@@ -130,28 +130,9 @@ def _compose_text(findings: str, impression: str, mode: str) -> str:
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    """:func:`~medvlp_lib.data.real.rsna.load_image_gray`, also for DICOM files named ``*.dicom`` (VinDr):
-    float32 [size, size] in [0, 1]; DICOM needs pydicom (a clear ImportError says so)."""
-    path = Path(path)
-    if path.suffix.lower() != ".dicom":
-        return load_image_gray(path, size)
-    try:
-        import pydicom
-    except ImportError as err:
-        raise ImportError(f"reading DICOM {path} needs pydicom (pip install pydicom), or convert the images to "
-                          f"PNG with the same file stem") from err
-    ds = pydicom.dcmread(str(path))
-    a = ds.pixel_array.astype(np.float32)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-        a = a.max() - a
-    lo, hi = float(a.min()), float(a.max())
-    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    h, w = a.shape
-    s = max(h, w)
-    pad = np.zeros((s, s), np.float32)
-    pad[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = a
-    t = torch.from_numpy(pad)[None, None]
-    return torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    """float32 [size, size] in [0, 1] from a PNG / JPEG / DICOM (``*.dcm`` or VinDr's ``*.dicom``) radiograph;
+    see :func:`~medvlp_lib.data.real.rsna.load_image_gray` (DICOM needs pydicom; a clear ImportError says so)."""
+    return load_image_gray(path, size)
 
 
 class RealCXRDataset(Dataset):

@@ -67,7 +67,7 @@ def load_image_gray(path: str | os.PathLike, size: int | None = None) -> np.ndar
     resized (bilinear) to ``size x size`` after padding the short side to a square (GLoRIA / MGCA practice).
     """
     path = Path(path)
-    if path.suffix.lower() == ".dcm":
+    if path.suffix.lower() in (".dcm", ".dicom"):  # RSNA/SIIM name DICOMs *.dcm, VinDr *.dicom
         try:
             import pydicom
         except ImportError as err:
