@@ -25,8 +25,11 @@ def test_registered_with_every_profile_and_same_encoders_as_chapter_01():
         cfg = exp.config(p)
         assert cfg["batch_size"] == 16 and tuple(cfg["methods"]) == exp_msd.METHODS
         assert (cfg["alpha"], cfg["beta"]) == (0.3, 0.7)
+        # CLIP trains without augmentation on cpu: the momentum methods match it there, the gpu profile augments
+        assert cfg["image_augment"] is (p == "gpu")
         for key in ("image_encoder", "text_encoder", "image_size", "n_test", "embed_dim", "lr", "pretrained"):
             assert cfg[key] == CLIP[p][key], (p, key)
+    assert tuple(exp.config("cpu")["augmented"]) == ("msd",)
 
 
 def test_claim_ids_are_ledger_rows():
@@ -58,9 +61,10 @@ def test_build_method_kinds():
 
 def test_tiny_run_produces_the_keys():
     rec = experiments.run("msd_vs_baselines", "fast", seeds=[0], write=False, verbose=False,
-                          overrides={"n_train": 64, "n_test": 48, "probe_fractions": (0.5, 1.0)})
+                          overrides={"n_train": 64, "n_test": 48, "probe_fractions": (0.5, 1.0),
+                                     "augmented": ("msd",)})
     per = rec["per_seed"]["0"]
-    assert set(per) == set(exp_msd.METHODS)
+    assert set(per) == set(exp_msd.METHODS) | {"msd_aug"}  # msd_aug: MSD once more with the image augmenter on
     for kind, m in per.items():
         for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "zero_shot_auc",
                     "probe_auc@0.5", "probe_auc@1", "fewshot_gain@0.5", "fewshot_gain@1", "steps", "final_loss",
