@@ -27,3 +27,24 @@ def test_loss_curves_and_bars():
     fig = bar_with_errors({"R@1": {"b16": {"mean": 0.1, "std": 0.01, "values": [0.09, 0.11]},
                                    "b128": {"mean": 0.2, "std": 0.02, "values": [0.18, 0.22]}}})
     assert len(fig.axes[0].patches) == 2
+
+
+def test_sweep_plot_draws_means_and_seed_points():
+    from medvlp_lib.viz.plots import sweep_plot
+    entries = [{"mean": 0.6, "std": 0.01, "values": [0.59, 0.6, 0.61]}, {"mean": 0.7, "std": 0.02, "values": [0.68, 0.7, 0.72]}]
+    fig = sweep_plot([1, 10], entries, label="msd", logx=True, xticklabels=["1", "10"], scale=100)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert len(ax.collections) >= 2  # one scatter of seed values per knob value
+    with pytest.raises(ValueError, match="same length"):
+        sweep_plot([1, 2, 3], entries)
+
+
+def test_variant_table_formats_mean_std_and_names_missing_keys():
+    from medvlp_lib.experiments import variant_table
+    rec = {"experiment": "x", "per_seed": {"0": {"a": {}, "b": {}}},
+           "summary": {"a/auc": {"mean": 0.61, "std": 0.02, "n": 3}, "b/auc": {"mean": 0.7, "std": 0.0, "n": 3}}}
+    table = variant_table(rec, ["auc"])
+    assert list(table.index) == ["a", "b"] and table.loc["a", "auc"] == "61.0 ± 2.0"
+    with pytest.raises(KeyError, match="b/r1"):
+        variant_table(rec, ["r1"], variants=["b"])

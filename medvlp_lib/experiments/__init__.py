@@ -31,7 +31,8 @@ import numpy as np
 from ..results import write_result, read_result
 from ..utils import results_dir
 
-__all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators"]
+__all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
+           "variant_table"]
 
 PROFILES = ("fast", "cpu", "gpu")
 _REGISTRY: dict[str, "Experiment"] = {}
@@ -215,3 +216,18 @@ def summary_table(record: dict, keys=None):
     rows = [{"metric": k, "mean": v["mean"], "std": v["std"], "n": v["n"]}
             for k, v in record["summary"].items() if keys is None or k in keys]
     return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame(columns=["mean", "std", "n"])
+
+
+def variant_table(record: dict, metrics, variants=None, scale: float = 100.0, digits: int = 1):
+    """A pandas DataFrame ``variant x metric`` of ``"mean ± std"`` strings from an ablation record whose
+    summary keys are ``<variant>/<metric>`` (e.g. ``ab_0.3_0.7/zero_shot_auc``); variants in run order."""
+    import pandas as pd
+    from ..ledger import fmt
+    if variants is None:
+        first = next(iter(record["per_seed"].values()))
+        variants = list(first)
+    missing = [f"{v}/{m}" for v in variants for m in metrics if f"{v}/{m}" not in record["summary"]]
+    if missing:
+        raise KeyError(f"{record.get('experiment', 'record')} has no summary entries {missing[:3]}...")
+    return pd.DataFrame({m: {v: fmt(record["summary"][f"{v}/{m}"], scale, digits) for v in variants}
+                         for m in metrics})

@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["image_grid", "overlay_mask", "loss_curves", "bar_with_errors"]
+__all__ = ["image_grid", "overlay_mask", "loss_curves", "bar_with_errors", "sweep_plot"]
 
 
 def overlay_mask(ax, mask: np.ndarray, color=(1.0, 0.15, 0.1), alpha: float = 0.35):
@@ -101,4 +101,38 @@ def bar_with_errors(groups: Mapping[str, Mapping[str, Mapping[str, float]]], yla
     ax.set_ylabel(ylabel)
     ax.legend(frameon=False, fontsize=8)
     ax.figure.tight_layout()
+    return ax.figure
+
+
+def sweep_plot(xs: Sequence[float], entries: Sequence[Mapping[str, float]], ax=None, label: str | None = None,
+               xlabel: str = "", ylabel: str = "", scale: float = 1.0, logx: bool = False,
+               xticklabels: Sequence[str] | None = None, offset: float = 0.0):
+    """One ablation sweep: mean +/- std (error bars) and the per-seed values (dots) of a metric vs a knob.
+
+    ``entries[i]`` is the summary entry ``{"mean", "std", "values"}`` at knob value ``xs[i]``; ``offset`` shifts
+    the points sideways (in data units, or as a factor on a log axis) so several sweeps on one axis stay apart.
+    """
+    import matplotlib.pyplot as plt
+    if len(xs) != len(entries):
+        raise ValueError(f"xs and entries must have the same length, got {len(xs)} and {len(entries)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
+    x = np.asarray(xs, dtype=float)
+    x = x * (1.0 + offset) if logx else x + offset
+    mean = np.array([e["mean"] for e in entries]) * scale
+    std = np.array([e.get("std", 0.0) for e in entries]) * scale
+    line = ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+    color = line.lines[0].get_color()
+    for xi, e in zip(x, entries):
+        vals = np.asarray(e.get("values") or [], dtype=float) * scale
+        ax.scatter([xi] * len(vals), vals, s=9, color=color, alpha=0.6, zorder=3)
+    if logx:
+        ax.set_xscale("log")
+    if xticklabels is not None:
+        ax.set_xticks(np.asarray(xs, dtype=float), list(xticklabels))
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if label is not None:
+        ax.legend(frameon=False, fontsize=8)
     return ax.figure
