@@ -183,3 +183,11 @@ def test_competitive_verdicts_flag_large_seed_noise():
     noisy = CLAIMS["adaptor-seg"](_record(std=0.2))
     assert noisy[1] == "reproduced" and "weak evidence" in noisy[2] and "weak evidence" not in quiet
     assert "weak evidence" in CLAIMS["adaptor-1pct"](_record(std=0.2))[2]
+
+
+def test_msd_image_augmentation_follows_chapter_02():
+    """MSD sees un-augmented films on fast/cpu (as CLIP and chapter 02's msd_vs_baselines), augmented ones on gpu."""
+    from medvlp_lib.experiments import adaptor as adp
+    from medvlp_lib.experiments.msd import PROFILES as MSD_PROFILES
+    for p in ("fast", "cpu", "gpu"):
+        assert adp.PROFILES[p]["msd_image_augment"] is MSD_PROFILES[p]["image_augment"], p

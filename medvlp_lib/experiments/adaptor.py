@@ -75,6 +75,9 @@ _COMMON = dict(
     weightings={"adaptor": (0.75, 0.25), "adaptor_paper": (0.5, 0.5)},
     # end-to-end baselines (same backbones; image tower fine-tuned from the SimCLR weights)
     e2e_lr=3e-4, e2e_wd=0.1, e2e_batch=64, clip_epochs=2, msd_epochs=1, msd_queue=1024,
+    # MSD's image views: un-augmented on fast/cpu like CLIP's (chapter 02: the crop/rotation augmenter costs
+    # MSD much of its zero-shot AUC in short runs on 64 px films); the gpu profile augments, as the paper does
+    msd_image_augment=False,
     vlcd_student="mobilenetv3_large_100", vlcd_epochs=1, vlcd_lam=0.1, vlcd_lr=1e-3,
     # downstream
     fractions=(0.01, 0.1, 1.0), binary_label="opacity", three_classes=("normal", "opacity", "pleural_effusion"),
@@ -90,7 +93,7 @@ PROFILES = {
     "cpu": dict(_COMMON),
     "gpu": dict(_COMMON, image_size=224, n_train=None, seg_steps=2000, adaptor_width=768, adaptor_embed_dim=512,
                 adaptor_lr=2e-5, adaptor_epochs=50, adaptor_batch=1024, clip_epochs=30, msd_epochs=30, e2e_lr=1e-4,
-                ssl=dict(size=224, steps=5000, batch_size=256), vlcd_epochs=30),
+                ssl=dict(size=224, steps=5000, batch_size=256), vlcd_epochs=30, msd_image_augment=True),
 }
 
 
@@ -184,14 +187,16 @@ def train_msd(env: dict, cfg: dict, seed: int, progress: bool = True):
     """MSD (methods.msd, paper defaults alpha 0.3, beta 0.7, w_multi 10) from the SimCLR image weights.
 
     Text views are not augmented (``text_augment=None``): the frozen MiniLM then reads its per-report cache,
-    which keeps the CPU cost at the three image passes per step.
+    which keeps the CPU cost at the three image passes per step. Image views are augmented only if
+    ``cfg["msd_image_augment"]`` (the gpu profile), as in chapter 02's ``msd_vs_baselines``.
     """
     from ..methods.msd import MSD
     from ..pipeline import build_dual_encoder
 
     dual = _init_from_ssl(build_dual_encoder(cfg, seed), env)
     dual.text_encoder.precompute(env["train"].texts + env["test"].texts)
-    method = MSD(dual, queue_size=cfg["msd_queue"], text_augment=None)
+    method = MSD(dual, queue_size=cfg["msd_queue"], text_augment=None,
+                 image_augment="default" if cfg.get("msd_image_augment", True) else None)
     hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["msd_epochs"], lr=cfg["e2e_lr"],
                 weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
     method.eval()
