@@ -12,13 +12,6 @@ from medvlp_lib.methods.clip import CLIP
 from medvlp_lib.methods.contrastive import clip_loss, info_nce, similarity_logits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def naive_info_nce(q, k, pos, scale, mask=None, targets=None):

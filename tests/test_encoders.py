@@ -12,13 +12,6 @@ from medvlp_lib.models.encoders import (MAX_LOGIT_SCALE, DualEncoder, Projection
                                         count_parameters, default_text_encoder_path, parse_trainable)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

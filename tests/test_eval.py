@@ -12,13 +12,6 @@ from medvlp_lib.eval import (binary_auc, embed, linear_probe_auc, retrieval_reca
                              zero_shot_auc, zero_shot_scores)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 LABELS = ("cardiomegaly", "pleural_effusion", "opacity", "atelectasis", "nodule", "emphysema", "edema",
           "pneumothorax", "device", "normal")

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 
 from medvlp_lib import experiments
 from medvlp_lib.experiments import msd as exp_msd
@@ -13,12 +11,6 @@ ABLATIONS = ("msd_alpha_beta", "msd_loss_weights", "msd_momentum_queue", "msd_ba
 TINY = {"n_train": 64, "n_test": 48, "probe_fractions": (0.5, 1.0)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_registered_on_top_of_chapter_02_config():

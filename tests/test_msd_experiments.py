@@ -9,12 +9,6 @@ from medvlp_lib.experiments import msd as exp_msd
 from medvlp_lib.ledger import CLAIMS as LEDGER_CLAIMS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_registered_with_every_profile_and_same_encoders_as_chapter_01():

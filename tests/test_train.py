@@ -11,13 +11,6 @@ from torch import nn
 from medvlp_lib.train import StepBatches, Trainer, param_groups, step_seed, warmup_cosine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids oversubscription on shared CPUs (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class ToyData(torch.utils.data.Dataset):
