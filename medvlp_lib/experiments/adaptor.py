@@ -390,19 +390,16 @@ def silhouettes(feats_te: dict, env, cfg, seed) -> tuple[dict, dict]:
     """Silhouette (cosine, embedding space; Euclidean, 2-D t-SNE) of the three-class test images.
 
     Returns (scores, tsne_coords) with ``tsne_coords[name]`` = [n, 2] for the labelled rows."""
-    from sklearn.manifold import TSNE
-    from sklearn.metrics import silhouette_score
+    from ..viz.embeddings import project_2d, silhouette
 
     y = three_class_labels(env["test"], cfg["three_classes"])
     m = y >= 0
     scores, coords = {}, {}
     for name, f in feats_te.items():
         x = f["emb"][m].astype(np.float64)
-        z = TSNE(2, perplexity=min(cfg["tsne_perplexity"], (m.sum() - 1) / 3), init="pca",
-                 random_state=seed).fit_transform(x)
+        z = project_2d(x, "tsne", seed=int(seed), perplexity=cfg["tsne_perplexity"])  # one thread, same coordinates
         coords[name] = z
-        scores[name] = {"space": float(silhouette_score(x, y[m], metric="cosine")),
-                        "tsne": float(silhouette_score(z, y[m]))}
+        scores[name] = {"space": silhouette(x, y[m], metric="cosine"), "tsne": silhouette(z, y[m])}
     return scores, coords
 
 
