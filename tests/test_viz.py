@@ -48,3 +48,10 @@ def test_variant_table_formats_mean_std_and_names_missing_keys():
     assert list(table.index) == ["a", "b"] and table.loc["a", "auc"] == "61.0 ± 2.0"
     with pytest.raises(KeyError, match="b/r1"):
         variant_table(rec, ["r1"], variants=["b"])
+
+
+def test_late_mean_averages_the_last_fifth_over_seeds():
+    from medvlp_lib.experiments import late_mean
+    rec = {"per_seed": {"0": {"a": {"curves": {"u": [9.0] * 8 + [1.0, 3.0]}}},
+                        "1": {"a": {"curves": {"u": [9.0] * 8 + [5.0, 7.0]}}}}}
+    assert late_mean(rec, "a", "u") == 4.0

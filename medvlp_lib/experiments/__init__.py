@@ -32,7 +32,7 @@ from ..results import write_result, read_result
 from ..utils import results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
-           "variant_table"]
+           "variant_table", "late_mean"]
 
 PROFILES = ("fast", "cpu", "gpu")
 _REGISTRY: dict[str, "Experiment"] = {}
@@ -231,3 +231,13 @@ def variant_table(record: dict, metrics, variants=None, scale: float = 100.0, di
         raise KeyError(f"{record.get('experiment', 'record')} has no summary entries {missing[:3]}...")
     return pd.DataFrame({m: {v: fmt(record["summary"][f"{v}/{m}"], scale, digits) for v in variants}
                          for m in metrics})
+
+
+def late_mean(record: dict, key: str, curve: str, frac: float = 0.2) -> float:
+    """Mean over seeds of the last ``frac`` of training curve ``curve`` of result entry ``key`` (a method or an
+    ablation variant whose per-seed metrics hold ``curves[curve]``, e.g. ``uni_share``)."""
+    vals = []
+    for per in record["per_seed"].values():
+        c = per[key]["curves"][curve]
+        vals.append(float(np.mean(c[-max(1, int(len(c) * frac)):])))
+    return float(np.mean(vals))

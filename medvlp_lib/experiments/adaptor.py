@@ -196,7 +196,7 @@ def train_msd(env: dict, cfg: dict, seed: int, progress: bool = True):
     dual = _init_from_ssl(build_dual_encoder(cfg, seed), env)
     dual.text_encoder.precompute(env["train"].texts + env["test"].texts)
     method = MSD(dual, queue_size=cfg["msd_queue"], text_augment=None,
-                 image_augment="default" if cfg.get("msd_image_augment", True) else None)
+                 image_augment="default" if cfg["msd_image_augment"] else None)
     hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["msd_epochs"], lr=cfg["e2e_lr"],
                 weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
     method.eval()

@@ -21,22 +21,13 @@ __all__ = ["upsample_maps", "attention_overlays", "report_tokens", "token_attent
 
 
 def upsample_maps(maps, size: tuple[int, int]) -> np.ndarray:
-    """``maps [N, h, w]`` (or ``[h, w]``, non-negative) -> float ``[N, H, W]``, bilinear (``align_corners=False``),
-    as in :func:`medvlp_lib.eval.segmentation.pointing_game`."""
-    import torch
-    import torch.nn.functional as F
+    """``maps [N, h, w]`` (or ``[h, w]``, non-negative) -> float ``[N, H, W]``, bilinear (``align_corners=False``):
+    the resize :func:`medvlp_lib.eval.segmentation.pointing_game` scores, as a numpy array."""
+    from ..eval.segmentation import _maps_to
 
-    m = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
-    m = m.detach().float().cpu()
-    if m.ndim == 2:
-        m = m[None]
-    if m.ndim != 3:
-        raise ValueError(f"maps must be [N, h, w] or [h, w], got shape {tuple(m.shape)}")
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive entries, got {size!r}")
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m[:, None], size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)[:, 0]
-    return m.numpy()
+    return _maps_to(maps.detach().cpu() if hasattr(maps, "detach") else maps, tuple(int(s) for s in size)).numpy()
 
 
 def _draw_map(ax, image, amap, mask, alpha, cmap, mark_max, lo, hi, note=None):
