@@ -81,6 +81,10 @@ CLAIMS: list[Claim] = [
           "82.3 -> 79.4 vs 81.9 -> 73.5", "momkd_memory"),
     Claim("momkd-both-align", "MoMKD", "05", "both alignments are needed", "75.2 / 75.7 vs 79.6", "momkd_ablations"),
     Claim("momkd-variance", "MoMKD", "05", "lower variance across folds", "± 0.7-2.3 vs ± 2-5", "momkd_main"),
+    Claim("momkd-no-recon", "MoMKD", "05", "omics reconstruction helps (no-reconstruction ablation is worse)",
+          "79.6 vs 78.0", "momkd_ablations"),
+    Claim("momkd-slots", "MoMKD", "05", "harder tasks keep more active memory slots",
+          "HER2 (hard) more active slots than PR/ODX (easy); no numbers", "momkd_main"),
     # VLCD (chapter 06)
     Claim("vlcd-match-teacher", "VLCD", "06", "students match or beat the teacher's AUC", "5 placenta tasks",
           "vlcd_students"),

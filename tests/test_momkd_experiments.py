@@ -155,3 +155,46 @@ def test_chance_caveat_only_when_nothing_learned():
     assert "Caveat" in why and "not shown at this scale" in why
     learned = dict(s, **{"abmil/auc": _e([0.80, 0.82, 0.79])})
     assert "Caveat" not in E.CLAIMS["momkd-beats"](_rec(learned))[2]
+
+
+def test_main_hard_cohort_keys_and_slot_usage():
+    out = E.momkd_main(_cfg("momkd_main", methods=("momkd", "abmil"), hard_signal_strength=0.5), 0)
+    assert {"momkd", "abmil", "hard_momkd", "hard_abmil", "hard_cohort"} <= set(out)
+    assert 1 <= out["hard_momkd"]["usage_active_pos"] <= 2 and "usage_active_pos" in out["momkd"]
+    # a weaker signal is a different cohort: same cases and layout, different patch features
+    assert out["hard_momkd"]["auc_folds"] != out["momkd"]["auc_folds"] or \
+        out["hard_abmil"]["auc_folds"] != out["abmil"]["auc_folds"]
+
+
+def test_beats_and_variance_are_judged_on_the_hard_cohort_when_present():
+    easy = {"momkd/auc": _e([0.80, 0.81, 0.82]), "wsi_only/auc": _e([0.70, 0.71, 0.72]),
+            "abmil/auc": _e([0.72, 0.73, 0.71]), "meanpool/auc": _e([0.6, 0.6, 0.61])}
+    hard = {f"hard_{k}": v for k, v in easy.items()}
+    hard["hard_momkd/auc"] = _e([0.60, 0.61, 0.62])  # MoMKD loses on the hard cohort
+    rec = {"summary": {**easy, **hard}, "profile": "cpu",
+           "config": {"folds": 5, "signal_strength": 2.0, "hard_signal_strength": 1.5}}
+    ours, verdict, why = E.CLAIMS["momkd-beats"](rec)
+    assert verdict == "not reproduced" and "hard cohort" in why and "default cohort: MoMKD 81.0" in ours
+    rec["summary"]["hard_momkd/auc"] = _e([0.80, 0.81, 0.82])
+    assert E.CLAIMS["momkd-beats"](rec)[1] == "reproduced"
+    std = {"momkd/auc_fold_std": _e([0.01, 0.012, 0.011]), "abmil/auc_fold_std": _e([0.05, 0.04, 0.045]),
+           "wsi_only/auc_fold_std": _e([0.04, 0.05, 0.045])}
+    rec["summary"].update(std)
+    rec["summary"].update({f"hard_{k}": _e([0.06, 0.07, 0.065]) if k.startswith("momkd") else v
+                           for k, v in std.items()})
+    assert E.CLAIMS["momkd-variance"](rec)[1] == "not reproduced"  # hard cohort decides, not the easy one
+
+
+def test_claim_no_recon_and_slots():
+    s = {"momkd/auc": _e([0.80, 0.81, 0.79]), "momkd_no_recon/auc": _e([0.75, 0.74, 0.76])}
+    assert E.CLAIMS["momkd-no-recon"](_rec(s))[1] == "reproduced"
+    s["momkd_no_recon/auc"] = _e([0.80, 0.79, 0.81])
+    assert E.CLAIMS["momkd-no-recon"](_rec(s))[1] == "not reproduced"
+    u = {"momkd/usage_active_neg": _e([3, 3, 4]), "momkd/usage_active_pos": _e([3, 4, 3]),
+         "hard_momkd/usage_active_neg": _e([6, 7, 6]), "hard_momkd/usage_active_pos": _e([6, 6, 7])}
+    rec = {"summary": u, "profile": "cpu", "config": {"folds": 5, "n_slots": 8}}
+    ours, verdict, _ = E.CLAIMS["momkd-slots"](rec)
+    assert verdict == "reproduced" and "of 16" in ours and "hard cohort 12.7" in ours
+    rec["summary"] = {**u, "hard_momkd/usage_active_neg": _e([3, 4, 3]), "hard_momkd/usage_active_pos": _e([3, 3, 4])}
+    assert E.CLAIMS["momkd-slots"](rec)[1] == "not reproduced"
+    assert E.CLAIMS["momkd-slots"]({"summary": {}, "profile": "cpu", "config": {"folds": 5, "n_slots": 8}})[1] == "pending"

@@ -21,10 +21,10 @@ Experiments:
 * ``momkd_ablations`` — WSI alignment only, omics alignment only, no omics reconstruction,
   LogSumExp vs hard max, memory size ``n``; memory slot usage (active slots, perplexity).
 
-The cpu profiles use 3 folds (the paper and the gpu profile: 5), and the cpu ablations run only the
-alignment ablations the ledger needs (full, WSI alignment only, omics alignment only), so that the three
-experiments finish on a shared, overloaded 2-core machine; the fast and gpu profiles run every ablation
-(gpu: 5 folds, n in {4, 8, 32}).
+The cpu and gpu profiles use 5 folds, as the paper; the fast profile (a smoke test) 2. ``momkd_main``
+also runs every method on a harder cohort (weaker patch signal, ``hard_signal_strength``; keys
+``hard_<method>/...``), where MoMKD's slot usage is recorded too: the paper's "harder tasks keep more
+active slots" is then a comparison of the two cohorts.
 """
 from __future__ import annotations
 
@@ -42,23 +42,24 @@ __all__ = ["PROFILES_MAIN", "PROFILES_MEMORY", "PROFILES_ABLATIONS", "make_cohor
            "fit_method", "predict_cohort", "attention_quality", "run_cv", "METHODS", "CLAIMS"]
 
 # --------------------------------------------------------------------------------------------- config
-# Signal calibration: with the simulator's defaults (signal_strength 1, signal_fraction 0.1-0.15) every
-# method, ABMIL included, stays at chance AUC on ~100 training slides; at signal_strength 2.5 and
-# signal_fraction 0.2 ABMIL reached about 0.75-0.85 fold AUC in exploratory runs with 100 cases of
-# 100-300 patches and 6 epochs (a few folds of seed 0; not committed). Chosen by looking at ABMIL alone;
-# the same cohort for every method.
-# Size: the cpu profile must fit ~20 CPU-minutes per experiment on a shared 2-core machine (MoMKD: about
-# 15-30 ms per step, one slide per step). At this smaller budget (80 cases, 60-200 patches, 5 epochs,
-# 3 folds) no method is clearly above chance: see results/momkd_main.json; more epochs are the first knob.
-_COHORT = dict(n_cases=80, external_cases=40, n_patches=(60, 200), feature_dim=128, n_genes=200,
-               n_modules=8, prevalence=0.4, signal_strength=2.5, signal_fraction=0.2, shift=1.0)
+# Calibration (pilots on a quiet machine, one seed, 3 folds, not committed; numbers are fold-mean AUCs):
+# at 80 cases / 5 epochs (the first cpu profile) every method sat at chance. At 160 cases and 15 epochs
+# the signal strength decides: 1.0 -> ABMIL 0.57, MoMKD 0.49; 1.5 -> ABMIL 0.84, MoMKD 0.55, mean pooling
+# 0.59; 2.0 -> ABMIL 0.99; 2.5 -> ABMIL 1.00, MoMKD 0.95. The cpu profile uses 2.0 (``signal_strength``)
+# so that the method under test is off chance and its memory ablations can mean something, and
+# ``momkd_main`` repeats every method on a *hard* cohort (``hard_signal_strength`` 1.5) where ABMIL is
+# below its ceiling, so "MoMKD beats ABMIL" is tested where it has room to. The same cohorts for every
+# method. Cost on one quiet core: about 12 ms per MoMKD step (one slide), i.e. about 2 CPU-minutes per
+# MoMKD 5-fold CV per seed.
+_COHORT = dict(n_cases=160, external_cases=80, n_patches=(60, 200), feature_dim=128, n_genes=200,
+               n_modules=8, prevalence=0.4, signal_strength=2.0, signal_fraction=0.2, shift=1.0)
 _MODEL = dict(hidden_dim=128, shared_dim=64, n_slots=8, dropout=0.25, momentum=0.99)
-_TRAIN = dict(epochs=5, lr=2e-4, weight_decay=1e-4, warmup_frac=0.05, folds=3)  # gpu: 5 folds as the paper
+_TRAIN = dict(epochs=15, lr=2e-4, weight_decay=1e-4, warmup_frac=0.05, folds=5)
 _BASE = {**_COHORT, **_MODEL, **_TRAIN}
 
 _FAST = dict(n_cases=30, external_cases=16, n_patches=(80, 250), n_genes=64, epochs=3, folds=2, hidden_dim=64)
 _GPU = dict(n_cases=800, external_cases=300, n_patches=(1000, 20000), feature_dim=1536, n_genes=768,
-            hidden_dim=256, shared_dim=128, n_slots=16, epochs=30, folds=5)
+            hidden_dim=256, shared_dim=128, n_slots=16, epochs=30)
 
 
 def _profiles(**extra) -> dict:
@@ -67,13 +68,13 @@ def _profiles(**extra) -> dict:
             "gpu": {**_BASE, **_GPU, **extra.get("gpu", {}), **extra.get("all", {})}}
 
 
-PROFILES_MAIN = _profiles(all=dict(methods=("momkd", "wsi_only", "abmil", "meanpool")))
-PROFILES_MEMORY = _profiles(all=dict(methods=("momkd", "momkd:fixed_memory", "momkd:learned_memory")),
-                            cpu=dict(folds=3))
+PROFILES_MAIN = _profiles(all=dict(methods=("momkd", "wsi_only", "abmil", "meanpool")),
+                          cpu=dict(hard_signal_strength=1.5), gpu=dict(hard_signal_strength=1.0),
+                          fast=dict(hard_signal_strength=None))
+PROFILES_MEMORY = _profiles(all=dict(methods=("momkd", "momkd:fixed_memory", "momkd:learned_memory")))
 _ABLATIONS = ("momkd", "momkd:wsi_align_only", "momkd:omics_align_only", "momkd:no_recon", "momkd:hard_max")
-PROFILES_ABLATIONS = _profiles(
-    cpu=dict(methods=_ABLATIONS[:3], slot_sizes=(), folds=3), fast=dict(methods=_ABLATIONS, slot_sizes=(2,)),
-    gpu=dict(methods=_ABLATIONS, slot_sizes=(4, 8, 32)))
+PROFILES_ABLATIONS = _profiles(all=dict(methods=_ABLATIONS), fast=dict(slot_sizes=(2,)),
+                               cpu=dict(slot_sizes=(2, 4, 16)), gpu=dict(slot_sizes=(4, 8, 32)))
 
 #: method name -> description (``momkd:<variant>`` is any :data:`medvlp_lib.methods.momkd.VARIANTS` entry)
 METHODS = {
@@ -264,7 +265,12 @@ def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: boo
 @register("momkd_main", PROFILES_MAIN, description="MoMKD vs WSI-only vs ABMIL vs mean pooling, CV by case (cpu 3 "
           "folds, gpu 5), in-domain + external, attention vs ground truth (chapter 05)")
 def momkd_main(cfg: dict, seed: int) -> dict:
-    return run_cv(cfg, seed, cfg["methods"])
+    out = run_cv(cfg, seed, cfg["methods"], slot_usage=True)
+    hard = cfg.get("hard_signal_strength")
+    if hard is not None:  # the same methods on a cohort with a weaker patch signal: keys hard_<method>
+        hout = run_cv(dict(cfg, signal_strength=hard), seed, cfg["methods"], slot_usage=True)
+        out.update({f"hard_{k}": v for k, v in hout.items()})
+    return out
 
 
 @register("momkd_memory", PROFILES_MEMORY, description="momentum vs fixed vs learned memory, in-domain and "
@@ -301,24 +307,44 @@ def _chance_note(rec: dict, keys) -> str:
             f"this scale' rather than refuted.")
 
 
+def _hard(rec: dict) -> str:
+    """Key prefix of the cohort the "beats" and "variance" claims are judged on: the hard cohort when the
+    record has it (decided before the runs: on the default cpu cohort ABMIL is near its ceiling, so a gain
+    could not show there), else the default one."""
+    return "hard_" if "hard_momkd/auc" in rec["summary"] else ""
+
+
+def _cohort_note(rec: dict, p: str) -> str:
+    if not p:
+        return ""
+    c = rec["config"]
+    return (f" Judged on the hard cohort (patch signal strength {c['hard_signal_strength']} instead of "
+            f"{c['signal_strength']}), where ABMIL is below its ceiling.")
+
+
 def _claim_beats(rec: dict) -> tuple[str, str, str]:
-    s = rec["summary"]
-    mo, wsi, ab = s["momkd/auc"], s["wsi_only/auc"], s["abmil/auc"]
-    ours = _ours(rec, [("momkd", "MoMKD"), ("wsi_only", "WSI-only"), ("abmil", "ABMIL"), ("meanpool", "mean pool")])
+    s, p = rec["summary"], _hard(rec)
+    mo, wsi, ab = s[f"{p}momkd/auc"], s[f"{p}wsi_only/auc"], s[f"{p}abmil/auc"]
+    ours = _ours(rec, [(f"{p}momkd", "MoMKD"), (f"{p}wsi_only", "WSI-only"), (f"{p}abmil", "ABMIL"),
+                       (f"{p}meanpool", "mean pool")])
+    if p and "momkd/auc" in s:
+        ours += (f"; default cohort: MoMKD {fmt(s['momkd/auc'])}, WSI-only {fmt(s['wsi_only/auc'])}, "
+                 f"ABMIL {fmt(s['abmil/auc'])}")
     h1, d1, se1 = compare(mo, wsi)
     h2, d2, se2 = compare(mo, ab)
+    note = _cohort_note(rec, p)
     if h1 and h2:
         return ours, "reproduced", (f"MoMKD beats WSI-only by {d1 * 100:.1f} and ABMIL by {d2 * 100:.1f} AUC points, "
-                                    f"both above 2 standard errors ({se1 * 100:.1f}, {se2 * 100:.1f}).")
+                                    f"both above 2 standard errors ({se1 * 100:.1f}, {se2 * 100:.1f}).{note}")
     attn = ""
-    if "momkd/attn_auroc" in s and "abmil/attn_auroc" in s:
-        attn = (f" Attention AUROC for the ground-truth signal patches: MoMKD {fmt(s['momkd/attn_auroc'])}, "
-                f"ABMIL {fmt(s['abmil/attn_auroc'])}.")
+    if f"{p}momkd/attn_auroc" in s and f"{p}abmil/attn_auroc" in s:
+        attn = (f" Attention AUROC for the ground-truth signal patches: MoMKD {fmt(s[f'{p}momkd/attn_auroc'])}, "
+                f"ABMIL {fmt(s[f'{p}abmil/attn_auroc'])}.")
     return ours, "not reproduced", (
         f"MoMKD - WSI-only = {d1 * 100:+.1f} (SE {se1 * 100:.1f}), MoMKD - ABMIL = {d2 * 100:+.1f} "
-        f"(SE {se2 * 100:.1f}) AUC points: not both above 2 standard errors.{attn} In the simulator the omics "
-        f"vector carries the label (plus noise) and nothing else, so distillation can only shape the memory."
-        + _chance_note(rec, ["momkd/auc", "wsi_only/auc", "abmil/auc", "meanpool/auc"]))
+        f"(SE {se2 * 100:.1f}) AUC points: not both above 2 standard errors.{note}{attn} In the simulator the "
+        f"omics vector carries the label (plus noise) and nothing else, so distillation can only shape the memory."
+        + _chance_note(rec, [f"{p}{m}/auc" for m in ("momkd", "wsi_only", "abmil", "meanpool")]))
 
 
 def _claim_shift(rec: dict) -> tuple[str, str, str]:
@@ -363,19 +389,58 @@ def _claim_both_align(rec: dict) -> tuple[str, str, str]:
 
 
 def _claim_variance(rec: dict) -> tuple[str, str, str]:
-    s = rec["summary"]
-    mo, ab, wsi = s["momkd/auc_fold_std"], s["abmil/auc_fold_std"], s["wsi_only/auc_fold_std"]
+    s, p = rec["summary"], _hard(rec)
+    mo, ab, wsi = s[f"{p}momkd/auc_fold_std"], s[f"{p}abmil/auc_fold_std"], s[f"{p}wsi_only/auc_fold_std"]
     ours = (f"fold std of AUC x100: MoMKD {fmt(mo)}, ABMIL {fmt(ab)}, WSI-only {fmt(wsi)} (mean ± std over "
             f"n={mo['n']} seeds of {rec['config']['folds']}-fold CV, profile {rec['profile']})")
     h1, d1, se1 = compare(mo, ab, higher_is_better=False)
     h2, d2, se2 = compare(mo, wsi, higher_is_better=False)
+    note = _cohort_note(rec, p)
     if h1 and h2:
         return ours, "reproduced", (f"MoMKD's fold-to-fold std is {d1 * 100:.1f} points below ABMIL's and "
-                                    f"{d2 * 100:.1f} below WSI-only's (> 2 SE).")
+                                    f"{d2 * 100:.1f} below WSI-only's (> 2 SE).{note}")
     return ours, "not reproduced", (f"MoMKD's fold std is lower than ABMIL's by {d1 * 100:+.1f} (SE {se1 * 100:.1f}) "
                                     f"and than WSI-only's by {d2 * 100:+.1f} (SE {se2 * 100:.1f}) points: "
-                                    f"not both > 2 SE." + _chance_note(rec, ["momkd/auc", "abmil/auc", "wsi_only/auc"]))
+                                    f"not both > 2 SE.{note}"
+                                    + _chance_note(rec, [f"{p}momkd/auc", f"{p}abmil/auc", f"{p}wsi_only/auc"]))
+
+
+def _claim_no_recon(rec: dict) -> tuple[str, str, str]:
+    s = rec["summary"]
+    full, nr = s["momkd/auc"], s["momkd_no_recon/auc"]
+    ours = _ours(rec, [("momkd", "full"), ("momkd_no_recon", "no omics reconstruction")])
+    h, d, se = compare(full, nr)
+    if h:
+        return ours, "reproduced", f"the reconstruction term adds {d * 100:.1f} AUC points (> 2 SE, SE {se * 100:.1f})."
+    return ours, "not reproduced", (f"full - no-reconstruction = {d * 100:+.1f} AUC points (SE {se * 100:.1f}): "
+                                    f"not above 2 SE." + _chance_note(rec, ["momkd/auc", "momkd_no_recon/auc"]))
+
+
+def _active(s: dict, p: str) -> dict | None:
+    """Active slots of both classes per seed (summary entries of ``<p>momkd/usage_active_*``)."""
+    a, b = s.get(f"{p}momkd/usage_active_neg"), s.get(f"{p}momkd/usage_active_pos")
+    if a is None or b is None:
+        return None
+    v = np.asarray(a["values"]) + np.asarray(b["values"])
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size),
+            "values": v.tolist()}
+
+
+def _claim_slots(rec: dict) -> tuple[str, str, str]:
+    s, c = rec["summary"], rec["config"]
+    easy, hard = _active(s, ""), _active(s, "hard_")
+    if easy is None or hard is None:
+        return "no slot usage in this record", "pending", "momkd_main needs the hard cohort and slot usage."
+    n_total = 2 * c["n_slots"]
+    ours = (f"active slots (>= 5 % of patches, both classes, of {n_total}): hard cohort {hard['mean']:.1f} ± "
+            f"{hard['std']:.1f}, default cohort {easy['mean']:.1f} ± {easy['std']:.1f} (n={hard['n']} seeds, "
+            f"mean over {c['folds']} folds, profile {rec['profile']})")
+    h, d, se = compare(hard, easy)
+    if h:
+        return ours, "reproduced", (f"the harder task keeps {d:.1f} more active slots (> 2 SE, SE {se:.1f}).")
+    return ours, "not reproduced", (f"hard - default = {d:+.1f} active slots (SE {se:.1f}): not more active slots "
+                                    f"on the harder task beyond 2 SE.")
 
 
 CLAIMS = {"momkd-beats": _claim_beats, "momkd-shift": _claim_shift, "momkd-both-align": _claim_both_align,
-          "momkd-variance": _claim_variance}
+          "momkd-variance": _claim_variance, "momkd-no-recon": _claim_no_recon, "momkd-slots": _claim_slots}
