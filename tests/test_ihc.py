@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from medvlp_lib.data.ihc import (TileCNN, dab_mask, dab_threshold, embed_tiles, ihc_cohort, ihc_image, tile_dab,
-                                 tile_image)
+from medvlp_lib.data.ihc import dab_mask, dab_threshold, ihc_cohort, ihc_image, tile_dab, tile_image
+from medvlp_lib.models.tile_encoder import TileCNN, embed_tiles
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,9 @@ def test_embed_tiles_with_a_timm_name(tiled, monkeypatch, tmp_path):
 
 def test_ihc_cohort_mixture_bags(tiled):
     _, tiles, coords, feats = tiled
-    co = ihc_cohort(24, 64, seed=3, features=feats)
-    again = ihc_cohort(24, 64, seed=3, features=feats)
-    other = ihc_cohort(24, 64, seed=4, features=feats)
+    co = ihc_cohort(feats, 24, 64, seed=3)
+    again = ihc_cohort(feats, 24, 64, seed=3)
+    other = ihc_cohort(feats, 24, 64, seed=4)
     assert len(co) == 24 and co.labels.sum() == 12
     np.testing.assert_array_equal(co.labels, again.labels)
     for i in range(len(co)):
@@ -158,22 +158,22 @@ def test_ihc_cohort_mixture_bags(tiled):
 
 def test_ihc_cohort_crops_and_bad_arguments(tiled):
     _, _, _, feats = tiled
-    co = ihc_cohort(8, 36, seed=0, features=feats, bags="crops", dab_quantile=None)
+    co = ihc_cohort(feats, 8, 36, seed=0, bags="crops", dab_quantile=None)
     assert co.info["dab_cut"] == pytest.approx(dab_threshold(co.info["dab"]))
     for s in co:
         xy = s.coords // 16
         assert np.ptp(xy[:, 0]) == 5 and np.ptp(xy[:, 1]) == 5  # a 6 x 6 square of tiles
         assert (s.signal_mask.mean() > co.info["label_share"]) == bool(s.label)
     with pytest.raises(ValueError, match="bags must be 'mixture' or 'crops'"):
-        ihc_cohort(8, features=feats, bags="random")
+        ihc_cohort(feats, 8, bags="random")
     with pytest.raises(ValueError, match="square bag_size"):
-        ihc_cohort(8, 40, features=feats, bags="crops")
+        ihc_cohort(feats, 8, 40, bags="crops")
     with pytest.raises(ValueError, match="witnesses must be"):
-        ihc_cohort(8, 16, features=feats, witnesses=(4, 20))
+        ihc_cohort(feats, 8, 16, witnesses=(4, 20))
     with pytest.raises(ValueError, match=r"features must be \[N, D\] for the N = 1024 tiles"):
-        ihc_cohort(8, features=feats[:100])
+        ihc_cohort(feats[:100], 8)
     with pytest.raises(ValueError, match="either dab_quantile or dab_cut"):
-        ihc_cohort(8, features=feats, dab_cut=0.1)
+        ihc_cohort(feats, 8, dab_cut=0.1)
 
 
 def test_momkd_trains_on_the_cohort_and_scores_every_tile_of_the_image(tiled):
@@ -181,7 +181,7 @@ def test_momkd_trains_on_the_cohort_and_scores_every_tile_of_the_image(tiled):
     from medvlp_lib.experiments import momkd as X
 
     _, tiles, _, feats = tiled
-    co = ihc_cohort(12, 64, seed=0, features=feats)
+    co = ihc_cohort(feats, 12, 64, seed=0)
     cfg = dict(experiments.get("momkd_main").config("fast"), feature_dim=feats.shape[1], epochs=1)
     model, history = X.fit_method("momkd", co, co.info["train_idx"], cfg, seed=0)
     assert len(history) >= 1
@@ -190,3 +190,13 @@ def test_momkd_trains_on_the_cohort_and_scores_every_tile_of_the_image(tiled):
     assert torch.isfinite(out["scores"]).all() and 0 <= out["prob"] <= 1
     aq = X.attention_quality([out["scores"].numpy()], [co.info["whole_slide"].signal_mask])
     assert 0 <= aq["auroc"] <= 1
+
+
+def test_data_layer_imports_no_model_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, medvlp_lib.data.ihc, medvlp_lib.data.pathology; "
+            "print(any(m.startswith('medvlp_lib.models') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -10,8 +10,9 @@ nuclei) into something the same pipeline can train on and draw over:
    top-left corners, as a CLAM-style patching would;
 3. :func:`tile_dab` / :func:`dab_mask` give each tile a ground truth from the stain itself: the mean DAB
    optical density of its pixels (colour deconvolution, :func:`skimage.color.rgb2hed`), thresholded;
-4. :func:`embed_tiles` embeds the tiles with a small image encoder (default: a 3-layer CNN trained for a few
-   CPU-seconds with SimCLR on these tiles, see below; or a timm model by name);
+4. :func:`medvlp_lib.models.tile_encoder.embed_tiles` embeds the tiles with a small image encoder (default: a
+   3-layer CNN trained for a few CPU-seconds with SimCLR on these tiles; or a timm model by name) -- model
+   code lives in ``medvlp_lib.models``, this module only takes the features;
 5. :func:`ihc_cohort` draws "slides" = bags of tiles (random mixtures of stained and unstained tiles, or
    square crops of the tile grid), with a bag label from their DAB-positive tiles, ``signal_mask`` = the
    DAB-positive tiles and a **simulated** omics vector drawn from the label, so :func:`medvlp_lib.experiments.momkd.fit_method` trains on it unchanged;
@@ -23,45 +24,16 @@ vector is simulated from that label with the pathology simulator's gene-module g
 label plus noise and nothing else). It answers "does the attention of a model trained on real tissue
 features land on the stained tissue?", not "does MoMKD predict a molecular status from H&E".
 
-Default encoder (``encoder="ssl-cnn"``), our choice, documented
----------------------------------------------------------------
-Pathology foundation models (UNI, CONCH, Virchow) are self-supervised on tissue tiles; none can be
-downloaded here. In the same spirit, and cheaply, :func:`embed_tiles` trains a small CNN (3 conv layers,
-BN + ReLU, global average pool, ``dim`` = 64 features) in-domain on the tiles of the image itself with
-SimCLR's NT-Xent (:func:`medvlp_lib.models.backbones.nt_xent`, temperature 0.2) between two views made
-by :class:`medvlp_lib.data.augment.ImageAugmenter`: random resized crop (area 0.5-1), any rotation and a
-horizontal flip (tissue has no orientation), small brightness / contrast jitter and noise. There is **no
-hue / stain jitter** on purpose: stain colour is exactly what separates DAB-positive from negative tissue
-here, and a stain-invariant encoder would hide the answer (a real HER2 model would want the opposite).
-Default budget: 60 steps of 256 tiles, about 5 CPU-seconds on one thread for the 1,024 tiles of the
-16-px grid; no weights are downloaded and nothing is cached on disk. What it buys, honestly: in a check
-(ridge / 10-NN regression of per-tile stain densities from the features, 5-fold, not committed) the SSL
-features beat the same CNN at random initialisation (10-NN R^2 for hematoxylin density 0.90 vs 0.67), but a
-tile's mean RGB colour does as well on such stain targets: one image is too little to learn much more than
-colour and texture, and for the stain-defined task of :func:`ihc_cohort` that is enough. Everything is
-deterministic in ``seed`` (torch's global RNG is left untouched). Features are z-scored over the image's
-tiles (``standardize``).
-
-``encoder`` may instead be a timm model name (e.g. ``"resnet18"``, via
-:func:`medvlp_lib.models.backbones.build_frozen_image_backbone` with ``pretrained=True``: the weights must
-already be in the local Hugging Face cache, else :class:`~medvlp_lib.models.encoders.WeightsNotAvailableError`
-says how to get them) or any ``nn.Module`` mapping ``[B, 3, H, W]`` in [0, 1] to ``[B, D]``. timm models see
-the tiles resized to ``input_size`` (default 224) and ImageNet-normalised.
-
-Layering note: :mod:`medvlp_lib.data` otherwise imports no model code; :func:`embed_tiles` imports
-``medvlp_lib.models`` lazily inside the function, so importing this module stays model-free.
 """
 from __future__ import annotations
 
 import math
-import time
+
 import numpy as np
-import torch
 
-from .pathology import Cohort, CohortConfig, Slide, _omics
+from .pathology import Cohort, CohortConfig, Slide, simulate_omics
 
-__all__ = ["ihc_image", "tile_image", "tile_dab", "dab_threshold", "dab_mask", "TileCNN", "embed_tiles",
-           "ihc_cohort", "IHC_FILE"]
+__all__ = ["ihc_image", "tile_image", "tile_dab", "dab_threshold", "dab_mask", "ihc_cohort", "IHC_FILE"]
 
 IHC_FILE = "ihc.png"
 """File name of the immunohistochemistry image inside scikit-image's data folder."""
@@ -170,137 +142,6 @@ def dab_mask(tiles, quantile: float | None = None, threshold: float | None = Non
     return dab > cut
 
 
-# --------------------------------------------------------------------------------------------- encoder
-class TileCNN(torch.nn.Module):
-    """The default small tile encoder: 3 conv layers (3x3; strides 1, 2, 2; BN + ReLU) and global average
-    pooling, ``[B, 3, p, p]`` in [0, 1] -> ``[B, dim]`` (about 60 k parameters at ``dim=64``)."""
-
-    def __init__(self, dim: int = 64, width: int = 32):
-        super().__init__()
-        nn = torch.nn
-
-        def block(i, o, s):
-            return [nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-
-        self.net = nn.Sequential(*block(3, width, 1), *block(width, 2 * width, 2), *block(2 * width, dim, 2),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.out_dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def _to_tensor(tiles: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
-    return x / 255.0 if tiles.dtype == np.uint8 else x
-
-
-def _train_ssl_cnn(x: torch.Tensor, *, dim: int, steps: int, batch_size: int, lr: float, temperature: float,
-                   seed: int, progress: bool) -> tuple[torch.nn.Module, dict]:
-    from tqdm.auto import tqdm
-
-    from ..models.backbones import nt_xent
-    from .augment import ImageAugmenter
-
-    with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
-        torch.manual_seed(seed)
-        enc = TileCNN(dim)
-        head = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.BatchNorm1d(dim), torch.nn.ReLU(),
-                                   torch.nn.Linear(dim, 32))
-    aug = ImageAugmenter(scale=(0.5, 1.0), degrees=180.0, translate=0.05, brightness=0.1, contrast=0.1,
-                         noise_std=0.02, hflip_p=0.5)
-    g = torch.Generator().manual_seed(seed)
-    params = list(enc.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
-    bs = min(batch_size, x.shape[0])
-    enc.train()
-    head.train()
-    history = []
-    t0 = time.process_time()
-    for _ in tqdm(range(steps), desc="SSL tile encoder", disable=not progress, leave=False):
-        idx = torch.randperm(x.shape[0], generator=g)[:bs]
-        xb = x[idx]
-        loss = nt_xent(head(enc(aug(xb, generator=g))), head(enc(aug(xb, generator=g))), temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append(float(loss.detach()))
-    enc.eval()
-    return enc, {"encoder": "ssl-cnn", "dim": dim, "steps": steps, "batch_size": bs, "lr": lr,
-                 "temperature": temperature, "seed": seed, "ssl_loss": history,
-                 "train_cpu_seconds": time.process_time() - t0}
-
-
-def _timm_encoder(name: str, input_size: int, device, pretrained: bool):
-    from ..models.backbones import build_frozen_image_backbone
-
-    enc = build_frozen_image_backbone(name, pretrained=pretrained, in_chans=3).to(device)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-
-    def run(x):
-        x = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        return enc((x - mean) / std)
-
-    return run, {"encoder": name, "dim": int(enc.out_dim), "input_size": input_size, "pretrained": pretrained}
-
-
-@torch.no_grad()
-def _encode(run, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    return torch.cat([run(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, x.shape[0], batch_size)])
-
-
-def embed_tiles(tiles, encoder="ssl-cnn", *, seed: int = 0, dim: int = 64, steps: int = 60, batch_size: int = 256,
-                lr: float = 3e-3, temperature: float = 0.2, standardize: bool = True, input_size: int = 224,
-                pretrained: bool = True, device: str | torch.device = "cpu", progress: bool = False,
-                return_info: bool = False):
-    """Embed RGB tiles ``[N, p, p, 3]`` (uint8, or float in [0, 1]) into features ``float32 [N, D]``.
-
-    ``encoder``: ``"ssl-cnn"`` (default; a :class:`TileCNN` trained with SimCLR on ``tiles`` themselves for
-    ``steps`` steps of ``batch_size`` tiles, see the module docstring), a timm model name (pretrained weights
-    from the local cache only, else :class:`~medvlp_lib.models.encoders.WeightsNotAvailableError`;
-    ``pretrained=False`` gives a random frozen control; tiles resized to ``input_size`` px, ImageNet
-    normalisation; ``device`` e.g. ``"cuda"``) or an ``nn.Module`` used as is
-    (``[B, 3, p, p]`` -> ``[B, D]``, eval mode). ``standardize``: z-score every feature over the ``N`` tiles.
-    Deterministic in ``seed`` on a given machine. ``return_info=True`` also returns a dict with the encoder,
-    its SSL loss history and CPU seconds.
-    """
-    t = _check_tiles(tiles)
-    if t.dtype != np.uint8 and (t.min() < 0 or t.max() > 1):
-        raise ValueError("float tiles must be in [0, 1] (or pass uint8 tiles in 0..255)")
-    for name, v in (("dim", dim), ("steps", steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    x = _to_tensor(t)
-    device = torch.device(device)
-    t0 = time.process_time()
-    if isinstance(encoder, torch.nn.Module):
-        was = encoder.training
-        encoder.eval()
-        feats = _encode(encoder, x, batch_size, device)
-        encoder.train(was)
-        info = {"encoder": type(encoder).__name__, "dim": int(feats.shape[1])}
-    elif encoder == "ssl-cnn":
-        if t.shape[0] < 2:
-            raise ValueError("SimCLR needs at least 2 tiles")
-        enc, info = _train_ssl_cnn(x, dim=dim, steps=steps, batch_size=batch_size, lr=lr, temperature=temperature,
-                                   seed=seed, progress=progress)
-        feats = _encode(enc, x, 512, torch.device("cpu"))
-        info["model"] = enc
-    elif isinstance(encoder, str) and encoder:
-        run, info = _timm_encoder(encoder, input_size, device, pretrained)
-        feats = _encode(run, x, batch_size, device)
-    else:
-        raise ValueError(f"encoder must be 'ssl-cnn', a timm model name or an nn.Module, got {encoder!r}")
-    f = feats.numpy().astype(np.float32)
-    if standardize:
-        f = (f - f.mean(0)) / (f.std(0) + 1e-6)
-    info["cpu_seconds"] = time.process_time() - t0
-    return (f.astype(np.float32), info) if return_info else f.astype(np.float32)
-
-
 # --------------------------------------------------------------------------------------------- cohort
 def _crop_indices(grid_cols: int, r0: int, c0: int, crop: int) -> np.ndarray:
     rr, cc = np.mgrid[r0:r0 + crop, c0:c0 + crop]
@@ -321,17 +162,17 @@ def _positive_cut(dab: np.ndarray, dab_quantile: float | None, dab_cut: float | 
     return dab_threshold(dab)
 
 
-def ihc_cohort(n_bags: int = 64, bag_size: int = 64, seed: int = 0, *, bags: str = "mixture", patch: int = 16,
-               image: np.ndarray | None = None, features: np.ndarray | None = None, encoder="ssl-cnn",
-               encoder_kwargs: dict | None = None, dab_quantile: float | None = 0.8, dab_cut: float | None = None,
-               witnesses: tuple[int, int] = (4, 16), label_share: float | None = None, test_frac: float = 0.5,
-               n_genes: int = 64, n_modules: int = 8, omics_strength: float = 2.0, omics_noise: float = 0.5,
-               name: str = "ihc") -> Cohort:
+def ihc_cohort(features: np.ndarray, n_bags: int = 64, bag_size: int = 64, seed: int = 0, *, bags: str = "mixture",
+               patch: int = 16, image: np.ndarray | None = None, encoder_info: dict | None = None,
+               dab_quantile: float | None = 0.8, dab_cut: float | None = None, witnesses: tuple[int, int] = (4, 16),
+               label_share: float | None = None, test_frac: float = 0.5, n_genes: int = 64, n_modules: int = 8,
+               omics_strength: float = 2.0, omics_noise: float = 0.5, name: str = "ihc") -> Cohort:
     """Bags of real IHC tiles for MIL / MoMKD: a :class:`~medvlp_lib.data.pathology.Cohort` of ``n_bags`` bags.
 
     * Tiles: ``image`` (default :func:`ihc_image`) cut by :func:`tile_image` into ``patch``-px tiles; tile
-      features = ``features`` (precomputed ``[N, D]`` for that tiling, e.g. from :func:`embed_tiles`, to share
-      one embedding between calls) or ``embed_tiles(tiles, encoder, seed=seed, **encoder_kwargs)``.
+      features = ``features`` ``[N, D]`` for that tiling, e.g. from
+      :func:`medvlp_lib.models.tile_encoder.embed_tiles` (``encoder_info``: its info dict, kept in
+      ``cohort.info["encoder"]``).
     * Ground truth ``signal_mask`` = the DAB-positive tiles: mean DAB density above the ``dab_quantile``
       quantile (default 0.8: the 20 % most stained tiles, the intensely stained membranes, like an IHC "3+"
       call) or above the optical density ``dab_cut``; both None = Otsu's cut (:func:`dab_threshold`: any
@@ -389,10 +230,7 @@ def ihc_cohort(n_bags: int = 64, bag_size: int = 64, seed: int = 0, *, bags: str
     split_col = int(round(cols * (1 - test_frac)))
     if not 0 < split_col < cols:
         raise ValueError(f"test_frac={test_frac} leaves an empty region on a grid of {cols} tile columns")
-    info_enc: dict = {"encoder": "precomputed"}
-    if features is None:
-        features, info_enc = embed_tiles(tiles, encoder, seed=seed, return_info=True, **(encoder_kwargs or {}))
-        info_enc.pop("model", None)
+    info_enc = {k: v for k, v in (encoder_info or {"encoder": "precomputed"}).items() if k != "model"}
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or features.shape[0] != tiles.shape[0]:
         raise ValueError(f"features must be [N, D] for the N = {tiles.shape[0]} tiles of this tiling "
@@ -452,11 +290,11 @@ def ihc_cohort(n_bags: int = 64, bag_size: int = 64, seed: int = 0, *, bags: str
     ocfg.validate()
     slides = []
     for b, (_, idx, y) in enumerate(drawn):
-        omics = _omics(ocfg, y, np.random.default_rng([seed, 32, b]))
+        omics = simulate_omics(ocfg, y, np.random.default_rng([seed, 32, b]))
         slides.append(Slide(f"{name}-bag{b:03d}", f"{name}-bag{b:03d}", features[idx], coords[idx], omics, int(y),
                             mask[idx], np.full(idx.size, -1, np.int64)))
     whole = Slide(f"{name}-whole", f"{name}-whole", features, coords,
-                  _omics(ocfg, whole_label, np.random.default_rng([seed, 33])), whole_label, mask,
+                  simulate_omics(ocfg, whole_label, np.random.default_rng([seed, 33])), whole_label, mask,
                   np.full(mask.size, -1, np.int64))
     reg = np.array([d[0] for d in drawn])
     info = {"train_idx": np.flatnonzero(reg == "train"), "test_idx": np.flatnonzero(reg == "test"),

@@ -32,7 +32,7 @@ import torch
 
 __all__ = [
     "TISSUE_TYPES", "Slide", "Cohort", "CohortConfig", "simulate_cohort", "simulate_external_cohort",
-    "simulate_slide", "cv_folds", "class_balanced_weights", "SlideBatches",
+    "simulate_slide", "simulate_omics", "cv_folds", "class_balanced_weights", "SlideBatches",
 ]
 
 TISSUE_TYPES: tuple[str, ...] = ("background", "tumour", "stroma", "adipose", "normal_duct", "lymphocytes")
@@ -248,7 +248,10 @@ def _layout(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([rr, cc], axis=1), tissue.astype(np.int64)
 
 
-def _omics(cfg: CohortConfig, label: int, rng: np.random.Generator) -> np.ndarray:
+def simulate_omics(cfg: CohortConfig, label: int, rng: np.random.Generator) -> np.ndarray:
+    """One case's omics vector ``o = base + loading * z[module] + eps`` (``cfg.n_genes`` genes in
+    ``cfg.n_modules`` modules of the world ``cfg.world_seed``), with module activities ``z ~ N(0, I)`` and
+    ``z[0] += cfg.omics_strength * label``: it carries the label plus noise and nothing else. float32 [G]."""
     w = _world(cfg)
     z = rng.normal(size=cfg.n_modules)
     z[0] += cfg.omics_strength * label
@@ -287,7 +290,7 @@ def simulate_slide(cfg: CohortConfig, *, label: int, n_patches: int, seed: int |
         x = x * (1.0 + 0.3 * cfg.shift * w.shift_gain).astype(np.float32) + (cfg.shift * w.shift_offset).astype(np.float32)
     coords = (grid[:, ::-1] * cfg.patch_size).astype(np.int64)  # (x = col, y = row) in level-0 pixels
     if omics is None:
-        omics = _omics(cfg, label, rng)
+        omics = simulate_omics(cfg, label, rng)
     return Slide(slide_id, case_id, x.astype(np.float32, copy=False), coords, np.asarray(omics, np.float32),
                  int(label), signal, tissue)
 
@@ -316,7 +319,7 @@ def simulate_cohort(n_cases: int = 120, *, seed: int = 0, name: str = "internal"
     lo, hi = cfg.n_patches
     for c, y in enumerate(case_labels):
         case_id = f"{name}-case{c:04d}"
-        omics = _omics(cfg, int(y), np.random.default_rng([seed, 2, c]))
+        omics = simulate_omics(cfg, int(y), np.random.default_rng([seed, 2, c]))
         n_slides = 2 if rng.random() < cfg.second_slide_prob else 1
         for s in range(n_slides):
             n = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi))))) if hi > lo else lo
