@@ -55,3 +55,12 @@ def test_late_mean_averages_the_last_fifth_over_seeds():
     rec = {"per_seed": {"0": {"a": {"curves": {"u": [9.0] * 8 + [1.0, 3.0]}}},
                         "1": {"a": {"curves": {"u": [9.0] * 8 + [5.0, 7.0]}}}}}
     assert late_mean(rec, "a", "u") == 4.0
+
+
+def test_binned_curve_averages_equal_bins_and_skips_missing_keys():
+    from medvlp_lib.experiments import binned_curve
+
+    hist = [{"loss": float(i)} for i in range(8)] + [{"other": 1.0}]
+    assert binned_curve(hist, points=4) == [0.5, 2.5, 4.5, 6.5]
+    assert binned_curve(hist, points=20) == [float(i) for i in range(8)]  # short histories stay unbinned
+    assert binned_curve(hist, key="other") == [1.0]

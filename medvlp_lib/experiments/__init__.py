@@ -32,7 +32,7 @@ from ..results import write_result, read_result
 from ..utils import results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
-           "variant_table", "late_mean"]
+           "variant_table", "late_mean", "binned_curve"]
 
 PROFILES = ("fast", "cpu", "gpu")
 _REGISTRY: dict[str, "Experiment"] = {}
@@ -231,6 +231,16 @@ def variant_table(record: dict, metrics, variants=None, scale: float = 100.0, di
         raise KeyError(f"{record.get('experiment', 'record')} has no summary entries {missing[:3]}...")
     return pd.DataFrame({m: {v: fmt(record["summary"][f"{v}/{m}"], scale, digits) for v in variants}
                          for m in metrics})
+
+
+def binned_curve(history, key: str = "loss", points: int = 60) -> list[float]:
+    """A training curve small enough for a results file: the trainer's per-step ``history`` values of ``key``
+    averaged in ``points`` equal bins (returned unbinned when there are at most ``points`` steps)."""
+    vals = np.array([h[key] for h in history if key in h], dtype=float)
+    if len(vals) <= points:
+        return vals.tolist()
+    edges = np.linspace(0, len(vals), points + 1).astype(int)
+    return [float(vals[a:b].mean()) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def late_mean(record: dict, key: str, curve: str, frac: float = 0.2) -> float:

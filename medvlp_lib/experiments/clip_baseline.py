@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register
+from . import binned_curve, register
 from ..ledger import compare, fmt
 from ..pipeline import build_clip, evaluate_dual_encoder, load_benchmark, train_method
 
@@ -28,14 +28,6 @@ for _p in ("fast", "cpu"):
     PROFILES[_p]["pretrained"] = False
 
 
-def _curve(history, points=60):
-    losses = np.array([h["loss"] for h in history], dtype=float)
-    if len(losses) <= points:
-        return losses.tolist()
-    edges = np.linspace(0, len(losses), points + 1).astype(int)
-    return [float(losses[a:b].mean()) for a, b in zip(edges[:-1], edges[1:])]
-
-
 @register("clip_batch_size", PROFILES, description="CLIP at batch 16 vs 128, equal epochs (chapter 01)")
 def clip_batch_size(cfg: dict, seed: int) -> dict:
     train, test = load_benchmark(cfg["image_size"], cfg["n_train"], cfg["n_test"], cfg["data_seed"])
@@ -50,7 +42,7 @@ def clip_batch_size(cfg: dict, seed: int) -> dict:
         metrics = evaluate_dual_encoder(method.model, train, test, probe_fractions=cfg["probe_fractions"], seed=seed)
         metrics["steps"] = steps
         metrics["final_loss"] = float(np.mean([h["loss"] for h in history[-max(1, steps // 20):]]))
-        metrics["loss_curve"] = _curve(history)
+        metrics["loss_curve"] = binned_curve(history)
         out[f"b{bs}"] = metrics
     return out
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register
+from . import binned_curve, register
 from .clip_baseline import PROFILES as _CLIP_PROFILES
 from ..ledger import compare, fmt
 from ..pipeline import build_clip, build_dual_encoder, evaluate_dual_encoder, load_benchmark, train_method
@@ -72,14 +72,6 @@ PROFILES = {
 
 # per-step scalars of the momentum methods kept as (down-sampled) curves in the results
 _CURVES = ("loss", "loss_multi", "loss_uni", "uni_share", "target_entropy", "acc_i2t", "acc_t2i", "temperature")
-
-
-def _curve(history, key: str = "loss", points: int = 60) -> list[float]:
-    vals = np.array([h[key] for h in history if key in h], dtype=float)
-    if len(vals) <= points:
-        return vals.tolist()
-    edges = np.linspace(0, len(vals), points + 1).astype(int)
-    return [float(vals[a:b].mean()) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def build_method(kind: str, cfg: dict, seed: int, steps_per_epoch: int = 1):
@@ -135,9 +127,9 @@ def train_and_evaluate(kind: str, cfg: dict, seed: int, train, test, batch_size:
         metrics[f"fewshot_gain@{frac:g}"] = metrics[f"probe_auc@{frac:g}"] - metrics["zero_shot_auc"]
     metrics["steps"] = steps
     metrics["final_loss"] = float(np.mean([h["loss"] for h in history[-max(1, steps // 20):]]))
-    metrics["loss_curve"] = _curve(history)
+    metrics["loss_curve"] = binned_curve(history)
     if kind != "clip":
-        metrics["curves"] = {k: _curve(history, k) for k in _CURVES[1:] if k in history[0]}
+        metrics["curves"] = {k: binned_curve(history, k) for k in _CURVES[1:] if k in history[0]}
     return metrics
 
 
