@@ -36,10 +36,11 @@ import numpy as np
 import torch
 
 from . import register
+from ..eval.zero_shot import binary_auc
 from ..ledger import compare, fmt
 
 __all__ = ["PROFILES_MAIN", "PROFILES_MEMORY", "PROFILES_ABLATIONS", "make_cohorts", "build_method",
-           "fit_method", "predict_cohort", "attention_quality", "run_cv", "METHODS", "CLAIMS"]
+           "fit_method", "predict_cohort", "attention_quality", "memory_slot_usage", "run_cv", "METHODS", "CLAIMS"]
 
 # --------------------------------------------------------------------------------------------- config
 # Calibration (pilots on a quiet machine, one seed, 3 folds, not committed; numbers are fold-mean AUCs):
@@ -173,13 +174,6 @@ def predict_cohort(model, cohort, idx=None) -> dict:
     return {"prob": np.asarray(probs), "label": np.asarray(labels), "scores": scores, "masks": masks}
 
 
-def _auc(y, p) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y)
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else float("nan")
-
-
 def attention_quality(scores, masks) -> dict:
     """Patch-score quality against ground-truth signal patches, averaged over slides that have any:
     ``auroc`` (AUROC of the scores for the signal patches; 0.5 = chance) and ``p_at_k`` (precision of
@@ -189,14 +183,14 @@ def attention_quality(scores, masks) -> dict:
         m = np.asarray(m, bool)
         if sc is None or not m.any() or m.all():
             continue
-        au.append(_auc(m, sc))
+        au.append(binary_auc(sc, m))
         k = int(m.sum())
         top = np.argsort(-np.asarray(sc), kind="stable")[:k]
         pk.append(float(m[top].mean()))
     return {"auroc": float(np.mean(au)) if au else float("nan"), "p_at_k": float(np.mean(pk)) if pk else float("nan")}
 
 
-def _slot_usage(model, cohort, idx) -> dict:
+def memory_slot_usage(model, cohort, idx) -> dict:
     """Re-count slot usage of the trained memory on the patch projections of ``cohort[idx]`` (own-class
     nearest slot, as the VQ assignment) -> active slots per class (share >= 5 %) and perplexity."""
     mem = model.memory
@@ -230,13 +224,13 @@ def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: boo
             pin = predict_cohort(model, internal, te)
             pex = predict_cohort(model, external)
             r = res[m]
-            r["auc_folds"].append(_auc(pin["label"], pin["prob"]))
-            r["ext_auc_folds"].append(_auc(pex["label"], pex["prob"]))
+            r["auc_folds"].append(binary_auc(pin["prob"], pin["label"]))
+            r["ext_auc_folds"].append(binary_auc(pex["prob"], pex["label"]))
             aq = attention_quality(pin["scores"], pin["masks"])
             r["attn_auroc_folds"].append(aq["auroc"])
             r["attn_p_at_k_folds"].append(aq["p_at_k"])
             if slot_usage and hasattr(model, "memory"):
-                r["usage"].append(_slot_usage(model, internal, tr))
+                r["usage"].append(memory_slot_usage(model, internal, tr))
             r["seconds"] += time.process_time() - t0
             bar.update(1)
             bar.set_postfix(method=m, auc=f"{r['auc_folds'][-1]:.2f}")
@@ -407,6 +401,8 @@ def _claim_variance(rec: dict) -> tuple[str, str, str]:
 
 def _claim_no_recon(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
+    if "momkd_no_recon/auc" not in s:
+        return "no no-reconstruction run in this record", "pending", "momkd_ablations needs the 'momkd:no_recon' method."
     full, nr = s["momkd/auc"], s["momkd_no_recon/auc"]
     ours = _ours(rec, [("momkd", "full"), ("momkd_no_recon", "no omics reconstruction")])
     h, d, se = compare(full, nr)
