@@ -198,3 +198,20 @@ def test_claim_no_recon_and_slots():
     rec["summary"] = {**u, "hard_momkd/usage_active_neg": _e([3, 4, 3]), "hard_momkd/usage_active_pos": _e([3, 3, 4])}
     assert E.CLAIMS["momkd-slots"](rec)[1] == "not reproduced"
     assert E.CLAIMS["momkd-slots"]({"summary": {}, "profile": "cpu", "config": {"folds": 5, "n_slots": 8}})[1] == "pending"
+
+
+def test_main_runs_on_clam_feature_files(tmp_path):
+    """The same experiment code reads real CLAM-layout folders (here: a simulated cohort written to disk)."""
+    from medvlp_lib.data.real.clam_features import write_clam
+
+    cfg = _cfg("momkd_main", methods=("momkd", "abmil"), hard_signal_strength=0.5)
+    internal, external = E.make_cohorts(cfg, 0)
+    write_clam(internal, tmp_path / "int")
+    write_clam(external, tmp_path / "ext")
+    out = E.momkd_main(dict(cfg, clam_root=str(tmp_path / "int"), clam_external_root=str(tmp_path / "ext")), 0)
+    assert {"momkd", "abmil", "cohort"} <= set(out) and "hard_momkd" not in out  # no hard cohort for real data
+    assert out["cohort"]["n_cases"] == 12 and out["cohort"]["external_slides"] == len(external)
+    for m in ("momkd", "abmil"):
+        assert 0 <= out[m]["auc"] <= 1 and 0 <= out[m]["ext_auc"] <= 1
+    only = E.momkd_main(dict(cfg, methods=("abmil",), clam_root=str(tmp_path / "int")), 0)  # no external folder
+    assert only["abmil"]["ext_auc_folds"] == [] and "ext_auc" not in only["abmil"]

@@ -21,6 +21,10 @@ Experiments:
 * ``momkd_ablations`` — WSI alignment only, omics alignment only, no omics reconstruction,
   LogSumExp vs hard max, memory size ``n``; memory slot usage (active slots, perplexity).
 
+Real feature files (a workstation with CLAM/TRIDENT features, e.g. UNI v2 on TCGA-BRCA, and an ``omics.csv``)
+run through the same code: ``experiments.run("momkd_main", "gpu", overrides={"clam_root": ".../tcga_brca",
+"clam_external_root": ".../inhouse"})`` (see :func:`make_cohorts`; the model sizes follow the features).
+
 The cpu and gpu profiles use 5 folds, as the paper; the fast profile (a smoke test) 2. ``momkd_main``
 also runs every method on a harder cohort (weaker patch signal, ``hard_signal_strength``; keys
 ``hard_<method>/...``), where MoMKD's slot usage is recorded too: the paper's "harder tasks keep more
@@ -88,8 +92,21 @@ METHODS = {
 
 # --------------------------------------------------------------------------------------------- data
 def make_cohorts(cfg: dict, seed: int):
-    """(internal, external) simulated cohorts for ``seed``: same world (``world_seed=0``), disjoint cases,
-    the external one with the site/stain shift ``cfg["shift"]``."""
+    """(internal, external) cohorts for ``seed``.
+
+    Simulated (default): same world (``world_seed=0``), disjoint cases, the external one with the site/stain
+    shift ``cfg["shift"]``. Real feature files: ``cfg["clam_root"]`` (a CLAM-layout folder, see
+    :mod:`medvlp_lib.data.real.clam_features`; ``omics.csv`` there feeds the omics branch) and optionally
+    ``cfg["clam_external_root"]`` (else no external cohort: ``None``); ``cfg["label_map"]`` maps string labels.
+    The folds still come from ``seed``.
+    """
+    if cfg.get("clam_root"):
+        from ..data.real.clam_features import read_clam
+
+        internal = read_clam(cfg["clam_root"], label_map=cfg.get("label_map"), name="internal")
+        ext = cfg.get("clam_external_root")
+        external = read_clam(ext, label_map=cfg.get("label_map"), name="external") if ext else None
+        return internal, external
     from ..data.pathology import simulate_cohort, simulate_external_cohort
 
     common = dict(n_patches=tuple(cfg["n_patches"]), feature_dim=cfg["feature_dim"], n_genes=cfg["n_genes"],
@@ -142,8 +159,8 @@ def fit_method(name: str, cohort, train_idx, cfg: dict, seed: int, progress: boo
     from ..data.pathology import SlideBatches
     from ..train import Trainer
 
-    omics_dim = int(cohort[int(train_idx[0])].omics.shape[0])
-    model = build_method(name, cfg["feature_dim"], omics_dim, cfg, seed)
+    first = cohort[int(train_idx[0])]
+    model = build_method(name, int(first.features.shape[1]), int(first.omics.shape[0]), cfg, seed)
     batches = SlideBatches(cohort, train_idx, seed=seed, balanced=True, transform=_with_graph)
     if hasattr(model, "init_memory"):
         model.init_memory((_with_graph(cohort[int(i)].to_batch()) for i in train_idx),
@@ -222,10 +239,11 @@ def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: boo
             t0 = time.process_time()
             model, _ = fit_method(m, internal, tr, cfg, seed * 100 + f)
             pin = predict_cohort(model, internal, te)
-            pex = predict_cohort(model, external)
             r = res[m]
             r["auc_folds"].append(binary_auc(pin["prob"], pin["label"]))
-            r["ext_auc_folds"].append(binary_auc(pex["prob"], pex["label"]))
+            if external is not None:
+                pex = predict_cohort(model, external)
+                r["ext_auc_folds"].append(binary_auc(pex["prob"], pex["label"]))
             aq = attention_quality(pin["scores"], pin["masks"])
             r["attn_auroc_folds"].append(aq["auroc"])
             r["attn_p_at_k_folds"].append(aq["p_at_k"])
@@ -250,8 +268,10 @@ def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: boo
                 e[f"usage_{k}"] = float(np.mean([u[k] for u in r["usage"]]))
         out[key] = e
     out["cohort"] = {"n_slides": len(internal), "n_cases": len(set(internal.case_ids)),
-                     "positives": int(internal.labels.sum()), "external_slides": len(external),
-                     "mean_patches": float(np.mean(internal.info["n_patches"]))}
+                     "positives": int(internal.labels.sum()),
+                     "external_slides": 0 if external is None else len(external)}
+    if "n_patches" in internal.info:
+        out["cohort"]["mean_patches"] = float(np.mean(internal.info["n_patches"]))
     return out
 
 
@@ -261,7 +281,7 @@ def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: boo
 def momkd_main(cfg: dict, seed: int) -> dict:
     out = run_cv(cfg, seed, cfg["methods"], slot_usage=True)
     hard = cfg.get("hard_signal_strength")
-    if hard is not None:  # the same methods on a cohort with a weaker patch signal: keys hard_<method>
+    if hard is not None and not cfg.get("clam_root"):  # the same methods on a cohort with a weaker patch signal: keys hard_<method>
         hout = run_cv(dict(cfg, signal_strength=hard), seed, cfg["methods"], slot_usage=True)
         out.update({f"hard_{k}": v for k, v in hout.items()})
     return out
