@@ -22,7 +22,7 @@ import torch
 
 from .utils import git_commit, results_dir
 
-__all__ = ["write_result", "read_result", "list_results", "Stopwatch", "mean_std"]
+__all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std"]
 
 def _process_start() -> float:
     """Unix time at which this process started (Linux ``/proc``), else the time this module was imported."""
@@ -79,6 +79,23 @@ def _machine() -> dict:
     return info
 
 
+def current_command() -> str:
+    """The command line of the running process as a reader would type it: ``python -m pkg.mod args`` for a
+    module run with ``-m`` (``sys.argv[0]`` is then the module's absolute file path, which names one checkout),
+    else ``python <script> args`` with the script relative to the working directory when it lies below it."""
+    argv = list(sys.argv) or [""]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and getattr(spec, "name", None):
+        name = spec.name[: -len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        head = ["-m", name]
+    else:
+        try:
+            head = [os.path.relpath(argv[0])] if argv[0] and not os.path.relpath(argv[0]).startswith("..") else argv[:1]
+        except ValueError:  # another drive (Windows)
+            head = argv[:1]
+    return " ".join(shlex.quote(a) for a in ["python", *head, *argv[1:]] if a != "")
+
+
 def write_result(name: str, payload: dict, *, profile: str | None = None, seeds=None,
                  command: str | None = None, wall_time_s: float | None = None,
                  directory: str | Path | None = None) -> Path:
@@ -92,7 +109,7 @@ def write_result(name: str, payload: dict, *, profile: str | None = None, seeds=
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     if command is None:
-        command = " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), *sys.argv])
+        command = current_command()
     record = {
         "name": name,
         "command": command,

@@ -164,3 +164,19 @@ def test_runner_jobs_runs_seeds_in_processes_with_the_same_results():
         assert parallel["summary"][key]["values"] == pytest.approx(entry["values"], rel=1e-6), key
     with pytest.raises(ValueError, match="jobs"):
         experiments.run("rfbe_equivalence", "fast", seeds=[0], write=False, verbose=False, jobs=0)
+
+
+def test_recorded_command_is_the_one_a_reader_types(tmp_path):
+    """``python -m pkg.mod`` is recorded as such (not as the module's absolute path in one checkout), and a
+    script below the working directory by its relative path."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "pkgx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tool.py").write_text("from medvlp_lib.results import current_command\nprint(current_command())\n")
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=tmp_path, capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout.strip()
+    assert run("-m", "pkgx.tool", "--seeds", "0 1") == "python -m pkgx.tool --seeds '0 1'"
+    assert run("pkgx/tool.py", "--quick") == "python pkgx/tool.py --quick"
