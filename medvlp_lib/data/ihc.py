@@ -15,15 +15,15 @@ nuclei) into something the same pipeline can train on and draw over:
    code lives in ``medvlp_lib.models``, this module only takes the features;
 5. :func:`ihc_cohort` draws "slides" = bags of tiles (random mixtures of stained and unstained tiles, or
    square crops of the tile grid), with a bag label from their DAB-positive tiles, ``signal_mask`` = the
-   DAB-positive tiles and a **simulated** omics vector drawn from the label, so :func:`medvlp_lib.experiments.momkd.fit_method` trains on it unchanged;
-   the whole image is kept as one more :class:`~medvlp_lib.data.pathology.Slide` for the final heat map.
+   DAB-positive tiles and a **simulated** omics vector drawn from the label, so
+   :func:`medvlp_lib.experiments.momkd.fit_method` trains on it unchanged; the whole image is kept as one
+   more :class:`~medvlp_lib.data.pathology.Slide` for the final heat map.
 
 What this is and is not. The tissue and the stain are real; the *task* is a proxy with a known answer:
 the bag label is computed from the DAB channel (the same quantity as the patch ground truth), and the omics
 vector is simulated from that label with the pathology simulator's gene-module generator (it carries the
 label plus noise and nothing else). It answers "does the attention of a model trained on real tissue
 features land on the stained tissue?", not "does MoMKD predict a molecular status from H&E".
-
 """
 from __future__ import annotations
 

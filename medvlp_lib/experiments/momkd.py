@@ -276,12 +276,13 @@ def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: boo
 
 
 # --------------------------------------------------------------------------------------------- experiments
-@register("momkd_main", PROFILES_MAIN, description="MoMKD vs WSI-only vs ABMIL vs mean pooling, CV by case (cpu 3 "
-          "folds, gpu 5), in-domain + external, attention vs ground truth (chapter 05)")
+@register("momkd_main", PROFILES_MAIN, description="MoMKD vs WSI-only vs ABMIL vs mean pooling, 5-fold CV by case on "
+          "a default and a hard cohort, in-domain + external, attention vs ground truth, slot usage (chapter 05)")
 def momkd_main(cfg: dict, seed: int) -> dict:
     out = run_cv(cfg, seed, cfg["methods"], slot_usage=True)
     hard = cfg.get("hard_signal_strength")
-    if hard is not None and not cfg.get("clam_root"):  # the same methods on a cohort with a weaker patch signal: keys hard_<method>
+    if hard is not None and not cfg.get("clam_root"):
+        # the same methods on a cohort with a weaker patch signal; keys hard_<method>
         hout = run_cv(dict(cfg, signal_strength=hard), seed, cfg["methods"], slot_usage=True)
         out.update({f"hard_{k}": v for k, v in hout.items()})
     return out
@@ -422,7 +423,8 @@ def _claim_variance(rec: dict) -> tuple[str, str, str]:
 def _claim_no_recon(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     if "momkd_no_recon/auc" not in s:
-        return "no no-reconstruction run in this record", "pending", "momkd_ablations needs the 'momkd:no_recon' method."
+        return ("no no-reconstruction run in this record", "pending",
+                "momkd_ablations needs the 'momkd:no_recon' method.")
     full, nr = s["momkd/auc"], s["momkd_no_recon/auc"]
     ours = _ours(rec, [("momkd", "full"), ("momkd_no_recon", "no omics reconstruction")])
     h, d, se = compare(full, nr)

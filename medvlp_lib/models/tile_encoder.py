@@ -26,7 +26,6 @@ tiles (``standardize``).
 already be in the local Hugging Face cache, else :class:`~medvlp_lib.models.encoders.WeightsNotAvailableError`
 says how to get them) or any ``nn.Module`` mapping ``[B, 3, H, W]`` in [0, 1] to ``[B, D]``. timm models see
 the tiles resized to ``input_size`` (default 224) and ImageNet-normalised.
-
 """
 from __future__ import annotations
 
