@@ -54,6 +54,8 @@ bench: venv
 	$(PY) -m benchmarks.bench_render
 	$(PY) -m benchmarks.bench_rfbe
 	$(PY) -m benchmarks.bench_knn
+	$(PY) -m benchmarks.bench_adaptor
+	$(PY) -m benchmarks.bench_vlcd
 
 clean:
 	rm -rf _build
