@@ -33,7 +33,8 @@ import numpy as np
 
 from .pathology import Cohort, CohortConfig, Slide, simulate_omics
 
-__all__ = ["ihc_image", "tile_image", "tile_dab", "dab_threshold", "dab_mask", "ihc_cohort", "IHC_FILE"]
+__all__ = ["ihc_image", "tile_image", "check_tiles", "tile_dab", "dab_threshold", "dab_mask", "ihc_cohort",
+           "IHC_FILE"]
 
 IHC_FILE = "ihc.png"
 """File name of the immunohistochemistry image inside scikit-image's data folder."""
@@ -80,7 +81,8 @@ def tile_image(img: np.ndarray, patch: int = 16) -> tuple[np.ndarray, np.ndarray
     return np.ascontiguousarray(tiles), coords
 
 
-def _check_tiles(tiles) -> np.ndarray:
+def check_tiles(tiles) -> np.ndarray:
+    """``tiles`` as an array, checked to be a non-empty RGB stack ``[N, p, p, 3]`` (else ``ValueError``)."""
     t = np.asarray(tiles)
     if t.ndim != 4 or t.shape[-1] != 3 or t.shape[0] == 0:
         raise ValueError(f"tiles must be a non-empty RGB array [N, p, p, 3], got shape {t.shape}")
@@ -92,7 +94,7 @@ def tile_dab(tiles) -> np.ndarray:
     Ruifrok & Johnston colour deconvolution into hematoxylin, eosin, DAB)."""
     from skimage.color import rgb2hed
 
-    t = _check_tiles(tiles)
+    t = check_tiles(tiles)
     n, p, q, _ = t.shape
     hed = rgb2hed(t.reshape(n * p, q, 3))  # rgb2hed works per pixel: stack the tiles as one tall image
     return hed[..., 2].reshape(n, p * q).mean(1)

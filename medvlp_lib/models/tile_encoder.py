@@ -35,14 +35,9 @@ import time
 import numpy as np
 import torch
 
+from ..data.ihc import check_tiles
+
 __all__ = ["TileCNN", "embed_tiles"]
-
-
-def _check_tiles(tiles) -> np.ndarray:
-    t = np.asarray(tiles)
-    if t.ndim != 4 or t.shape[-1] != 3 or t.shape[0] == 0:
-        raise ValueError(f"tiles must be a non-empty RGB array [N, p, p, 3], got shape {t.shape}")
-    return t
 
 
 class TileCNN(torch.nn.Module):
@@ -141,7 +136,7 @@ def embed_tiles(tiles, encoder="ssl-cnn", *, seed: int = 0, dim: int = 64, steps
     Deterministic in ``seed`` on a given machine. ``return_info=True`` also returns a dict with the encoder,
     its SSL loss history and CPU seconds.
     """
-    t = _check_tiles(tiles)
+    t = check_tiles(tiles)
     if t.dtype != np.uint8 and (t.min() < 0 or t.max() > 1):
         raise ValueError("float tiles must be in [0, 1] (or pass uint8 tiles in 0..255)")
     for name, v in (("dim", dim), ("steps", steps), ("batch_size", batch_size)):
