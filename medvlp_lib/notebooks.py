@@ -107,6 +107,8 @@ def check_sync(root: str | Path | None = None) -> list[str]:
 
 
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+#: environment of the kernels that execute the book (unless the variable is already set)
+KERNEL_ENV = {"TQDM_MININTERVAL": "60", "PYTHONWARNINGS": "ignore:IProgress not found"}
 
 
 def execute_notebook(src: str | Path, dst: str | Path, parameters: dict | None = None,
@@ -124,19 +126,24 @@ def execute_notebook(src: str | Path, dst: str | Path, parameters: dict | None =
         raise ValueError(f"{src} has no cell tagged 'parameters' (every chapter needs one with PROFILE)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     # the kernel inherits this process' environment: a headless MPLBACKEND (Agg, set for the tests) would
-    # make every figure invisible in the executed notebook, so kernels always get the inline backend
-    saved = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    # make every figure invisible in the executed notebook, so kernels always get the inline backend. Progress
+    # bars stay on, but in a stored notebook every redraw is kept as text: KERNEL_ENV makes tqdm redraw at
+    # most every 60 s (so a bar is stored as its first and last state) and drops tqdm's "IProgress not found"
+    # notice; a reader's own Jupyter session keeps live bars.
+    env = {"MPLBACKEND": INLINE_BACKEND, **{k: v for k, v in KERNEL_ENV.items() if k not in os.environ}}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(nb, str(dst), parameters=parameters or {}, cwd=str(src.parent),
                             kernel_name="python3", progress_bar=False, log_output=log_output,
                             execution_timeout=timeout, report_mode=False)
     finally:
-        if saved is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return time.perf_counter() - t0
 
 
