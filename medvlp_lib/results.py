@@ -22,7 +22,7 @@ import torch
 
 from .utils import git_commit, results_dir
 
-__all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std"]
+__all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std", "summary_entry"]
 
 def _process_start() -> float:
     """Unix time at which this process started (Linux ``/proc``), else the time this module was imported."""
@@ -151,3 +151,11 @@ def mean_std(values) -> tuple[float, float]:
     if arr.size == 0:
         raise ValueError("mean_std needs at least one value")
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def summary_entry(values) -> dict:
+    """A results summary entry ``{"mean", "std", "n", "values"}`` over seeds (std: :func:`mean_std`), the
+    form :func:`medvlp_lib.ledger.compare` reads."""
+    vals = [float(v) for v in values]
+    mean, std = mean_std(vals)
+    return {"mean": mean, "std": std, "n": len(vals), "values": vals}

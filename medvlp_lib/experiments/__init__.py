@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..results import write_result, read_result
+from ..results import read_result, summary_entry, write_result
 from ..utils import results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
@@ -132,9 +132,7 @@ def _summarise(per_seed: dict[int, dict]) -> dict[str, dict]:
         vals = [flat[s][key] for s in flat if key in flat[s] and np.isfinite(flat[s][key])]
         if not vals:
             continue
-        arr = np.asarray(vals)
-        summary[key] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
-                        "n": int(arr.size), "values": [float(v) for v in arr]}
+        summary[key] = summary_entry(vals)
     return summary
 
 

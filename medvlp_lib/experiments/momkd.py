@@ -32,7 +32,6 @@ active slots" is then a comparison of the two cohorts.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -42,9 +41,10 @@ import torch
 from . import register
 from ..eval.zero_shot import binary_auc
 from ..ledger import compare, fmt
+from ..results import summary_entry
 
 __all__ = ["PROFILES_MAIN", "PROFILES_MEMORY", "PROFILES_ABLATIONS", "make_cohorts", "build_method",
-           "fit_method", "predict_cohort", "attention_quality", "memory_slot_usage", "run_cv", "METHODS", "CLAIMS"]
+           "fit_method", "predict_cohort", "attention_quality", "memory_slot_usage", "active_slots", "run_cv", "METHODS", "CLAIMS"]
 
 # --------------------------------------------------------------------------------------------- config
 # Calibration (pilots on a quiet machine, one seed, 3 folds, not committed; numbers are fold-mean AUCs):
@@ -370,11 +370,8 @@ def _claim_shift(rec: dict) -> tuple[str, str, str]:
             f"AUC x100, n={mo_in['n']} seeds, profile {rec['profile']})")
     drop_mo = [a - b for a, b in zip(mo_in["values"], mo_ex["values"])]
     drop_fx = [a - b for a, b in zip(fx_in["values"], fx_ex["values"])]
-    def entry(v):
-        v = np.asarray(v)
-        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
     # the claim: the fixed memory drops more than the momentum memory, and momentum is better externally
-    h1, d1, se1 = compare(entry(drop_fx), entry(drop_mo))
+    h1, d1, se1 = compare(summary_entry(drop_fx), summary_entry(drop_mo))
     h2, d2, se2 = compare(mo_ex, fx_ex)
     if h1 and h2:
         return ours, "reproduced", (f"the fixed memory loses {d1 * 100:.1f} AUC points more under the shift than the "
@@ -434,19 +431,18 @@ def _claim_no_recon(rec: dict) -> tuple[str, str, str]:
                                     f"not above 2 SE." + _chance_note(rec, ["momkd/auc", "momkd_no_recon/auc"]))
 
 
-def _active(s: dict, p: str) -> dict | None:
-    """Active slots of both classes per seed (summary entries of ``<p>momkd/usage_active_*``)."""
-    a, b = s.get(f"{p}momkd/usage_active_neg"), s.get(f"{p}momkd/usage_active_pos")
+def active_slots(summary: dict, prefix: str = "") -> dict | None:
+    """Active memory slots of both classes together, per seed, as a summary entry (from the summary entries
+    ``<prefix>momkd/usage_active_neg`` and ``..._pos``); None if the record has no slot usage."""
+    a, b = summary.get(f"{prefix}momkd/usage_active_neg"), summary.get(f"{prefix}momkd/usage_active_pos")
     if a is None or b is None:
         return None
-    v = np.asarray(a["values"]) + np.asarray(b["values"])
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size),
-            "values": v.tolist()}
+    return summary_entry(np.asarray(a["values"]) + np.asarray(b["values"]))
 
 
 def _claim_slots(rec: dict) -> tuple[str, str, str]:
     s, c = rec["summary"], rec["config"]
-    easy, hard = _active(s, ""), _active(s, "hard_")
+    easy, hard = active_slots(s, ""), active_slots(s, "hard_")
     if easy is None or hard is None:
         return "no slot usage in this record", "pending", "momkd_main needs the hard cohort and slot usage."
     n_total = 2 * c["n_slots"]
