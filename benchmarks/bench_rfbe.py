@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -82,45 +81,16 @@ def _peak_rss_mb() -> float:
 
 
 def _build(size: int, dim: int, queue: int, arch: str = "small"):
-    import zlib
 
     import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class BenchDual(nn.Module):
-        """Small dual encoder honouring the contract (encode_image / encode_text / logit_scale)."""
-
-        def __init__(self, vocab: int = 4096):
-            super().__init__()
-            self.embed_dim, self.vocab = dim, vocab
-
-            def block(i, o, s):
-                return [nn.Conv2d(i, o, 3, stride=s, padding=1), nn.GroupNorm(4, o), nn.ReLU()]
-
-            self.img = nn.Sequential(*block(1, 16, 1), *block(16, 32, 2), *block(32, 64, 2),
-                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, dim))
-            self.tok = nn.EmbeddingBag(vocab, 64, mode="mean")
-            self.txt = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, dim))
-            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-        def encode_image(self, x):
-            return F.normalize(self.img(x), dim=-1)
-
-        def encode_text(self, texts):
-            ids, offsets = [], []
-            for t in texts:
-                offsets.append(len(ids))
-                ids += [zlib.crc32(w.encode()) % self.vocab for w in (t.lower().split() or ["<empty>"])]
-            dev = self.logit_scale.device
-            return F.normalize(self.txt(self.tok(torch.tensor(ids, device=dev), torch.tensor(offsets, device=dev))),
-                               dim=-1)
 
     from medvlp_lib.methods.msd import MSD
+    from medvlp_lib.models.toy import ToyDualEncoder
 
     torch.manual_seed(0)
-    if arch == "small":
-        return MSD(BenchDual(), queue_size=queue)
+    if arch == "small":  # 3 GroupNorm conv blocks on 64 px films, a hashed bag-of-words text tower
+        return MSD(ToyDualEncoder(dim, channels=(16, 32, 64), strides=(1, 2, 2), norm="groupnorm", groups=4, pool=1,
+                                  vocab=4096, token_dim=64, text_hidden=128, text_act="gelu"), queue_size=queue)
     from medvlp_lib.experiments.batch_enlargement import PAPER, build_paper_dual
 
     if arch == "paper":  # pretrained Swin-Tiny + Bio_ClinicalBERT (needs the weights in the Hugging Face cache)

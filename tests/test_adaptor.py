@@ -9,10 +9,15 @@ from torch import nn
 
 torch.set_num_threads(1)
 
-from medvlp_lib.models.adaptor import (LOGIT_SCALE_INIT, Adaptor, AdaptorMethod, CrossAttentionBlock,
-                                       adaptor_contrastive_loss, count_trainable_parameters,
-                                       tokens_from_feature_map, trainable_parameter_table,
-                                       word_to_image_attention)
+from medvlp_lib.methods.adaptor import AdaptorMethod
+from medvlp_lib.methods.contrastive import clip_loss
+from medvlp_lib.models.adaptor import (Adaptor, CrossAttentionBlock, tokens_from_feature_map,
+                                       trainable_parameter_table, word_to_image_attention)
+from medvlp_lib.models.encoders import LOGIT_SCALE_INIT, count_parameters
+
+
+def count_trainable_parameters(m):
+    return count_parameters(m, trainable_only=True)
 
 
 def _batch(B=4, Nv=5, Nt=7, dv=12, dt=10, seed=0):
@@ -95,10 +100,13 @@ def test_paper_size_adaptor_is_about_12_to_17M():
 
 
 def test_loss_matches_naive_reference_and_weights():
+    """The Adaptor's loss is clip_loss with the image->text weight 0.75 (the library's one contrastive loss)."""
     torch.manual_seed(2)
     img, txt = F.normalize(torch.randn(6, 5), dim=-1), F.normalize(torch.randn(6, 5), dim=-1)
-    ls = torch.tensor(LOGIT_SCALE_INIT)
-    loss, parts = adaptor_contrastive_loss(img, txt, ls)
+    a = _small()
+    with torch.no_grad():
+        a.logit_scale.fill_(LOGIT_SCALE_INIT)
+    loss, parts = clip_loss(img, txt, a.scale, image_weight=0.75)
     s = math.exp(LOGIT_SCALE_INIT)
     S = (s * img @ txt.t()).tolist()
     def ce_rows(M):
@@ -107,21 +115,25 @@ def test_loss_matches_naive_reference_and_weights():
     t2i = ce_rows([list(r) for r in zip(*S)])
     assert abs(parts["i2t"] - i2t) < 1e-5 and abs(parts["t2i"] - t2i) < 1e-5
     assert abs(float(loss) - (0.75 * i2t + 0.25 * t2i)) < 1e-5
-    sym, _ = adaptor_contrastive_loss(img, txt, ls, 0.5, 0.5)
+    sym, _ = clip_loss(img, txt, a.scale, image_weight=0.5)
     assert abs(float(sym) - 0.5 * (i2t + t2i)) < 1e-5
-    # the multiplier is clamped at 100
-    _, p = adaptor_contrastive_loss(img, txt, torch.tensor(10.0))
-    assert abs(p["logit_scale"] - 100.0) < 1e-3
+    # the multiplier (the Adaptor's scale property) is capped at 100
+    with torch.no_grad():
+        a.logit_scale.fill_(10.0)
+    _, p = clip_loss(img, txt, a.scale)
+    assert abs(p["scale"] - 100.0) < 1e-3
 
 
 def test_loss_errors():
     x = torch.randn(3, 4)
-    with pytest.raises(ValueError, match="same shape"):
-        adaptor_contrastive_loss(x, torch.randn(2, 4), 1.0)
-    with pytest.raises(ValueError, match="w_img"):
-        adaptor_contrastive_loss(x, x, 1.0, w_img=-1)
-    with pytest.raises(TypeError, match="img"):
-        adaptor_contrastive_loss([1], x, 1.0)
+    with pytest.raises(ValueError, match="same batch size"):
+        clip_loss(x, torch.randn(2, 4), 1.0)
+    with pytest.raises(ValueError, match="image_weight"):
+        clip_loss(x, x, 1.0, image_weight=-1)
+    with pytest.raises(TypeError, match="image_emb"):
+        clip_loss([1], x, 1.0)
+    with pytest.raises(ValueError, match="image_weight"):
+        AdaptorMethod(_small(), image_weight=1.5)
 
 
 def test_input_errors():
@@ -163,7 +175,7 @@ def test_method_trains_and_only_adaptor_is_optimised():
         opt.step()
         first = first if first is not None else float(out["loss"].detach())
     assert float(out["loss"].detach()) < 0.5 * first
-    assert {"i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"} <= set(out)
+    assert {"i2t", "t2i", "acc_i2t", "acc_t2i", "scale"} <= set(out)
     img, txt = m.embed(b)
     assert img.shape == (8, 8) and not img.requires_grad
     with pytest.raises(ValueError, match="img_tokens"):
@@ -219,9 +231,9 @@ def test_word_to_image_attention():
 
 
 # ---------------------------------------------------------------- frozen backbones (models/backbones.py)
-from medvlp_lib.models.backbones import (SSLConfig, XRVImageBackbone,  # noqa: E402
-                                         build_frozen_image_backbone, nt_xent,
-                                         offline_pretrained_backbone, ssl_cache_path, ssl_pretraining_images)
+from medvlp_lib.methods.ssl import (SSLConfig, nt_xent, offline_pretrained_backbone,  # noqa: E402
+                                    ssl_cache_path, ssl_pretraining_images)
+from medvlp_lib.models.backbones import XRVImageBackbone, build_frozen_image_backbone  # noqa: E402
 from medvlp_lib.models.encoders import WeightsNotAvailableError  # noqa: E402
 
 TINY = dict(arch="resnet18", size=64, n_radiographs=24, n_natural=8, steps=3, batch_size=8)
@@ -237,7 +249,7 @@ def test_nt_xent_matches_naive():
         pos = (i + 4) % 8
         den = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(8) if j != i)
         total += -(float(z[i] @ z[pos]) / tau - math.log(den))
-    assert float(nt_xent(z1, z2, tau)) == pytest.approx(total / 8, rel=1e-5)
+    assert float(nt_xent(z1, z2, scale=1 / tau)) == pytest.approx(total / 8, rel=1e-5)
     with pytest.raises(ValueError, match="same shape"):
         nt_xent(z1, z2[:3])
 

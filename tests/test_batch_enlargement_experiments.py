@@ -92,12 +92,13 @@ def test_ledger_row_points_at_the_benchmark():
 
 
 def test_saved_activation_mb_naive_grows_rfbe_stays_at_one_sub_batch():
-    from medvlp_lib.experiments.batch_enlargement import TinyDual, _batch, saved_activation_mb
+    from medvlp_lib.experiments.batch_enlargement import saved_activation_mb
     from medvlp_lib.methods.msd import MSD
+    from medvlp_lib.models.toy import ToyDualEncoder, toy_batch as _batch
 
     def fresh():
         torch.manual_seed(0)
-        return MSD(TinyDual(norm="groupnorm", dtype=torch.float32), queue_size=64)
+        return MSD(ToyDualEncoder(16, channels=(8,), norm="groupnorm"), queue_size=64)
 
     # 48 px so that conv activations, not the logits against the keys, dominate what is saved
     small, big = _batch(8, 48, 0, torch.float32), _batch(32, 48, 1, torch.float32)

@@ -17,18 +17,19 @@ runs one RFBE step on CPU.
 from __future__ import annotations
 
 import math
-import zlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..methods.msd import MSD
+from ..methods.rfbe import chunked_views, rfbe_step
+from ..models.encoders import (DualEncoder, TextEncoder, build_image_encoder, build_text_encoder,
+                              default_text_encoder_path)
+from ..models.toy import NORMS, ToyDualEncoder, toy_batch
 from . import register
 
-__all__ = ["TinyDual", "gradient_check", "saved_activation_mb", "GPU_COMMAND", "PAPER", "build_paper_dual",
+__all__ = ["gradient_check", "saved_activation_mb", "GPU_COMMAND", "PAPER", "build_paper_dual",
            "claim_rfbe_memory", "bench_frame", "CLAIMS", "PROFILES", "NORMS"]
-
-NORMS = ("none", "groupnorm", "layernorm", "batchnorm_eval", "batchnorm_train")
 
 PAPER = dict(
     image_encoder="swin_tiny_patch4_window7_224",   # timm, ImageNet-pretrained
@@ -49,42 +50,6 @@ GPU_COMMAND = ("python -m benchmarks.bench_rfbe --arch paper --device cuda --siz
 # ----------------------------------------------------------------------------------------------------
 # models
 # ----------------------------------------------------------------------------------------------------
-class TinyDual(nn.Module):
-    """A small dual encoder for the gradient check (float64 by default).
-
-    Image tower: conv (stride 2) -> ``norm`` -> ReLU -> pool -> linear; ``norm`` in :data:`NORMS`
-    (``batchnorm_eval`` / ``batchnorm_train`` are the same BatchNorm layer, put in eval or train mode by
-    :func:`gradient_check`). Text tower: hashed-token bag of words -> MLP. Outputs are L2-normalised.
-    """
-
-    def __init__(self, dim: int = 16, vocab: int = 64, norm: str = "groupnorm", dtype=torch.float64):
-        super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        self.embed_dim, self.vocab, self.norm = dim, vocab, norm
-        layer = {"none": nn.Identity(), "groupnorm": nn.GroupNorm(2, 8), "layernorm": nn.GroupNorm(1, 8),
-                 "batchnorm_eval": nn.BatchNorm2d(8), "batchnorm_train": nn.BatchNorm2d(8)}[norm]
-        # GroupNorm(1, C) normalises over (C, H, W) of each sample: LayerNorm over a feature map
-        self.img = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), layer, nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, dim))
-        self.tok = nn.EmbeddingBag(vocab, 16, mode="mean")
-        self.txt = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.to(dtype)
-
-    def encode_image(self, x):
-        return F.normalize(self.img(x.to(self.logit_scale.dtype)), dim=-1)
-
-    def encode_text(self, texts):
-        ids, offsets = [], []
-        for t in texts:
-            offsets.append(len(ids))
-            ids += [zlib.crc32(w.encode()) % self.vocab for w in (t.lower().split() or ["<empty>"])]
-        dev = self.logit_scale.device
-        e = self.tok(torch.tensor(ids, device=dev), torch.tensor(offsets, device=dev))
-        return F.normalize(self.txt(e), dim=-1)
-
-
 def build_paper_dual(image_size: int = 224, pretrained: bool = True, text_encoder: str | None = None,
                      text_config=None, embed_dim: int = PAPER["embed_dim"], in_chans: int = 1,
                      max_length: int = 128):
@@ -96,14 +61,10 @@ def build_paper_dual(image_size: int = 224, pretrained: bool = True, text_encode
     ``BertConfig``), a randomly initialised ``BertModel`` of that configuration with the packaged MiniLM's
     BERT WordPiece tokenizer (uncased; no download), which is what the CPU test uses.
     """
-    from ..models.encoders import DualEncoder, TextEncoder, build_image_encoder, build_text_encoder
-
     image = build_image_encoder(PAPER["image_encoder"], pretrained=pretrained, in_chans=in_chans,
                                 trainable="all", img_size=image_size)
     if text_config is not None:
-        from transformers import AutoTokenizer, BertModel
-
-        from ..models.encoders import default_text_encoder_path
+        from transformers import AutoTokenizer, BertModel  # heavy: imported only for this random-weight variant
 
         tok = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
         if text_config.vocab_size < tok.vocab_size:
@@ -131,8 +92,6 @@ def saved_activation_mb(method, batch: dict, sub_batch: int | None = None) -> di
     and still grows a little with the effective batch. Returns ``{"peak_mb", "total_mb", "per_call_mb"}`` and leaves the
     gradients accumulated (call ``zero_grad`` afterwards).
     """
-    from ..methods.rfbe import rfbe_step
-
     calls: list[float] = []
 
     def counting(fn):
@@ -170,19 +129,6 @@ def saved_activation_mb(method, batch: dict, sub_batch: int | None = None) -> di
 # ----------------------------------------------------------------------------------------------------
 # gradient equivalence
 # ----------------------------------------------------------------------------------------------------
-_REPORTS = ("Heart size normal. Lungs are clear.", "No acute cardiopulmonary abnormality.",
-            "Cardiomegaly. Small left pleural effusion.", "Right lower lobe consolidation.",
-            "Calcified granuloma. Heart size normal.", "Emphysema. Degenerative changes of the thoracic spine.",
-            "Pulmonary edema.", "No pneumothorax. Stable mediastinum.")
-
-
-def _batch(n: int, size: int, seed: int, dtype=torch.float64) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return dict(image=torch.rand(n, 1, size, size, generator=g, dtype=dtype),
-                text=[_REPORTS[(i * 3 + seed) % len(_REPORTS)] for i in range(n)],
-                index=torch.arange(n) + 1000 * seed)
-
-
 def _flat_grad(module: nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype)
                       for p in module.parameters()])
@@ -193,31 +139,29 @@ def gradient_check(norm: str = "groupnorm", batch: int = 24, sub_batch: int = 8,
                    chunk_views: bool = False, dtype=torch.float64) -> dict:
     """Relative error ``|g_rfbe - g_full| / |g_full|`` of the online encoders' gradient (float64 by default).
 
-    Builds :class:`TinyDual` (``norm``) inside an MSD method, fills the queues with ``prefill_steps`` ordinary
+    Builds a :class:`~medvlp_lib.models.toy.ToyDualEncoder` (one conv block of 8 channels, ``norm``) inside an
+    MSD method, fills the queues with ``prefill_steps`` ordinary
     steps, then computes, from the same augmentation draws, (a) the full-batch gradient of the loss on the whole
     batch (``compute_keys`` + ``query_loss`` + one ``backward``) and (b) the RFBE gradient (``rfbe_step`` with
     ``sub_batch``). With ``chunk_views`` the views are built sub-batch by sub-batch in both (a) and (b).
     Returns ``rel_err``, the two losses, the gradient norm and the number of sub-batches.
     """
-    from ..methods.msd import MSD
-    from ..methods.rfbe import _chunked_views, rfbe_step
-
     torch.manual_seed(seed)
-    model = TinyDual(norm=norm, dtype=dtype)
+    model = ToyDualEncoder(16, channels=(8,), norm=norm, vocab=64, token_dim=16, text_hidden=32, dtype=dtype)
     method = MSD(model, targets=targets, queue_size=queue_size)
     for s in range(prefill_steps):  # stale keys of some of the next batch's samples sit in the queue
         torch.manual_seed(100 + s)
-        method.training_step(_batch(batch // 2, image_size, s, dtype))
+        method.training_step(toy_batch(batch // 2, image_size, s, dtype))
         method.after_optimizer_step()
     if norm == "batchnorm_eval":
         method.eval()
     else:
         method.train()
-    b = _batch(batch, image_size, seed + 7, dtype)
+    b = toy_batch(batch, image_size, seed + 7, dtype)
     b["index"] = torch.arange(batch)  # ids 0.. overlap the queued ids of the prefill batches
     method.zero_grad(set_to_none=True)
     torch.manual_seed(seed + 11)
-    views = _chunked_views(method, b, sub_batch) if chunk_views else method.make_views(b)
+    views = chunked_views(method, b, sub_batch) if chunk_views else method.make_views(b)
     keys = method.compute_keys(views)
     loss_full, _ = method.query_loss(views, keys)
     loss_full.backward()

@@ -21,7 +21,8 @@ class CLIP(nn.Module):
     """CLIP training method around a :class:`~medvlp_lib.models.encoders.DualEncoder` (``self.model``).
 
     ``training_step(batch)`` with ``batch = dict(image=[B, 1, H, W], text=list[str], ...)`` returns
-    ``{"loss": tensor, "logit_scale": float, "i2t", "t2i", "acc_i2t", "acc_t2i"}``. ``augment`` (optional)
+    ``{"loss": tensor, "scale": float (the multiplier 1/temperature), "i2t", "t2i", "acc_i2t", "acc_t2i"}``.
+    ``augment`` (optional)
     maps an image batch to an augmented one inside the step (it may use the global torch RNG: the trainer
     reseeds it per step, so resumed runs are identical). ``image_weight`` weights the image->text direction.
     """

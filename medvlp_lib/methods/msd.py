@@ -4,7 +4,7 @@ Notation. A *query* ``q_i`` comes from the online encoder of one modality; the *
 ``K = [k_1 .. k_B ; queue]`` holds the momentum-encoder keys of the other modality for the current
 batch (row ``i`` is the positive of query ``i`` unless ``pos`` says otherwise) followed by that
 modality's :class:`~medvlp_lib.methods.momentum.MomentumQueue`. With ``s = 1/tau`` (the dual
-encoder's ``logit_scale.exp()``, shared by every loss here):
+encoder's ``scale`` = ``exp(logit_scale)``, passed to every loss here as ``scale``):
 
     p_q2k(i) = softmax(s * q_i K^T)          the online prediction
     p_k2k(i) = softmax(s * k_i K^T)          k_i = momentum key of sample i (in K's modality)
@@ -28,7 +28,7 @@ p_k2k is text-text similarity and needs no cross-modal alignment to be meaningfu
 beta = 1 trains. ``k2k="teacher"`` instead uses the momentum encoder's version of the query itself
 (ALBEF's momentum-distillation teacher, a cross-modal similarity).
 
-Baselines behind the same signature ``fn(q, keys, *, k_same, scale|tau, alpha, beta, pos, q_ids,
+Baselines behind the same signature ``fn(q, keys, *, k_same, scale, alpha, beta, pos, q_ids,
 key_ids, own_id)``:
 * :func:`mm_moco_loss`: cross-entropy with one-hot targets over ``[batch keys; queue]`` (MoCo-style
   InfoNCE across modalities).
@@ -46,9 +46,9 @@ distribution (default), ``"positive"`` counts them as extra positives in hard (o
 become uniform over all positives, and leaves soft MSD targets unchanged; ``"ignore"`` treats them as
 ordinary negatives (ALBEF/MoCo behaviour). Negative ids mean "unknown" and never match.
 
-Temperature: every similarity uses the dual encoder's learnable ``logit_scale`` (log-space, clamped to
-``<= max_logit_scale`` = 100 when exponentiated); targets are built with a detached scale, so the
-temperature learns only from the prediction side, as in ALBEF.
+Temperature: every similarity uses the dual encoder's learnable multiplier ``scale`` (``exp(logit_scale)``
+capped at :data:`~medvlp_lib.models.encoders.MAX_SCALE` = 100, the library's one convention); targets are
+built with a detached scale, so the temperature learns only from the prediction side, as in ALBEF.
 """
 from __future__ import annotations
 
@@ -59,40 +59,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.augment import ImageAugmenter, ReportAugmenter
+from .contrastive import as_scale
 from .momentum import MomentumEncoder, MomentumQueue, momentum_schedule
 
 __all__ = ["soft_targets", "msd_loss", "mm_moco_loss", "albef_loss", "uni_modal_loss", "combine_losses",
            "MULTIMODAL_LOSSES", "OWN_ID_MODES", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
 
 OWN_ID_MODES = ("mask", "positive", "ignore")
-MAX_SCALE = 100.0  # exp(logit_scale) is clamped to this (temperature >= 0.01), as in CLIP
 
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-def _get_scale(tau, scale, ref: torch.Tensor, logit_scale=None) -> torch.Tensor:
-    """The multiplier ``s = 1/tau`` from exactly one of ``tau``, ``scale`` (= 1/tau) or ``logit_scale``
-    (log-space, as stored by the dual encoder; ``exp`` clamped to at most 100)."""
-    given = sum(v is not None for v in (tau, scale, logit_scale))
-    if given != 1:
-        raise ValueError("give exactly one of tau (temperature), scale (= 1/tau) or logit_scale (= log(1/tau))")
-    if logit_scale is not None:
-        ls = torch.as_tensor(logit_scale, dtype=ref.dtype, device=ref.device)
-        if ls.numel() != 1:
-            raise ValueError(f"logit_scale must be a scalar, got shape {tuple(ls.shape)}")
-        return ls.reshape(()).exp().clamp(max=MAX_SCALE)
-    if tau is not None:
-        t = torch.as_tensor(tau, dtype=ref.dtype, device=ref.device)
-        if t.numel() != 1 or not bool(t > 0):
-            raise ValueError(f"tau must be a positive scalar, got {tau!r}")
-        return 1.0 / t.reshape(())
-    s = torch.as_tensor(scale, dtype=ref.dtype, device=ref.device)
-    if s.numel() != 1 or not bool(s > 0):
-        raise ValueError(f"scale must be a positive scalar (1/temperature), got {scale!r}")
-    return s.reshape(())
-
-
 def _check(q: torch.Tensor, keys: torch.Tensor, pos, q_ids, key_ids, own_id: str):
     if not isinstance(q, torch.Tensor) or q.ndim != 2:
         raise ValueError(f"q must be a [B, D] tensor of queries, got "
@@ -166,8 +145,8 @@ def _parts(prefix: str, target: torch.Tensor, log_p: torch.Tensor, pos: torch.Te
 # ----------------------------------------------------------------------------------------------------
 # pure losses
 # ----------------------------------------------------------------------------------------------------
-def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tensor, *, tau=None, scale=None,
-                 logit_scale=None, alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
+def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tensor, *, scale, alpha: float = 0.3,
+                 beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
                  own_id: str = "mask") -> torch.Tensor:
     """MSD soft targets ``(alpha * p_q2k + beta * p_k2k) / (alpha + beta)``, detached, shape ``[B, N]``.
 
@@ -183,7 +162,7 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
     if k_same.shape != q.shape:
         raise ValueError(f"k_same must have the queries' shape {tuple(q.shape)}, got {tuple(k_same.shape)}")
     with torch.no_grad():
-        s = _get_scale(tau, scale, q, logit_scale).detach()
+        s = as_scale(scale, q).detach()
         k = keys.detach()
         t = torch.zeros(q.shape[0], keys.shape[0], dtype=q.dtype, device=q.device)
         if alpha > 0:
@@ -193,8 +172,8 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
         return t / (alpha + beta)
 
 
-def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None, scale=None,
-             logit_scale=None, alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
+def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
+             alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
              own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """``KL(target || p_q2k)`` with :func:`soft_targets` (see module docstring); returns ``(loss, parts)``.
 
@@ -204,7 +183,7 @@ def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
     if alpha < 0 or beta < 0 or alpha + beta <= 0:
         raise ValueError(f"alpha and beta must be >= 0 with alpha + beta > 0, got alpha={alpha}, beta={beta}")
-    s = _get_scale(tau, scale, q, logit_scale)
+    s = as_scale(scale, q)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = torch.zeros_like(log_p)
     if alpha > 0:
@@ -222,8 +201,8 @@ def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None
     return loss, _parts("", target, log_p, pos)
 
 
-def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None,
-                 scale=None, logit_scale=None, alpha: float | None = None, beta: float | None = None, pos=None,
+def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
+                 alpha: float | None = None, beta: float | None = None, pos=None,
                  q_ids=None, key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """MoCo-style InfoNCE: cross-entropy with one-hot targets over ``[batch keys; queue]``.
 
@@ -231,14 +210,14 @@ def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | 
     ``own_id="positive"`` the target is uniform over the positive and the query's stale queue copies.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
-    s = _get_scale(tau, scale, q, logit_scale)
+    s = as_scale(scale, q)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = _hard_targets(log_p.detach(), pos, same, own_id)
     return _ce(target, log_p, kl=False, reduction=reduction), _parts("", target, log_p, pos)
 
 
-def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None,
-               scale=None, logit_scale=None, alpha: float = 0.4, beta: float | None = None, pos=None, q_ids=None,
+def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
+               alpha: float = 0.4, beta: float | None = None, pos=None, q_ids=None,
                key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """ALBEF momentum distillation: CE to ``alpha * softmax(s * k_same K^T) + (1 - alpha) * one-hot``.
 
@@ -253,7 +232,7 @@ def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | No
         raise ValueError("albef_loss needs k_same = the momentum (teacher) embedding of each query, [B, D]")
     if k_same.shape != q.shape:
         raise ValueError(f"k_same must have the queries' shape {tuple(q.shape)}, got {tuple(k_same.shape)}")
-    s = _get_scale(tau, scale, q, logit_scale)
+    s = as_scale(scale, q)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = _hard_targets(log_p.detach(), pos, same, own_id)
     if alpha > 0:
@@ -263,12 +242,12 @@ def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | No
     return _ce(target, log_p, kl=False, reduction=reduction), _parts("", target, log_p, pos)
 
 
-def uni_modal_loss(q: torch.Tensor, keys: torch.Tensor, *, tau=None, scale=None, logit_scale=None, pos=None,
+def uni_modal_loss(q: torch.Tensor, keys: torch.Tensor, *, scale, pos=None,
                    q_ids=None, key_ids=None, own_id: str = "mask",
                    reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """Uni-modal InfoNCE: online view-1 queries ``q`` vs ``keys`` = [momentum view-2 keys; same-modality
     queue] with hard labels (row ``pos[i]``, default ``i``, is the positive)."""
-    return mm_moco_loss(q, keys, tau=tau, scale=scale, logit_scale=logit_scale, pos=pos, q_ids=q_ids,
+    return mm_moco_loss(q, keys, scale=scale, pos=pos, q_ids=q_ids,
                         key_ids=key_ids, own_id=own_id, reduction=reduction)
 
 
@@ -325,12 +304,10 @@ class Keys:
 
 
 def _default_image_aug():
-    from ..data.augment import ImageAugmenter
     return ImageAugmenter()
 
 
 def _default_text_aug():
-    from ..data.augment import ReportAugmenter
     return ReportAugmenter()
 
 
@@ -338,7 +315,8 @@ class MSD(nn.Module):
     """MSD training method around a dual encoder (trainer contract: ``training_step``/``after_optimizer_step``).
 
     ``dual`` must provide ``encode_image(x) -> [B, D]`` and ``encode_text(list[str]) -> [B, D]``
-    (L2-normalised) and ``logit_scale`` (log-space parameter). Holds: ``online`` (the dual encoder),
+    (L2-normalised) and the similarity multiplier as the property ``scale`` (``exp(logit_scale)``, capped; see
+    :data:`~medvlp_lib.models.encoders.MAX_SCALE`). Holds: ``online`` (the dual encoder),
     ``momentum_encoder`` (EMA copy), ``image_queue`` and ``text_queue`` (size ``queue_size``), and a
     ``step`` buffer. ``targets`` selects the multi-modal loss: ``"msd"`` (default), ``"mm_moco"`` or
     ``"albef"`` (see :data:`MULTIMODAL_LOSSES`).
@@ -367,11 +345,11 @@ class MSD(nn.Module):
                  w_uni: float = 1.0, w_multi: float = 10.0, momentum: float = 0.995,
                  momentum_end: float | None = None, total_steps: int | None = None, queue_size: int = 4096,
                  own_id: str = "mask", k2k: str | None = None, image_augment="default", text_augment="default",
-                 max_logit_scale: float = 100.0, alpha_warmup_steps: int = 0, embed_dim: int | None = None):
+                 alpha_warmup_steps: int = 0, embed_dim: int | None = None):
         super().__init__()
-        for attr in ("encode_image", "encode_text", "logit_scale"):
+        for attr in ("encode_image", "encode_text", "scale"):
             if not hasattr(dual, attr):
-                raise TypeError(f"dual must provide encode_image, encode_text and logit_scale; missing {attr!r}")
+                raise TypeError(f"dual must provide encode_image, encode_text and the property scale; missing {attr!r}")
         if targets not in MULTIMODAL_LOSSES:
             raise ValueError(f"targets must be one of {tuple(MULTIMODAL_LOSSES)}, got {targets!r}")
         if own_id not in OWN_ID_MODES:
@@ -393,13 +371,13 @@ class MSD(nn.Module):
             raise ValueError("embedding size unknown: dual has no int .embed_dim; pass embed_dim=")
         self.online = dual
         self.momentum_encoder = MomentumEncoder(dual)
-        dtype = dual.logit_scale.dtype
+        dtype = dual.scale.dtype
         self.image_queue = MomentumQueue(dim, queue_size, dtype=dtype)
         self.text_queue = MomentumQueue(dim, queue_size, dtype=dtype)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.targets, self.alpha, self.beta, self.w_uni, self.w_multi = targets, alpha, beta, w_uni, w_multi
         self.momentum, self.momentum_end, self.total_steps = momentum, momentum_end, total_steps
-        self.own_id, self.k2k, self.max_logit_scale = own_id, k2k, max_logit_scale
+        self.own_id, self.k2k = own_id, k2k
         self.alpha_warmup_steps = alpha_warmup_steps
         self.image_augment = _default_image_aug() if image_augment == "default" else image_augment
         self.text_augment = _default_text_aug() if text_augment == "default" else text_augment
@@ -413,8 +391,9 @@ class MSD(nn.Module):
         return self.online.encode_text(texts)
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.online.logit_scale
+    def scale(self) -> torch.Tensor:
+        """The online dual encoder's similarity multiplier (1/temperature), with gradient."""
+        return self.online.scale
 
     # --- schedule values
     def current_momentum(self) -> float:
@@ -427,10 +406,6 @@ class MSD(nn.Module):
             return float(self.alpha) * min(1.0, (int(self.step) + 1) / self.alpha_warmup_steps)
         return float(self.alpha)
 
-    def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to ``max_logit_scale`` (= 1/temperature), with gradient."""
-        return self.online.logit_scale.exp().clamp(max=self.max_logit_scale)
-
     # --- the three stages (RFBE calls them separately)
     def make_views(self, batch: dict) -> Views:
         if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
@@ -442,7 +417,7 @@ class MSD(nn.Module):
         if isinstance(texts, str) or len(texts) != x.shape[0]:
             raise ValueError(f"batch['text'] must be a list of {x.shape[0]} reports, got "
                              f"{type(texts).__name__} of length {len(texts)}")
-        dev = self.online.logit_scale.device
+        dev = self.online.scale.device
         x = x.to(dev)
         ids = batch.get("index")
         if ids is None:
@@ -482,7 +457,7 @@ class MSD(nn.Module):
         sl = slice(start, end)
         qi = self.online.encode_image(views.img_q[sl])
         qt = self.online.encode_text(views.txt_q[sl])
-        s = self.scale()
+        s = self.scale
         ids = views.ids
         pos = torch.arange(start, end, device=qi.device)
         k_img = torch.cat([keys.img, keys.img_queue]).to(qi.dtype)

@@ -31,14 +31,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .msd import combine_losses
+from .msd import Views, combine_losses
 
-__all__ = ["rfbe_step", "RFBE", "SupportsRFBE"]
+__all__ = ["rfbe_step", "RFBE", "SupportsRFBE", "chunked_views"]
 
 
 class SupportsRFBE(Protocol):
     """What :func:`rfbe_step` needs from a method (``medvlp_lib.methods.msd.MSD`` implements it)."""
-
     w_uni: float
     w_multi: float
 
@@ -51,7 +50,7 @@ class SupportsRFBE(Protocol):
     def set_pending(self, views, keys) -> None: ...
 
 
-def _chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
+def chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
     """``method.make_views`` applied to consecutive ``chunk``-row slices of ``batch``, concatenated.
 
     Augmentation is per sample, so this gives views of the same distribution as one call on the whole batch,
@@ -59,8 +58,6 @@ def _chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
     as in a data loader that augments sample by sample. The random draws are consumed in a different order,
     so the views differ from ``make_views(batch)`` under the same seed.
     """
-    from .msd import Views
-
     n = len(batch["text"])
     parts = []
     for s in range(0, n, chunk):
@@ -88,7 +85,7 @@ def rfbe_step(method: SupportsRFBE, batch: dict, sub_batch: int = 32, chunk_view
     """
     if not isinstance(sub_batch, int) or isinstance(sub_batch, bool) or sub_batch <= 0:
         raise ValueError(f"sub_batch must be a positive int, got {sub_batch!r}")
-    views = _chunked_views(method, batch, sub_batch) if chunk_views else method.make_views(batch)
+    views = chunked_views(method, batch, sub_batch) if chunk_views else method.make_views(batch)
     b_total = len(views)
     if b_total == 0:
         raise ValueError("rfbe_step got an empty batch")
@@ -124,7 +121,6 @@ class RFBE(nn.Module):
     as a float. :meth:`after_optimizer_step` forwards to the wrapped method (one EMA update, one
     enqueue). The wrapped method is ``self.method`` (state_dict keys are prefixed ``method.``).
     """
-
     manual_backward = True
 
     def __init__(self, method: nn.Module, sub_batch: int = 32, chunk_views: bool = False):
@@ -159,5 +155,6 @@ class RFBE(nn.Module):
         return self.method.encode_text(texts)
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.method.logit_scale
+    def scale(self) -> torch.Tensor:
+        """The wrapped method's similarity multiplier (1/temperature)."""
+        return self.method.scale

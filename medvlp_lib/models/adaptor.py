@@ -24,13 +24,11 @@ to ``h*w`` tokens, or ViT tokens) and text tokens ``T in R^{B x N_t x d_t}`` wit
 3. First-token pooling (image ``[CLS]``, text ``[CLS]``), a linear projection to ``embed_dim`` and L2
    normalisation: ``z_v = normalize(P_v V[:, 0])``, ``z_t = normalize(P_t T[:, 0])``.
 4. A learnable logit scale in log space initialised at ``ln(1/0.07) = 2.6592`` (the thesis code's
-   ``logit_scale_init_value``); the multiplier ``exp(logit_scale)`` is clamped to <= 100 as in CLIP.
+   ``logit_scale_init_value``); the multiplier is the property :attr:`Adaptor.scale` (``exp(logit_scale)``
+   capped at :data:`~medvlp_lib.models.encoders.MAX_SCALE` = 100, the library's one convention).
 
-Loss (:func:`adaptor_contrastive_loss`)
----------------------------------------
-``S = exp(logit_scale) z_v z_t^T``; ``L = w_img CE(S, diag) + w_txt CE(S^T, diag)``. The paper describes
-a symmetric CLIP loss (our reading: ``w_img = w_txt = 0.5``); the public code weights the image->text
-direction 0.75 and text->image 0.25, which is our default (pass ``w_img=0.5, w_txt=0.5`` for the paper).
+The training loss and method live in :mod:`medvlp_lib.methods.adaptor` (the weighted CLIP loss
+:func:`medvlp_lib.methods.contrastive.clip_loss`).
 
 Attention maps: :meth:`Adaptor.forward` with ``return_attention=True`` returns, per layer, the head-averaged
 ``img2txt`` [B, 1+N_v, N_t] and ``txt2img`` [B, N_t, 1+N_v] weights; :func:`word_to_image_attention`
@@ -38,21 +36,18 @@ turns the text->image weights of a word into an ``h x w`` map over the radiograp
 """
 from __future__ import annotations
 
-import math
+import re
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
-           "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table", "paper_scale_parameter_table",
+from .encoders import LOGIT_SCALE_INIT, ProjectionHead, count_parameters, scale_from_logit
+
+__all__ = ["CrossAttentionBlock", "Adaptor", "trainable_parameter_table", "paper_scale_parameter_table",
            "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings",
            "find_word_tokens"]
-
-LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
-"""``ln(1 / 0.07)``: initial value of the learnable log logit scale (CLIP and the thesis code)."""
-MAX_LOGIT_SCALE = 100.0
 
 
 def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
@@ -151,8 +146,9 @@ class Adaptor(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to <= 100."""
-        return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        """The similarity multiplier ``exp(logit_scale)``, capped (see
+        :func:`~medvlp_lib.models.encoders.scale_from_logit`)."""
+        return scale_from_logit(self.logit_scale)
 
     def forward(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor | None = None,
                 return_attention: bool = False) -> dict:
@@ -193,47 +189,6 @@ class Adaptor(nn.Module):
         if return_attention:
             out["attentions"] = attns
         return out
-
-
-def adaptor_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor | float,
-                             w_img: float = 0.75, w_txt: float = 0.25) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted symmetric InfoNCE of the Adaptor.
-
-        S_ij = min(exp(logit_scale), 100) <z_v_i, z_t_j>,   L = w_img CE(S, I) + w_txt CE(S^T, I)
-
-    ``img``, ``txt``: L2-normalised [B, D] embeddings of B matched pairs. ``logit_scale`` is in LOG space
-    (the learnable parameter, e.g. :attr:`Adaptor.logit_scale`), unlike
-    :func:`medvlp_lib.methods.contrastive.clip_loss`, which takes the multiplier. Defaults 0.75 / 0.25 are
-    the public code's weighting; 0.5 / 0.5 is the paper's symmetric reading (= CLIP). Returns
-    ``(loss, parts)``, parts: ``i2t``, ``t2i``, ``acc_i2t``, ``acc_t2i``, ``logit_scale`` (multiplier).
-    """
-    for name, x in (("img", img), ("txt", txt)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor [B, D], got {type(x).__name__}")
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-D [B, D], got shape {tuple(x.shape)}")
-    if img.shape != txt.shape:
-        raise ValueError(f"img and txt must have the same shape [B, D], got {tuple(img.shape)} and {tuple(txt.shape)}")
-    for name, w in (("w_img", w_img), ("w_txt", w_txt)):
-        if not isinstance(w, (int, float)) or w < 0:
-            raise ValueError(f"{name} must be a non-negative float, got {w!r}")
-    if w_img + w_txt <= 0:
-        raise ValueError("w_img + w_txt must be positive")
-    ls = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(float(logit_scale))
-    if ls.numel() != 1:
-        raise ValueError(f"logit_scale must be a scalar (log space), got shape {tuple(ls.shape)}")
-    scale = ls.to(img.device, img.dtype).reshape(()).clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-    logits = scale * img @ txt.t()
-    target = torch.arange(img.shape[0], device=img.device)
-    l_i2t = F.cross_entropy(logits, target)
-    l_t2i = F.cross_entropy(logits.t(), target)
-    loss = w_img * l_i2t + w_txt * l_t2i
-    with torch.no_grad():
-        parts = {"i2t": float(l_i2t), "t2i": float(l_t2i),
-                 "acc_i2t": float((logits.argmax(1) == target).float().mean()),
-                 "acc_t2i": float((logits.argmax(0) == target).float().mean()),
-                 "logit_scale": float(scale)}
-    return loss, parts
 
 
 @torch.no_grad()
@@ -279,70 +234,9 @@ def adaptor_image_embeddings(adaptor: Adaptor, img_tokens: torch.Tensor, text_to
     return {"image_emb": torch.cat(embs), "image_cls": torch.cat(clss)}
 
 
-class AdaptorMethod(nn.Module):
-    """Trainer method (see :mod:`medvlp_lib.train`) training an :class:`Adaptor` on cached frozen embeddings.
-
-    ``training_step(batch)`` with ``batch = dict(img_tokens [B, N_v, d_v], txt_tokens [B, N_t, d_t],
-    txt_mask bool [B, N_t], ...)`` (what :class:`medvlp_lib.data.cache.EmbeddingCache` yields) returns
-    ``{"loss": tensor, "i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"}``. Only the Adaptor's
-    parameters exist here, so the optimiser cannot touch the backbones.
-    """
-
-    def __init__(self, adaptor: Adaptor, w_img: float = 0.75, w_txt: float = 0.25):
-        super().__init__()
-        if not isinstance(adaptor, Adaptor):
-            raise TypeError(f"adaptor must be an Adaptor, got {type(adaptor).__name__}")
-        self.adaptor, self.w_img, self.w_txt = adaptor, float(w_img), float(w_txt)
-
-    @property
-    def device(self) -> torch.device:
-        return self.adaptor.logit_scale.device
-
-    def _unpack(self, batch):
-        if not isinstance(batch, dict) or not {"img_tokens", "txt_tokens"} <= set(batch):
-            raise ValueError("batch must be a dict with 'img_tokens' [B, N_v, d_v], 'txt_tokens' [B, N_t, d_t] and "
-                             f"optionally 'txt_mask' [B, N_t]; got "
-                             f"{list(batch) if isinstance(batch, dict) else type(batch).__name__}")
-        dev = self.device
-        mask = batch.get("txt_mask")
-        return (batch["img_tokens"].to(dev), batch["txt_tokens"].to(dev),
-                None if mask is None else mask.to(dev))
-
-    def training_step(self, batch: dict) -> dict:
-        out = self.adaptor(*self._unpack(batch))
-        loss, parts = adaptor_contrastive_loss(out["image_emb"].float(), out["text_emb"].float(),
-                                               self.adaptor.logit_scale, self.w_img, self.w_txt)
-        return {"loss": loss, **parts}
-
-    @torch.no_grad()
-    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image and text embeddings ``([B, E], [B, E])`` of a cached batch (eval mode, no grad)."""
-        was = self.training
-        self.eval()
-        try:
-            out = self.adaptor(*self._unpack(batch))
-        finally:
-            self.train(was)
-        return out["image_emb"], out["text_emb"]
-
-    def forward(self, batch: dict) -> dict:
-        return self.training_step(batch)
-
-
 # --------------------------------------------------------------------------------------------------
 # Parameter accounting
 # --------------------------------------------------------------------------------------------------
-def count_trainable_parameters(module: nn.Module) -> int:
-    """Number of parameters with ``requires_grad`` (shared parameters counted once)."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def _count_all(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Module, adaptor: Adaptor | None = None,
                               embed_dim: int = 128, proj: str = "mlp", width: int = 768,
                               adaptor_embed_dim: int = 512, **adaptor_kwargs) -> list[dict]:
@@ -362,15 +256,13 @@ def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Modul
     for name, m in (("image_backbone", image_backbone), ("text_backbone", text_backbone)):
         if not isinstance(m, nn.Module) or not hasattr(m, "out_dim"):
             raise TypeError(f"{name} must be an nn.Module with .out_dim (an encoder), got {type(m).__name__}")
-    n_img, n_txt = _count_all(image_backbone), _count_all(text_backbone)
+    n_img, n_txt = count_parameters(image_backbone), count_parameters(text_backbone)
     if adaptor is None:
         adaptor = Adaptor(int(image_backbone.out_dim), int(text_backbone.out_dim), width=width,
                           embed_dim=adaptor_embed_dim, **adaptor_kwargs)
-    n_adp = count_trainable_parameters(adaptor)
-    from .encoders import ProjectionHead
-
-    heads = _count_all(ProjectionHead(int(image_backbone.out_dim), embed_dim, kind=proj)) + \
-        _count_all(ProjectionHead(int(text_backbone.out_dim), embed_dim, kind=proj))
+    n_adp = count_parameters(adaptor, trainable_only=True)
+    heads = count_parameters(ProjectionHead(int(image_backbone.out_dim), embed_dim, kind=proj)) + \
+        count_parameters(ProjectionHead(int(text_backbone.out_dim), embed_dim, kind=proj))
     e2e = n_img + n_txt + heads + 1
     rows = [
         {"method": "Adaptor", "trainable": n_adp, "total": n_img + n_txt + n_adp, "frozen": n_img + n_txt,
@@ -444,8 +336,6 @@ def find_word_tokens(tokenizer, text: str, word: str, max_length: int = 128) -> 
     the cached text tokens) of every sub-word token overlapping a whole-word, case-insensitive occurrence of
     ``word`` in ``text``. Needs a fast tokenizer (offset mapping). Empty list if the word is absent or truncated.
     """
-    import re
-
     if not isinstance(word, str) or not word.strip():
         raise ValueError(f"word must be a non-empty string, got {word!r}")
     enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)

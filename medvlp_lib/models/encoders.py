@@ -30,10 +30,26 @@ from torch import nn
 
 __all__ = ["WeightsNotAvailableError", "ImageEncoder", "TextEncoder", "ProjectionHead", "DualEncoder",
            "build_image_encoder", "build_text_encoder", "default_text_encoder_path", "parse_trainable",
-           "MAX_LOGIT_SCALE", "count_parameters"]
+           "MAX_SCALE", "LOGIT_SCALE_INIT", "scale_from_logit", "count_parameters", "freeze"]
 
-MAX_LOGIT_SCALE = 100.0
-"""Upper bound of ``exp(logit_scale)`` (CLIP: temperature never below 0.01)."""
+MAX_SCALE = 100.0
+"""The one cap of the similarity multiplier ``scale = exp(logit_scale)`` (CLIP: temperature never below 0.01).
+
+Convention for the whole library (as open_clip): a model stores the learnable ``logit_scale`` (log space) and
+exposes the multiplier as the property ``scale`` (:func:`scale_from_logit`); every loss takes that multiplier
+as its ``scale`` argument, never its log."""
+
+LOGIT_SCALE_INIT = math.log(1.0 / 0.07)
+"""CLIP's initial ``logit_scale``: temperature 0.07, ``scale = 14.29``."""
+
+
+def scale_from_logit(logit_scale: torch.Tensor) -> torch.Tensor:
+    """``exp(logit_scale)`` clamped to :data:`MAX_SCALE` (differentiable below the cap, zero gradient above).
+
+    ``logit_scale``: a scalar tensor (the learnable log multiplier); returns a 0-d tensor."""
+    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar tensor, got {logit_scale!r}")
+    return logit_scale.reshape(()).clamp(max=math.log(MAX_SCALE)).exp()
 
 
 class WeightsNotAvailableError(FileNotFoundError):
@@ -59,8 +75,15 @@ def parse_trainable(trainable: str) -> tuple[str, int]:
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (optionally only those with ``requires_grad``)."""
+    """Number of parameters (optionally only those with ``requires_grad``); the library's one counter."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``requires_grad=False`` on every parameter and eval mode; returns the module (the library's one freeze)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
 
 
 def _freeze_from(module: nn.Module, first_trainable: str | None) -> None:
@@ -444,14 +467,14 @@ class DualEncoder(nn.Module):
     ``encode_image(x) = normalize(g_I(f_I(x)))``, ``encode_text(t) = normalize(g_T(f_T(t)))``; similarities
     are scaled by ``exp(logit_scale)`` (:attr:`scale`), where ``logit_scale`` is a learnable log-inverse
     temperature initialised to ``ln(1 / init_temperature)`` and clamped so the scale never exceeds
-    :data:`MAX_LOGIT_SCALE` (= 100, i.e. temperature >= 0.01, as in CLIP).
+    :data:`MAX_SCALE` (= 100, i.e. temperature >= 0.01, as in CLIP).
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int = 128,
                  init_temperature: float = 0.07, proj: str = "mlp", learn_temperature: bool = True):
         super().__init__()
-        if not (isinstance(init_temperature, (int, float)) and 1.0 / MAX_LOGIT_SCALE <= init_temperature <= 10):
-            raise ValueError(f"init_temperature must be in [{1 / MAX_LOGIT_SCALE}, 10], got {init_temperature!r}")
+        if not (isinstance(init_temperature, (int, float)) and 1.0 / MAX_SCALE <= init_temperature <= 10):
+            raise ValueError(f"init_temperature must be in [{1 / MAX_SCALE}, 10], got {init_temperature!r}")
         for arg, enc in (("image_encoder", image_encoder), ("text_encoder", text_encoder)):
             if not hasattr(enc, "out_dim"):
                 raise TypeError(f"{arg} must expose .out_dim (use build_image_encoder / build_text_encoder)")
@@ -465,8 +488,8 @@ class DualEncoder(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to ``<= 100`` (differentiable below the clamp)."""
-        return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        """The similarity multiplier ``exp(logit_scale)``, capped at :data:`MAX_SCALE` (:func:`scale_from_logit`)."""
+        return scale_from_logit(self.logit_scale)
 
     @property
     def device(self) -> torch.device:
