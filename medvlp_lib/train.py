@@ -24,10 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import default_collate
+from tqdm.auto import tqdm
 
 from .utils import autocast, get_device, seed_everything
 
-__all__ = ["warmup_cosine", "StepBatches", "Trainer", "step_seed", "param_groups", "move_to", "CHECKPOINT_VERSION"]
+__all__ = ["fit", "warmup_cosine", "StepBatches", "Trainer", "step_seed", "param_groups", "move_to",
+           "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -57,7 +60,6 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def _default_collate(items):
-    from torch.utils.data import default_collate
     return default_collate(items)
 
 
@@ -246,7 +248,7 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # truncated / not a torch file
             raise ValueError(f"checkpoint {path} is corrupt or not a medvlp checkpoint "
                              f"({type(err).__name__}: {err}); delete it to restart") from err
@@ -340,8 +342,6 @@ class Trainer:
             if resume and (ckpts := self.checkpoints()):
                 self.load_checkpoint(ckpts[-1])
         self.method.train()
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps, initial=min(self.step, steps), desc=type(self.method).__name__,
                    disable=not self.progress, dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -363,3 +363,44 @@ class Trainer:
                                           int(_CKPT_RE.match(self.checkpoints()[-1].name).group(1)) != self.step):
             self.save_checkpoint()
         return self.history
+
+
+def fit(method: nn.Module, data, *, lr: float, steps: int | None = None, epochs: float | None = None,
+        batch_size: int | None = None, weight_decay: float = 0.1, warmup_frac: float = 0.05,
+        min_lr_ratio: float = 0.0, seed: int = 0, collate_fn: Callable | None = None, ckpt_dir=None,
+        ckpt_every: int = 0, resume: bool = False, grad_clip: float | None = None, progress: bool = True,
+        device=None, betas=(0.9, 0.999), eps: float = 1e-8) -> list[dict]:
+    """The library's one training entry point: train ``method`` on ``data``; returns the per-step history.
+
+    ``data``: a map-style dataset (``__getitem__``; batched here by :class:`StepBatches` with ``batch_size``,
+    capped at the dataset size, ``seed`` and ``collate_fn``) or a batch source without ``__getitem__`` that has
+    ``.batch(step)`` and ``len()`` = steps per epoch (:class:`StepBatches`,
+    :class:`~medvlp_lib.data.pathology.SlideBatches`). Length: exactly one of ``steps`` or
+    ``epochs`` (``steps = max(1, round(epochs * steps_per_epoch))``). Schedule: AdamW (:func:`param_groups`),
+    linear warm-up over ``int(warmup_frac * steps)`` steps (at least 1 when ``warmup_frac > 0``), then cosine
+    decay to ``min_lr_ratio`` (:func:`warmup_cosine`). Checkpoints / exact resume / AMP / gradient clipping:
+    see :class:`Trainer`.
+    """
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps or epochs, got steps={steps!r}, epochs={epochs!r}")
+    if callable(getattr(data, "batch", None)) and not hasattr(data, "__getitem__"):
+        if batch_size is not None or collate_fn is not None:
+            raise ValueError("batch_size / collate_fn apply to a dataset; data already yields batches (.batch(step))")
+        batches = data
+    else:
+        if batch_size is None:
+            raise ValueError("batch_size is required when data is a dataset")
+        if not hasattr(data, "__len__"):
+            raise TypeError(f"data must be a map-style dataset or have .batch(step), got {type(data).__name__}")
+        batches = StepBatches(data, min(int(batch_size), len(data)), seed=seed, collate_fn=collate_fn)
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs > 0:
+            raise ValueError(f"epochs must be a positive number, got {epochs!r}")
+        steps = max(1, int(round(epochs * len(batches))))
+    if not isinstance(warmup_frac, (int, float)) or not 0.0 <= warmup_frac < 1.0:
+        raise ValueError(f"warmup_frac must be in [0, 1), got {warmup_frac!r}")
+    warmup = max(1, int(warmup_frac * steps)) if warmup_frac > 0 else 0
+    trainer = Trainer(method, lr=lr, weight_decay=weight_decay, warmup_steps=warmup, total_steps=steps,
+                      ckpt_dir=ckpt_dir, ckpt_every=ckpt_every, grad_clip=grad_clip, device=device, seed=seed,
+                      progress=progress, min_lr_ratio=min_lr_ratio, betas=betas, eps=eps)
+    return trainer.fit(batches, steps=steps, resume=resume)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "autocast", "git_commit", "project_root", "results_dir", "lazy_exports"]
+__all__ = ["get_device", "seed_everything", "preserved_rng", "autocast", "git_commit", "project_root", "results_dir",
+           "lazy_exports"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -47,6 +48,18 @@ def seed_everything(seed: int) -> torch.Generator:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block that may reseed the global RNGs (Python, NumPy, torch CPU) and restore them afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def autocast(device: torch.device | str):
