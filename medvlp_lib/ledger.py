@@ -5,7 +5,8 @@ as text, verdict, one-sentence explanation) lives with the chapter's experiments
 ``medvlp_lib.experiments`` contributes it through its ``CLAIMS = {claim_id: fn}`` dict (a claim may also
 carry ``evaluate`` directly). Verdicts:
 
-* ``reproduced`` — the effect has the paper's direction and exceeds seed noise (see :func:`compare`);
+* ``reproduced`` — the effect has the paper's direction and exceeds seed noise (see
+  :func:`medvlp_lib.results.compare`);
 * ``not reproduced`` — it does not; the explanation says what we saw instead;
 * ``not testable here`` — the claim needs data or hardware this book cannot have offline;
 * ``pending`` — the chapter that tests it has not produced its ``cpu``-profile results yet.
@@ -14,37 +15,15 @@ Verdicts are computed from ``results/`` (``cpu`` profile), never typed in.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .results import read_result
+from .experiments import claim_evaluators
+from .results import compare, fmt, read_result
 
 __all__ = ["Claim", "CLAIMS", "compare", "fmt", "evaluate_claims", "ledger_frame", "VERDICTS"]
 
 VERDICTS = ("reproduced", "not reproduced", "not testable here", "pending")
-
-
-def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = 2.0) -> tuple[bool, float, float]:
-    """Is ``a`` better than ``b`` beyond seed noise?
-
-    ``a``/``b`` are summary entries ``{"mean", "std", "n"}``. The effect counts when the difference of means
-    has the claimed sign and exceeds ``z`` standard errors of the difference (Welch):
-    ``diff > z * sqrt(s_a^2/n_a + s_b^2/n_b)``. With a single seed the standard error is unknown and the
-    function returns False (one seed is never evidence). Returns (holds, diff, standard error).
-    """
-    diff = a["mean"] - b["mean"]
-    if not higher_is_better:
-        diff = -diff
-    if a.get("n", 1) < 2 or b.get("n", 1) < 2:
-        return False, diff, float("nan")
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return diff > z * se and diff > 0, diff, se
-
-
-def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
-    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
-
 
 
 @dataclass
@@ -107,7 +86,6 @@ CLAIMS: list[Claim] = [
 
 def evaluate_claims(claims=None, directory=None) -> list[dict]:
     """Evaluate every claim against ``results/``; a claim without results is ``pending``."""
-    from .experiments import claim_evaluators
     evaluators = claim_evaluators()
     rows = []
     for c in claims or CLAIMS:

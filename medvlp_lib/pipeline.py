@@ -1,26 +1,27 @@
-"""High-level recipes shared by chapters and experiments: load the benchmark, build, train, evaluate.
+"""High-level recipes shared by chapters and experiments: load the benchmark, build, evaluate.
 
-These are thin compositions of the library's pieces (data, models, methods, train, eval) so that every
-chapter trains and evaluates the same way. Each function is short enough to read in a notebook with
-``??`` and says which pieces it composes.
+These are thin compositions of the library's pieces (data, models, methods, eval) so that every chapter
+builds and evaluates the same way; training goes through :func:`medvlp_lib.train.fit`. Each function is short
+enough to read in a notebook with ``??`` and says which pieces it composes.
 """
 from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
+from .data import CXRDataset
+from .eval import embed, label_prompt_embeddings, linear_probe_auc, retrieval_recall, zero_shot_auc
+from .methods.clip import CLIP
+from .models.encoders import DualEncoder, build_image_encoder, build_text_encoder
 from .utils import get_device, seed_everything
 
-__all__ = ["load_benchmark", "build_dual_encoder", "build_clip", "train_method", "embed_dataset",
-           "label_prompt_embeddings", "evaluate_dual_encoder"]
+__all__ = ["load_benchmark", "build_dual_encoder", "build_clip", "embed_dataset", "evaluate_dual_encoder"]
 
 
 @functools.lru_cache(maxsize=8)
 def load_benchmark(image_size: int = 64, n_train: int | None = None, n_test: int | None = None, seed: int = 0):
     """The embedded benchmark's train and test splits (rendered once per process and cached)."""
-    from .data import CXRDataset
     train = CXRDataset("train", size=image_size, seed=seed, n=n_train)
     test = CXRDataset("test", size=image_size, seed=seed, n=n_test)
     return train, test
@@ -28,7 +29,6 @@ def load_benchmark(image_size: int = 64, n_train: int | None = None, n_test: int
 
 def build_dual_encoder(cfg: dict, seed: int):
     """Image encoder (timm) + text encoder (Hugging Face; default: the packaged MiniLM) + projections."""
-    from .models.encoders import DualEncoder, build_image_encoder, build_text_encoder
     seed_everything(seed)
     image = build_image_encoder(cfg["image_encoder"], pretrained=cfg.get("pretrained", False), in_chans=1,
                                 trainable=cfg.get("image_trainable", "all"))
@@ -38,34 +38,13 @@ def build_dual_encoder(cfg: dict, seed: int):
 
 def build_clip(cfg: dict, seed: int):
     """The CLIP baseline method (symmetric InfoNCE, learnable temperature) on a fresh dual encoder."""
-    from .methods.clip import CLIP
     return CLIP(build_dual_encoder(cfg, seed))
-
-
-def train_method(method, dataset, *, batch_size: int, steps: int, lr: float, weight_decay: float = 0.1,
-                 warmup_frac: float = 0.05, seed: int = 0, ckpt_dir=None, ckpt_every: int = 0,
-                 resume: bool = False, progress: bool = True, device=None):
-    """Train ``method`` for ``steps`` optimiser steps on ``dataset``; returns the loss history."""
-    from .train import StepBatches, Trainer
-    trainer = Trainer(method, lr=lr, weight_decay=weight_decay, warmup_steps=max(1, int(warmup_frac * steps)),
-                      total_steps=steps, ckpt_dir=ckpt_dir, ckpt_every=ckpt_every, device=device or get_device(),
-                      seed=seed, progress=progress)
-    return trainer.fit(StepBatches(dataset, batch_size, seed=seed), steps=steps, resume=resume)
 
 
 @torch.no_grad()
 def embed_dataset(model, dataset, batch_size: int = 256, device=None):
     """Projected image and text embeddings plus pooled backbone image features for a dataset."""
-    from .eval import embed
     return embed(model, dataset, batch_size=batch_size, device=device or get_device())
-
-
-@torch.no_grad()
-def label_prompt_embeddings(model, labels, n_prompts: int | None = None, seed: int = 0):
-    """Prompt-ensemble text embeddings per finding (GLoRIA-style word lists in ``data.text``)."""
-    from .data.text import build_prompts
-    model.eval()
-    return {lab: model.encode_text(build_prompts(lab, n=n_prompts, seed=seed)).cpu() for lab in labels}
 
 
 def evaluate_dual_encoder(model, train, test, probe_fractions=(0.01, 0.1, 1.0), seed: int = 0,
@@ -76,7 +55,6 @@ def evaluate_dual_encoder(model, train, test, probe_fractions=(0.01, 0.1, 1.0), 
     * image->text and text->image R@1/5/10 on the test split, an identical report text counting as a hit;
     * linear-probe AUC on pooled backbone features with ``probe_fractions`` of the training labels.
     """
-    from .eval import linear_probe_auc, retrieval_recall, zero_shot_auc
     te = embed_dataset(model, test)
     tr = embed_dataset(model, train)
     labels = [l for l in test.label_names]

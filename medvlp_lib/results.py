@@ -22,7 +22,8 @@ import torch
 
 from .utils import git_commit, results_dir
 
-__all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std", "summary_entry"]
+__all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std", "summary_entry",
+           "compare", "fmt"]
 
 def _process_start() -> float:
     """Unix time at which this process started (Linux ``/proc``), else the time this module was imported."""
@@ -159,3 +160,25 @@ def summary_entry(values) -> dict:
     vals = [float(v) for v in values]
     mean, std = mean_std(vals)
     return {"mean": mean, "std": std, "n": len(vals), "values": vals}
+
+
+def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = 2.0) -> tuple[bool, float, float]:
+    """Is ``a`` better than ``b`` beyond seed noise?
+
+    ``a``/``b`` are summary entries ``{"mean", "std", "n"}``. The effect counts when the difference of means
+    has the claimed sign and exceeds ``z`` standard errors of the difference (Welch):
+    ``diff > z * sqrt(s_a^2/n_a + s_b^2/n_b)``. With a single seed the standard error is unknown and the
+    function returns False (one seed is never evidence). Returns (holds, diff, standard error).
+    """
+    diff = a["mean"] - b["mean"]
+    if not higher_is_better:
+        diff = -diff
+    if a.get("n", 1) < 2 or b.get("n", 1) < 2:
+        return False, diff, float("nan")
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return diff > z * se and diff > 0, diff, se
+
+
+def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
+    """``"mean ± std"`` of a summary entry, both multiplied by ``scale`` (100: fractions as percentages)."""
+    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from medvlp_lib.experiments import _summarise, get
-from medvlp_lib.experiments.adaptor import (CLAIMS, adaptor_downstream, adaptor_params, multiclass_probe_accuracy,
-                                            three_class_labels)
+from medvlp_lib.eval import multiclass_probe_accuracy
+from medvlp_lib.experiments.adaptor import CLAIMS, adaptor_downstream, adaptor_params, three_class_labels
 from medvlp_lib.ledger import CLAIMS as LEDGER, VERDICTS
 
 torch.set_num_threads(1)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from medvlp_lib.experiments import get
+from medvlp_lib.eval import attention_quality
+from medvlp_lib.experiments import _summarise, get
 from medvlp_lib.experiments import momkd as E
-from medvlp_lib.experiments import _summarise
 
 torch.set_num_threads(1)
 
@@ -41,12 +41,12 @@ def test_build_method_rejects_unknown():
 
 def test_attention_quality_on_hand_made_scores():
     m = np.array([0, 0, 1, 1, 0], bool)
-    perfect = E.attention_quality([np.array([0.1, 0.2, 0.9, 0.8, 0.0])], [m])
+    perfect = attention_quality([np.array([0.1, 0.2, 0.9, 0.8, 0.0])], [m])
     assert perfect["auroc"] == 1.0 and perfect["p_at_k"] == 1.0
-    worst = E.attention_quality([np.array([0.9, 0.8, 0.0, 0.1, 0.7])], [m])
+    worst = attention_quality([np.array([0.9, 0.8, 0.0, 0.1, 0.7])], [m])
     assert worst["auroc"] == 0.0 and worst["p_at_k"] == 0.0
     # slides without signal patches (negatives) and models without scores are skipped
-    none = E.attention_quality([None, np.zeros(3)], [m, np.zeros(3, bool)])
+    none = attention_quality([None, np.zeros(3)], [m, np.zeros(3, bool)])
     assert math.isnan(none["auroc"]) and math.isnan(none["p_at_k"])
 
 

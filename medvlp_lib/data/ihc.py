@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from .natural import skimage_data_dir
 from .pathology import Cohort, CohortConfig, Slide, simulate_omics
 
 __all__ = ["ihc_image", "tile_image", "check_tiles", "tile_dab", "dab_threshold", "dab_mask", "ihc_cohort",
@@ -47,8 +48,6 @@ def ihc_image() -> np.ndarray:
     Read from ``skimage/data/ihc.png`` on disk (the same array as ``skimage.data.immunohistochemistry()``,
     without going through scikit-image's fetcher, so nothing can be downloaded)."""
     from PIL import Image
-
-    from .natural import skimage_data_dir
 
     path = skimage_data_dir() / IHC_FILE
     if not path.is_file():

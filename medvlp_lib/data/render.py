@@ -84,7 +84,7 @@ from .reports import MeshFinding, Report, SEVERITIES, map_finding, parse_mesh_te
 
 __all__ = [
     "MASK_NAMES", "SiteShift", "Degradation", "SITE_PRESETS", "DEGRADE_PRESETS", "Rendered",
-    "render", "render_batch", "findings_key", "MIN_SIZE", "MAX_SIZE",
+    "render", "render_batch", "findings_key", "MIN_SIZE", "MAX_SIZE", "check_size", "resolve_preset", "anatomy_bank",
 ]
 
 MIN_SIZE, MAX_SIZE = 64, 256
@@ -149,7 +149,9 @@ DEGRADE_PRESETS: dict[str, Degradation] = {
 }
 
 
-def _resolve(obj, presets, cls, argname):
+def resolve_preset(obj, presets, cls, argname):
+    """``obj`` if it is None or a ``cls``, else the preset named ``obj`` (``ValueError`` / ``TypeError`` naming
+    ``argname`` otherwise)."""
     if obj is None or isinstance(obj, cls):
         return obj
     if isinstance(obj, str):
@@ -160,7 +162,8 @@ def _resolve(obj, presets, cls, argname):
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_size(size) -> int:
+def check_size(size) -> int:
+    """``size`` as an int in [:data:`MIN_SIZE`, :data:`MAX_SIZE`] pixels, else a ``TypeError`` / ``ValueError``."""
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
         raise TypeError(f"size must be an int in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     if not MIN_SIZE <= int(size) <= MAX_SIZE:
@@ -338,7 +341,7 @@ def _anatomy(size: int, p: dict, infl: int, heart: int):
 
 
 @functools.lru_cache(maxsize=4)
-def _bank(size: int):
+def anatomy_bank(size: int):
     """Pre-rendered anatomy for one size: A, lung field and markings [bodies, infl, heart, H, W]."""
     shape = (N_BODIES, 3, 4, size, size)
     A = np.empty(shape, np.float32)
@@ -711,16 +714,16 @@ def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 12
     Returns ``(images float32 [B, H, W] in [0, 1], mask_bits uint8 [B, H, W])``; unpack the bit field
     with :func:`bits_to_masks` (bit ``i`` = ``MASK_NAMES[i]``).
     """
-    size = _check_size(size)
-    site = _resolve(site, SITE_PRESETS, SiteShift, "site")
-    degrade = _resolve(degrade, DEGRADE_PRESETS, Degradation, "degrade")
+    size = check_size(size)
+    site = resolve_preset(site, SITE_PRESETS, SiteShift, "site")
+    degrade = resolve_preset(degrade, DEGRADE_PRESETS, Degradation, "degrade")
     B = len(items)
     seeds_l = [int(seeds)] * B if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
     if len(seeds_l) != B:
         raise ValueError(f"seeds must be an int or have one entry per item ({B}), got {len(seeds_l)}")
     if B == 0:
         return np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8)
-    bankA, bankL, bankM, _, geoms = _bank(size)
+    bankA, bankL, bankM, _, geoms = anatomy_bank(size)
     white, smooth = _noise_tiles(size)
     X, Y = _grid(size)
     A = np.empty((B, size, size), np.float32)

@@ -57,7 +57,7 @@ import numpy as np
 __all__ = [
     "LABELS", "SYNONYMS", "IGNORED_FINDINGS", "MeshFinding", "Report", "ReportCorpus",
     "parse_mesh_term", "map_finding", "clean_text", "load_reports", "default_reports_path",
-    "split_ids",
+    "split_ids", "unit_hash",
 ]
 
 LABELS: tuple[str, ...] = (
@@ -407,7 +407,8 @@ def load_reports(path: str | Path | None = None) -> ReportCorpus:
     return _load_cached(str(p.resolve()), p.stat().st_mtime)
 
 
-def _unit_hash(*parts) -> float:
+def unit_hash(*parts) -> float:
+    """A deterministic number in [0, 1) from ``parts`` (SHA-256 of their ``:``-joined strings)."""
     h = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little") / 2.0**64
 
@@ -425,6 +426,6 @@ def split_ids(uids: Iterable[str], seed: int = 0,
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     c1, c2 = fr[0], fr[0] + fr[1]
     for u in uids:
-        x = _unit_hash("split", seed, u)
+        x = unit_hash("split", seed, u)
         out["train" if x < c1 else "val" if x < c2 else "test"].append(u)
     return out

@@ -22,7 +22,12 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..utils import get_device
+from .probe import linear_probe_auc
+from .zero_shot import label_prompt_embeddings, zero_shot_auc
 
 __all__ = ["LabelledImages", "as_labelled", "embed_images", "zero_shot_real", "evaluate_real", "BINARY_LABEL"]
 
@@ -78,10 +83,6 @@ def embed_images(model, dataset, batch_size: int = 64, device=None, progress: bo
     ``image_feat`` are pooled backbone features when the model has ``encode_image_with_features`` (what the
     linear probe uses), else the embeddings. The model is put in eval mode and restored.
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from ..utils import get_device
 
     ds = as_labelled(dataset)
     m = _image_model(model)
@@ -116,8 +117,6 @@ def zero_shot_real(model, dataset, n_prompts: int | None = None, seed: int = 0, 
 
 
 def _zero_shot_from(model, ds, out: dict, n_prompts, seed) -> dict:
-    from ..pipeline import label_prompt_embeddings
-    from .zero_shot import zero_shot_auc
 
     prompt_labels = list(dict.fromkeys([*ds.label_names, "normal"]))
     prompts = label_prompt_embeddings(_text_model(model), prompt_labels, n_prompts=n_prompts, seed=seed)
@@ -139,7 +138,6 @@ def evaluate_real(model, train, test, fractions: Sequence[float] = (0.01, 0.1, 1
     """Zero-shot AUC on ``test`` and linear-probe AUC (features of ``train`` at each fraction, tested on
     ``test``); ``train`` may be ``None`` for zero-shot only. Returns ``zero_shot_auc``, ``zero_shot_per_label``,
     ``probe_auc@<fraction>`` and ``few_shot_gain@<fraction>`` (probe minus zero-shot)."""
-    from .probe import linear_probe_auc
 
     te = as_labelled(test)
     ete = embed_images(model, te, batch_size=batch_size, device=device, progress=progress)

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..results import read_result, summary_entry, write_result
+from ..results import fmt, read_result, summary_entry, write_result
 from ..utils import results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
@@ -220,7 +220,6 @@ def variant_table(record: dict, metrics, variants=None, scale: float = 100.0, di
     """A pandas DataFrame ``variant x metric`` of ``"mean ± std"`` strings from an ablation record whose
     summary keys are ``<variant>/<metric>`` (e.g. ``ab_0.3_0.7/zero_shot_auc``); variants in run order."""
     import pandas as pd
-    from ..ledger import fmt
     if variants is None:
         first = next(iter(record["per_seed"].values()))
         variants = list(first)

@@ -52,13 +52,30 @@ from __future__ import annotations
 
 import copy
 import json
-import math
+import time
 
 import numpy as np
 import torch
 
+from ..data.cache import cached_embeddings, collate_cached
+from ..eval import attention_scores, dice_per_image, linear_probe_auc, multiclass_probe_accuracy, stratified_subsample
+from ..methods.adaptor import AdaptorMethod
+from ..methods.msd import MSD
+from ..methods.segmentation import SegmentationMethod
+from ..methods.ssl import SSLConfig, offline_pretrained_backbone
+from ..methods.vlcd import VLCD
+from ..models.adaptor import (Adaptor, adaptor_image_embeddings, empty_text_tokens, find_word_tokens,
+                              paper_scale_parameter_table, trainable_parameter_table, word_to_image_attention)
+from ..models.backbones import build_frozen_text_backbone
+from ..models.encoders import build_image_encoder
+from ..models.segmentation import FrozenBackboneSegmenter
+from ..models.students import build_student
+from ..pipeline import build_clip, build_dual_encoder, embed_dataset, load_benchmark
+from ..results import compare, fmt
+from ..train import fit
+from ..utils import get_device, seed_everything
+from ..viz.embeddings import project_2d, silhouette
 from . import register
-from ..ledger import compare, fmt
 
 # --------------------------------------------------------------------------------------------------
 # Profiles
@@ -101,8 +118,7 @@ PROFILES = {
 # Building blocks
 # --------------------------------------------------------------------------------------------------
 def ssl_config(cfg: dict):
-    """The :class:`~medvlp_lib.models.backbones.SSLConfig` of a profile (its fields enter the cache hash)."""
-    from ..models.backbones import SSLConfig
+    """The :class:`~medvlp_lib.methods.ssl.SSLConfig` of a profile (its fields enter the cache hash)."""
 
     return SSLConfig(**{"size": cfg["image_size"], **cfg["ssl"]})
 
@@ -115,10 +131,6 @@ def environment(cfg: dict, progress: bool = True) -> dict:
 
     Returns dict(train, test, image_backbone, text_backbone, cache_train, cache_test, grid, empty_text).
     """
-    from ..data.cache import cached_embeddings
-    from ..models.adaptor import empty_text_tokens
-    from ..models.backbones import build_frozen_text_backbone, offline_pretrained_backbone
-    from ..pipeline import load_benchmark
 
     key = json.dumps({k: cfg[k] for k in ("image_size", "n_train", "n_test", "data_seed", "ssl", "feature_index",
                                           "text_encoder")}, sort_keys=True, default=str)
@@ -136,31 +148,19 @@ def environment(cfg: dict, progress: bool = True) -> dict:
     return env
 
 
-def _fit(method, dataset, *, batch_size, epochs, lr, weight_decay, seed, collate_fn=None, progress=True):
-    from ..train import StepBatches, Trainer
-    from ..utils import get_device
-
-    batches = StepBatches(dataset, min(batch_size, len(dataset)), seed=seed, collate_fn=collate_fn)
-    steps = max(1, int(round(epochs * len(batches))))
-    trainer = Trainer(method, lr=lr, weight_decay=weight_decay, warmup_steps=max(1, steps // 20), total_steps=steps,
-                      device=get_device(), seed=seed, progress=progress)
-    return trainer.fit(batches, steps=steps)
-
-
 def train_adaptor(env: dict, cfg: dict, seed: int, w_img: float, w_txt: float, progress: bool = True):
     """An :class:`~medvlp_lib.models.adaptor.Adaptor` trained on the cached frozen embeddings."""
-    from ..data.cache import collate_cached
-    from ..models.adaptor import Adaptor, AdaptorMethod
-    from ..utils import seed_everything
 
     seed_everything(seed)
     c = env["cache_train"]
     adaptor = Adaptor(int(c.array("img_tokens").shape[-1]), int(c.array("txt_tokens").shape[-1]),
                       width=cfg["adaptor_width"], embed_dim=cfg["adaptor_embed_dim"], num_layers=cfg["adaptor_layers"],
                       num_heads=cfg["adaptor_heads"])
-    method = AdaptorMethod(adaptor, w_img=w_img, w_txt=w_txt)
-    hist = _fit(method, c, batch_size=cfg["adaptor_batch"], epochs=cfg["adaptor_epochs"], lr=cfg["adaptor_lr"],
-                weight_decay=cfg["adaptor_wd"], seed=seed, collate_fn=collate_cached, progress=progress)
+    if abs(w_img + w_txt - 1.0) > 1e-9:
+        raise ValueError(f"the Adaptor's loss weights must sum to 1 (image->text, text->image), got {w_img}, {w_txt}")
+    method = AdaptorMethod(adaptor, image_weight=w_img)
+    hist = fit(method, c, batch_size=cfg["adaptor_batch"], epochs=cfg["adaptor_epochs"], lr=cfg["adaptor_lr"],
+               weight_decay=cfg["adaptor_wd"], seed=seed, collate_fn=collate_cached, progress=progress)
     adaptor.eval()
     return adaptor, hist
 
@@ -172,13 +172,12 @@ def _init_from_ssl(dual, env):
 
 def train_clip(env: dict, cfg: dict, seed: int, progress: bool = True):
     """End-to-end CLIP (pipeline.build_clip) from the SimCLR image weights."""
-    from ..pipeline import build_clip
 
     method = build_clip(cfg, seed)
     _init_from_ssl(method.model, env)
     method.model.text_encoder.precompute(env["train"].texts + env["test"].texts)
-    hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["clip_epochs"], lr=cfg["e2e_lr"],
-                weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
+    hist = fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["clip_epochs"], lr=cfg["e2e_lr"],
+               weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -190,30 +189,25 @@ def train_msd(env: dict, cfg: dict, seed: int, progress: bool = True):
     which keeps the CPU cost at the three image passes per step. Image views are augmented only if
     ``cfg["msd_image_augment"]`` (the gpu profile), as in chapter 02's ``msd_vs_baselines``.
     """
-    from ..methods.msd import MSD
-    from ..pipeline import build_dual_encoder
 
     dual = _init_from_ssl(build_dual_encoder(cfg, seed), env)
     dual.text_encoder.precompute(env["train"].texts + env["test"].texts)
     method = MSD(dual, queue_size=cfg["msd_queue"], text_augment=None,
                  image_augment="default" if cfg["msd_image_augment"] else None)
-    hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["msd_epochs"], lr=cfg["e2e_lr"],
-                weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
+    hist = fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["msd_epochs"], lr=cfg["e2e_lr"],
+               weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
     method.eval()
     return method, hist
 
 
 def train_vlcd(env: dict, cfg: dict, seed: int, teacher, progress: bool = True):
     """A VLCD student (MobileNetV3, random init) distilled from ``teacher`` (the CLIP dual encoder)."""
-    from ..methods.vlcd import VLCD
-    from ..models.students import build_student
-    from ..utils import seed_everything
 
     seed_everything(seed)
     student = build_student(cfg["vlcd_student"], embed_dim=cfg["embed_dim"], img_size=cfg["image_size"])
     method = VLCD(student, teacher=teacher, lam=cfg["vlcd_lam"])
-    hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["vlcd_epochs"], lr=cfg["vlcd_lr"],
-                weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
+    hist = fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["vlcd_epochs"], lr=cfg["vlcd_lr"],
+               weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -235,7 +229,6 @@ def train_all(cfg: dict, seed: int, progress: bool = True) -> dict:
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _student_embeddings(student, ds, batch_size=256):
-    from ..utils import get_device
 
     dev = get_device()
     student.eval().to(dev)
@@ -255,8 +248,6 @@ def image_features(models: dict, split: str) -> dict[str, dict[str, np.ndarray]]
     * ``clip`` / ``msd``: pooled (fine-tuned) backbone features / projected image embeddings;
     * ``vlcd``: the student's image embedding (both keys).
     """
-    from ..models.adaptor import adaptor_image_embeddings
-    from ..pipeline import embed_dataset
 
     env = models["env"]
     cache, ds = env[f"cache_{split}"], env[split]
@@ -283,31 +274,7 @@ def three_class_labels(ds, classes) -> np.ndarray:
     return out.astype(int)
 
 
-def multiclass_probe_accuracy(xtr, ytr, xte, yte, fractions, seed: int, C: float = 1.0) -> dict:
-    """Accuracy of a multinomial logistic regression on standardised features, per label fraction."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from ..eval.probe import stratified_subsample
-
-    k = int(max(ytr.max(), yte.max())) + 1
-    onehot = np.eye(k)[ytr]
-    out = {}
-    for f in fractions:
-        rows = stratified_subsample(onehot, f, seed)
-        sc = StandardScaler().fit(xtr[rows])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(C=C, max_iter=1000).fit(sc.transform(xtr[rows]), ytr[rows])
-        out[f] = {"acc": float((clf.predict(sc.transform(xte)) == yte).mean()), "n_train": int(len(rows))}
-    return out
-
-
 def classification(feats_tr, feats_te, env, cfg, seed) -> dict:
-    from ..eval.probe import linear_probe_auc
 
     tr, te = env["train"], env["test"]
     j = list(tr.label_names).index(cfg["binary_label"])
@@ -347,10 +314,6 @@ def segmentation(encoders: dict, env, cfg, seed, progress=True) -> dict:
     with ``eps = 1`` scores an empty prediction on an empty film as perfect), and its Dice on the positive test
     films then *falls* with more labels -- an artefact of class balance, not of the features.
     """
-    from ..eval.probe import stratified_subsample
-    from ..eval.segmentation import dice_per_image
-    from ..models.segmentation import FrozenBackboneSegmenter, SegmentationMethod
-    from ..utils import seed_everything
 
     tr, te = env["train"], env["test"]
     names = list(cfg["seg_masks"])
@@ -369,12 +332,8 @@ def segmentation(encoders: dict, env, cfg, seed, progress=True) -> dict:
                                             probe_size=cfg["image_size"])
             method = SegmentationMethod(model)
             ds = _SegSet(tr, names, rows)
-            bs = min(cfg["seg_batch"], len(ds))
-            from ..train import StepBatches, Trainer
-            from ..utils import get_device
-            Trainer(method, lr=cfg["seg_lr"], weight_decay=1e-4, warmup_steps=max(1, cfg["seg_steps"] // 20),
-                    total_steps=cfg["seg_steps"], device=get_device(), seed=seed, progress=progress).fit(
-                StepBatches(ds, bs, seed=seed), steps=cfg["seg_steps"])
+            fit(method, ds, steps=cfg["seg_steps"], batch_size=cfg["seg_batch"], lr=cfg["seg_lr"], weight_decay=1e-4,
+                seed=seed, progress=progress)
             pred = torch.cat([method.predict(x_te[i:i + 128]).cpu() for i in range(0, len(x_te), 128)])
             for k, n in enumerate(names):
                 pos = g_te[:, k].flatten(1).any(1)
@@ -390,7 +349,6 @@ def silhouettes(feats_te: dict, env, cfg, seed) -> tuple[dict, dict]:
     """Silhouette (cosine, embedding space; Euclidean, 2-D t-SNE) of the three-class test images.
 
     Returns (scores, tsne_coords) with ``tsne_coords[name]`` = [n, 2] for the labelled rows."""
-    from ..viz.embeddings import project_2d, silhouette
 
     y = three_class_labels(env["test"], cfg["three_classes"])
     m = y >= 0
@@ -407,7 +365,6 @@ def silhouettes(feats_te: dict, env, cfg, seed) -> tuple[dict, dict]:
 def word_attention(adaptor, env, cfg, split: str = "test", max_images: int = 256) -> dict:
     """Text->image attention of ``cfg["attention_word"]`` (mean over layers) on images whose report contains the
     word and whose ``cfg["attention_mask"]`` mask is non-empty: dict(maps [n, h, w], masks [n, H, W], rows)."""
-    from ..models.adaptor import find_word_tokens, word_to_image_attention
 
     ds, cache = env[split], env[f"cache_{split}"]
     tok = env["text_backbone"].tokenizer
@@ -432,29 +389,8 @@ def word_attention(adaptor, env, cfg, split: str = "test", max_images: int = 256
     return {"maps": maps, "masks": torch.from_numpy(masks[rows]), "rows": rows, "positions": pos}
 
 
-def attention_scores(att: dict, seed: int = 0, n_random: int = 50) -> dict:
-    """Pointing game, attention mass / lift, relative entropy (1 = uniform) and the random-map pointing baseline."""
-    from ..eval.segmentation import attention_mass_in_mask, pointing_game
-
-    maps, masks = att["maps"], att["masks"]
-    n = int(maps.shape[0])
-    if n == 0:
-        return {"n": 0}
-    pg = pointing_game(maps, masks)
-    mass = attention_mass_in_mask(maps, masks)
-    p = maps.flatten(1).clamp_min(1e-12)
-    ent = float((-(p * p.log()).sum(1) / math.log(p.shape[1])).mean())
-    g = torch.Generator().manual_seed(seed)
-    rand = float(np.mean([pointing_game(torch.rand(maps.shape, generator=g), masks)["accuracy"]
-                          for _ in range(n_random)]))
-    return {"n": n, "pointing": pg["accuracy"], "pointing_random": rand, "mass": mass["mass"], "area": mass["area"],
-            "lift": mass["lift"], "relative_entropy": ent, "max_over_uniform": float(maps.flatten(1).max(1).values.mean()
-                                                                                      * maps[0].numel())}
-
-
 def parameter_counts(models: dict, cfg: dict) -> dict:
     """Trainable parameters (Adaptor / CLIP end-to-end / MSD) on our backbones and at the paper's size."""
-    from ..models.adaptor import paper_scale_parameter_table, trainable_parameter_table
 
     env = models["env"]
     out = {}
@@ -497,7 +433,6 @@ def evaluate_all(models: dict, cfg: dict, seed: int, progress: bool = True) -> t
 @register("adaptor_downstream", PROFILES, description="Adaptor vs end-to-end CLIP / MSD: parameters, 1/10/100 % "
           "classification and segmentation, silhouettes, word attention (chapters 07-08)")
 def adaptor_downstream(cfg: dict, seed: int) -> dict:
-    import time
 
     t0 = time.process_time()
     models = train_all(cfg, seed)
@@ -510,9 +445,6 @@ def adaptor_downstream(cfg: dict, seed: int) -> dict:
 def _parameter_models(cfg: dict) -> dict:
     """Backbones (randomly initialised: counting needs no weights) and the profile's Adaptor, as ``train_all``
     would hold them, for :func:`parameter_counts`."""
-    from ..models.adaptor import Adaptor
-    from ..models.backbones import build_frozen_text_backbone
-    from ..models.encoders import build_image_encoder
 
     img = build_image_encoder(cfg["image_encoder"], pretrained=False, in_chans=1, trainable="none")
     txt = build_frozen_text_backbone(cfg["text_encoder"])

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..pipeline import build_clip, evaluate_dual_encoder, load_benchmark
+from ..results import compare, fmt
+from ..train import fit
 from . import binned_curve, register
-from ..ledger import compare, fmt
-from ..pipeline import build_clip, evaluate_dual_encoder, load_benchmark, train_method
 
 _COMMON = dict(image_encoder="resnet18", text_encoder=None, text_trainable="none", embed_dim=128,
                proj="mlp", lr=1e-3, weight_decay=0.1, warmup_frac=0.05, batch_sizes=(16, 128),
@@ -37,8 +38,8 @@ def clip_batch_size(cfg: dict, seed: int) -> dict:
         method = build_clip(cfg, seed)
         if method.model.text_encoder.frozen:  # encode each report once per process (the cache is shared)
             method.model.text_encoder.precompute(train.texts + test.texts)
-        history = train_method(method, train, batch_size=bs, steps=steps, lr=cfg["lr"],
-                               weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed)
+        history = fit(method, train, batch_size=bs, steps=steps, lr=cfg["lr"],
+                      weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed)
         metrics = evaluate_dual_encoder(method.model, train, test, probe_fractions=cfg["probe_fractions"], seed=seed)
         metrics["steps"] = steps
         metrics["final_loss"] = float(np.mean([h["loss"] for h in history[-max(1, steps // 20):]]))

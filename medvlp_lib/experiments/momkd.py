@@ -4,7 +4,7 @@ Every experiment runs ``folds``-fold cross-validation **by case** on a simulated
 (:func:`medvlp_lib.data.pathology.simulate_cohort`, stratified folds from
 :func:`~medvlp_lib.data.pathology.cv_folds`), trains each method on the training folds with the
 class-balanced one-slide-per-step sampler (:class:`~medvlp_lib.data.pathology.SlideBatches`) and the
-shared :class:`~medvlp_lib.train.Trainer`, and reports the slide AUC on the held-out fold and on an
+shared trainer (:func:`medvlp_lib.train.fit`), and reports the slide AUC on the held-out fold and on an
 external cohort of the same "world" with a site/stain shift
 (:func:`~medvlp_lib.data.pathology.simulate_external_cohort`). Per seed the metric is the mean over
 folds (``*/auc``) and the standard deviation over folds (``*/auc_fold_std``, the paper's "±"); the
@@ -38,13 +38,18 @@ import time
 import numpy as np
 import torch
 
+from ..data.pathology import SlideBatches, cv_folds, simulate_cohort, simulate_external_cohort
+from ..data.real.clam_features import read_clam
+from ..eval import attention_quality, binary_auc
+from ..methods.momkd import MoMKD
+from ..models.mil import ABMIL, MeanPoolMIL
+from ..models.wsi import knn_graph
+from ..results import compare, fmt, summary_entry
+from ..train import fit
 from . import register
-from ..eval.zero_shot import binary_auc
-from ..ledger import compare, fmt
-from ..results import summary_entry
 
 __all__ = ["PROFILES_MAIN", "PROFILES_MEMORY", "PROFILES_ABLATIONS", "make_cohorts", "build_method",
-           "fit_method", "predict_cohort", "attention_quality", "memory_slot_usage", "active_slots", "run_cv", "METHODS", "CLAIMS"]
+           "fit_method", "predict_cohort", "memory_slot_usage", "active_slots", "run_cv", "METHODS", "CLAIMS"]
 
 # --------------------------------------------------------------------------------------------- config
 # Calibration (pilots on a quiet machine, one seed, 3 folds, not committed; numbers are fold-mean AUCs):
@@ -101,13 +106,11 @@ def make_cohorts(cfg: dict, seed: int):
     The folds still come from ``seed``.
     """
     if cfg.get("clam_root"):
-        from ..data.real.clam_features import read_clam
 
         internal = read_clam(cfg["clam_root"], label_map=cfg.get("label_map"), name="internal")
         ext = cfg.get("clam_external_root")
         external = read_clam(ext, label_map=cfg.get("label_map"), name="external") if ext else None
         return internal, external
-    from ..data.pathology import simulate_cohort, simulate_external_cohort
 
     common = dict(n_patches=tuple(cfg["n_patches"]), feature_dim=cfg["feature_dim"], n_genes=cfg["n_genes"],
                   n_modules=cfg["n_modules"], prevalence=cfg["prevalence"], signal_strength=cfg["signal_strength"],
@@ -118,7 +121,6 @@ def make_cohorts(cfg: dict, seed: int):
 
 
 def _with_graph(batch: dict) -> dict:
-    from ..models.wsi import knn_graph
 
     if batch.get("edge_index") is None:
         batch = dict(batch, edge_index=knn_graph(batch["coords"], 8))
@@ -129,8 +131,6 @@ def _with_graph(batch: dict) -> dict:
 def build_method(name: str, in_dim: int, omics_dim: int, cfg: dict, seed: int):
     """A fresh model for ``name`` (see :data:`METHODS`; ``momkd:<variant>`` for MoMKD ablations,
     ``momkd:n_slots=<n>`` for the memory-size sweep), initialised from ``seed``."""
-    from ..methods.momkd import MoMKD
-    from ..models.mil import ABMIL, MeanPoolMIL
 
     torch.manual_seed(seed)
     kw = dict(hidden_dim=cfg["hidden_dim"], shared_dim=cfg["shared_dim"], n_slots=cfg["n_slots"],
@@ -156,8 +156,6 @@ def fit_method(name: str, cohort, train_idx, cfg: dict, seed: int, progress: boo
     """Train ``name`` on ``cohort[train_idx]`` for ``cfg["epochs"]`` epochs of one slide per step
     (class-balanced sampling with replacement). MoMKD's memory is K-means initialised on the training
     slides first. Returns ``(model, history)``."""
-    from ..data.pathology import SlideBatches
-    from ..train import Trainer
 
     first = cohort[int(train_idx[0])]
     model = build_method(name, int(first.features.shape[1]), int(first.omics.shape[0]), cfg, seed)
@@ -165,11 +163,8 @@ def fit_method(name: str, cohort, train_idx, cfg: dict, seed: int, progress: boo
     if hasattr(model, "init_memory"):
         model.init_memory((_with_graph(cohort[int(i)].to_batch()) for i in train_idx),
                           seed=seed, max_patches_per_slide=500)
-    steps = max(1, int(cfg["epochs"] * len(train_idx)))
-    trainer = Trainer(model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                      warmup_steps=int(cfg["warmup_frac"] * steps), total_steps=steps, seed=seed,
-                      progress=progress, device="cpu")
-    history = trainer.fit(batches, steps)
+    history = fit(model, batches, epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                  warmup_frac=cfg["warmup_frac"], seed=seed, progress=progress, device="cpu")
     return model, history
 
 
@@ -191,22 +186,6 @@ def predict_cohort(model, cohort, idx=None) -> dict:
     return {"prob": np.asarray(probs), "label": np.asarray(labels), "scores": scores, "masks": masks}
 
 
-def attention_quality(scores, masks) -> dict:
-    """Patch-score quality against ground-truth signal patches, averaged over slides that have any:
-    ``auroc`` (AUROC of the scores for the signal patches; 0.5 = chance) and ``p_at_k`` (precision of
-    the top-k patches, k = number of signal patches of the slide)."""
-    au, pk = [], []
-    for sc, m in zip(scores, masks):
-        m = np.asarray(m, bool)
-        if sc is None or not m.any() or m.all():
-            continue
-        au.append(binary_auc(sc, m))
-        k = int(m.sum())
-        top = np.argsort(-np.asarray(sc), kind="stable")[:k]
-        pk.append(float(m[top].mean()))
-    return {"auroc": float(np.mean(au)) if au else float("nan"), "p_at_k": float(np.mean(pk)) if pk else float("nan")}
-
-
 def memory_slot_usage(model, cohort, idx) -> dict:
     """Re-count slot usage of the trained memory on the patch projections of ``cohort[idx]`` (own-class
     nearest slot, as the VQ assignment) -> active slots per class (share >= 5 %) and perplexity."""
@@ -225,7 +204,6 @@ def memory_slot_usage(model, cohort, idx) -> dict:
 
 def run_cv(cfg: dict, seed: int, methods, progress: bool = True, slot_usage: bool = False) -> dict:
     """Cross-validate every method in ``methods``; see the module docstring for the returned metrics."""
-    from ..data.pathology import cv_folds
     from tqdm.auto import tqdm
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

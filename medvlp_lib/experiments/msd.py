@@ -44,10 +44,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..methods.msd import ALBEF, MSD, MMMoCo
+from ..methods.rfbe import RFBE
+from ..pipeline import build_clip, build_dual_encoder, evaluate_dual_encoder, load_benchmark
+from ..results import compare, fmt
+from ..train import fit
 from . import binned_curve, register
 from .clip_baseline import PROFILES as _CLIP_PROFILES
-from ..ledger import compare, fmt
-from ..pipeline import build_clip, build_dual_encoder, evaluate_dual_encoder, load_benchmark, train_method
 
 __all__ = ["METHODS", "PROFILES", "build_method", "train_and_evaluate", "variant_key", "msd_vs_baselines",
            "msd_alpha_beta", "msd_loss_weights", "msd_momentum_queue", "msd_batch_size", "CLAIMS"]
@@ -76,7 +79,6 @@ _CURVES = ("loss", "loss_multi", "loss_uni", "uni_share", "target_entropy", "acc
 
 def build_method(kind: str, cfg: dict, seed: int, steps_per_epoch: int = 1):
     """A fresh training method of ``kind`` (one of :data:`METHODS`) on a dual encoder seeded by ``seed``."""
-    from ..methods.msd import ALBEF, MSD, MMMoCo
     if kind == "clip":
         return build_clip(cfg, seed)
     if kind not in METHODS:
@@ -110,8 +112,6 @@ def train_and_evaluate(kind: str, cfg: dict, seed: int, train, test, batch_size:
     Adds ``fewshot_gain@f = probe_auc@f - zero_shot_auc``, ``steps``, ``final_loss``, the loss curve and (momentum
     methods) the curves of :data:`_CURVES`.
     """
-    from ..methods.rfbe import RFBE
-
     bs = int(batch_size or cfg["batch_size"])
     steps_per_epoch = max(1, len(train) // bs)
     steps = max(1, int(cfg["epochs"] * len(train)) // bs)
@@ -120,8 +120,8 @@ def train_and_evaluate(kind: str, cfg: dict, seed: int, train, test, batch_size:
     if text.frozen:  # encode each report once per process (the cache is shared between models)
         text.precompute(train.texts + test.texts)
     trained = RFBE(method, sub_batch=int(sub_batch)) if sub_batch and int(sub_batch) < bs else method
-    history = train_method(trained, train, batch_size=bs, steps=steps, lr=cfg["lr"],
-                           weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed)
+    history = fit(trained, train, batch_size=bs, steps=steps, lr=cfg["lr"],
+                  weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed)
     metrics = evaluate_dual_encoder(_dual(method), train, test, probe_fractions=cfg["probe_fractions"], seed=seed)
     for frac in cfg["probe_fractions"]:
         metrics[f"fewshot_gain@{frac:g}"] = metrics[f"probe_auc@{frac:g}"] - metrics["zero_shot_auc"]

@@ -39,8 +39,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import CXRDataset
+from ..data.cache import cache_root
+from ..data.natural import NaturalCrops
+from ..data.reports import LABELS
+from ..eval import linear_probe_auc
+from ..methods.clip import CLIP
+from ..methods.vlcd import VLCD, Predistill, teacher_image_embedding
+from ..models.encoders import count_parameters
+from ..models.students import build_student, build_teacher
+from ..pipeline import load_benchmark
+from ..results import compare, fmt
+from ..train import fit
+from ..utils import seed_everything
 from . import register
-from ..ledger import compare, fmt
 
 FINDINGS = ("opacity", "nodule", "cardiomegaly", "device", "atelectasis")
 """The five most frequent findings of the IU X-Ray corpus (besides "normal"): our five probe tasks."""
@@ -76,8 +88,6 @@ def _profiles(**extra):
 # Shared pieces
 # ----------------------------------------------------------------------------------------------------
 def _data(cfg):
-    from ..data import CXRDataset
-    from ..pipeline import load_benchmark
     train, test = load_benchmark(cfg["image_size"], cfg["n_train"], cfg["n_test"], cfg["data_seed"])
     phone = CXRDataset("test", size=cfg["image_size"], seed=cfg["data_seed"], n=cfg["n_test"],
                        degrade=cfg["degrade"], progress=False)
@@ -93,7 +103,6 @@ def _teacher_key(cfg) -> str:
 
 def teacher_path(cfg) -> Path:
     """Where the teacher of this configuration is cached (outside the repository)."""
-    from ..data.cache import cache_root
     return cache_root() / "vlcd" / f"teacher_{_teacher_key(cfg)}.pt"
 
 
@@ -103,10 +112,6 @@ _TEACHERS: dict[str, torch.nn.Module] = {}
 def get_teacher(cfg, progress: bool = True):
     """The frozen ResNet-50 CLIP teacher: loaded from :func:`teacher_path` if present, else trained (seed 0)
     with :class:`~medvlp_lib.methods.clip.CLIP` for ``teacher_steps`` steps and saved. Kept per process."""
-    from ..methods.clip import CLIP
-    from ..models.students import build_teacher
-    from ..pipeline import train_method
-    from ..utils import seed_everything
 
     key = _teacher_key(cfg)
     if key in _TEACHERS:
@@ -120,9 +125,9 @@ def get_teacher(cfg, progress: bool = True):
     if path.is_file():
         teacher.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
     else:
-        train_method(CLIP(teacher), train, batch_size=cfg["teacher_batch"], steps=cfg["teacher_steps"],
-                     lr=cfg["teacher_lr"], weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"],
-                     seed=0, progress=progress)
+        fit(CLIP(teacher), train, batch_size=cfg["teacher_batch"], steps=cfg["teacher_steps"],
+            lr=cfg["teacher_lr"], weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"],
+            seed=0, progress=progress)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("text_encoder.")}
@@ -153,7 +158,6 @@ _CACHE: dict[tuple, object] = {}
 
 def _teacher_targets(cfg, teacher):
     """The teacher's unnormalised image embeddings of every training image (index-aligned), cached."""
-    from ..methods.vlcd import teacher_image_embedding
     key = ("train", _teacher_key(cfg))
     if key not in _CACHE:
         train, _, _ = _data(cfg)
@@ -163,7 +167,6 @@ def _teacher_targets(cfg, teacher):
 
 
 def _crops(cfg):
-    from ..data.natural import NaturalCrops
     key = ("crops", cfg["predistill_crops"], cfg["image_size"])
     if key not in _CACHE:
         _CACHE[key] = NaturalCrops(n=cfg["predistill_crops"], size=cfg["image_size"], seed=0, grayscale=True)
@@ -171,7 +174,6 @@ def _crops(cfg):
 
 
 def _crop_targets(cfg, teacher):
-    from ..methods.vlcd import teacher_image_embedding
     key = ("crop_targets", cfg["predistill_crops"], cfg["image_size"], _teacher_key(cfg))
     if key not in _CACHE:
         crops = _crops(cfg)
@@ -193,9 +195,6 @@ def probe(feature_fn, cfg, seed: int) -> dict:
     Returns ``{"clean": mean AUC, "phone": mean AUC, "clean_per_label": {...}, "phone_per_label": {...},
     "drop": clean - phone}``.
     """
-    from ..data.reports import LABELS
-    from ..eval import linear_probe_auc
-
     train, test, phone = _data(cfg)
     cols = [LABELS.index(f) for f in cfg["findings"]]
     idx = _probe_index(cfg, len(train))
@@ -223,8 +222,6 @@ def teacher_metrics(cfg, seed: int) -> dict:
 
 
 def _student(cfg, name: str, seed: int):
-    from ..models.students import build_student
-    from ..utils import seed_everything
     seed_everything(seed)
     return build_student(name, embed_dim=cfg["embed_dim"], in_chans=1, img_size=cfg["image_size"], proj="mlp")
 
@@ -234,18 +231,15 @@ def predistilled_student(cfg, name: str, seed: int, progress: bool = True):
 
     Returns ``(student, history)``; the caller gets a deep copy it may train further.
     """
-    from ..methods.vlcd import Predistill
-    from ..pipeline import train_method
-
     key = ("pre", name, seed, cfg["predistill_crops"], cfg["predistill_steps"], cfg["image_size"],
            _teacher_key(cfg))
     if key not in _CACHE:
         teacher = get_teacher(cfg)
         student = _student(cfg, name, seed)
         method = Predistill(student, teacher, teacher_cache=_crop_targets(cfg, teacher))
-        hist = train_method(method, _crops(cfg), batch_size=cfg["batch_size"], steps=cfg["predistill_steps"],
-                            lr=cfg["predistill_lr"], weight_decay=cfg["weight_decay"],
-                            warmup_frac=cfg["warmup_frac"], seed=seed, progress=progress)
+        hist = fit(method, _crops(cfg), batch_size=cfg["batch_size"], steps=cfg["predistill_steps"],
+                   lr=cfg["predistill_lr"], weight_decay=cfg["weight_decay"],
+                   warmup_frac=cfg["warmup_frac"], seed=seed, progress=progress)
         _CACHE[key] = (student, [h["cos"] for h in hist])
     student, cos = _CACHE[key]
     return copy.deepcopy(student), list(cos)
@@ -270,8 +264,6 @@ def run_variant(cfg, name: str, seed: int, lam: float, mu: float = 0.0, predisti
 
 
 def _run_variant(cfg, name, seed, lam, mu, predistill, use_teacher, progress) -> dict:
-    from ..methods.vlcd import VLCD
-    from ..pipeline import train_method
 
     teacher = get_teacher(cfg)
     train, _, _ = _data(cfg)
@@ -285,9 +277,9 @@ def _run_variant(cfg, name, seed, lam, mu, predistill, use_teacher, progress) ->
     distil = use_teacher and (lam > 0 or mu > 0)
     method = VLCD(student, teacher=teacher, lam=lam, mu=mu,
                   teacher_cache=_teacher_targets(cfg, teacher) if distil else None)
-    hist = train_method(method, train, batch_size=cfg["batch_size"], steps=cfg["steps"], lr=cfg["lr"],
-                        weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed,
-                        progress=progress)
+    hist = fit(method, train, batch_size=cfg["batch_size"], steps=cfg["steps"], lr=cfg["lr"],
+               weight_decay=cfg["weight_decay"], warmup_frac=cfg["warmup_frac"], seed=seed,
+               progress=progress)
     tail = hist[-max(1, len(hist) // 5):]
     out["final_l_t"] = float(np.mean([h["l_t"] for h in tail]))
     out["loss_curve"] = [float(h["loss"]) for h in hist]  # lists are kept per seed, not summarised
@@ -317,7 +309,6 @@ def vlcd_students(cfg: dict, seed: int) -> dict:
     ``clip_students``, ``clip`` (CLIP alone: L_t, no teacher, no predistillation); linear-probe AUC on clean
     and phone images. The teacher is one trained model (seed 0); its per-seed numbers differ only by the
     probe's seed."""
-    from ..models.encoders import count_parameters
     out = {"teacher": teacher_metrics(cfg, seed)}
     out["teacher"]["params"] = count_parameters(get_teacher(cfg).image_encoder)
     for name in cfg["students"]:

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.wsi import GATv2SlideEncoder, OmicsDecoder, OmicsEncoder, ProjectionHead, knn_graph
 from .memory import (MEMORY_MODES, ClassMemory, MemoryAttentionPool, orthogonality_loss, soft_angle_loss,
                      vq_commitment_loss)
 
@@ -66,7 +67,6 @@ class MoMKD(nn.Module):
         memory_sources: features that move the momentum memory (default: the aligned modalities).
         k: neighbours of the patch graph when a batch has ``coords`` but no ``edge_index``.
     """
-
     def __init__(self, in_dim: int, omics_dim: int, *, hidden_dim: int = 256, shared_dim: int = 128,
                  omics_hidden: int = 512, n_slots: int = 16, memory_mode: str = "momentum",
                  momentum: float = 0.99, margin: float = 0.3, tau_init: float = 0.2, dropout: float = 0.25,
@@ -75,7 +75,6 @@ class MoMKD(nn.Module):
                  align_wsi: bool = True, align_omics: bool = True, recon: bool = True, hard_max: bool = False,
                  memory_sources: Iterable[str] | None = None, k: int = 8, seed: int = 0) -> None:
         super().__init__()
-        from ..models.wsi import GATv2SlideEncoder, OmicsDecoder, OmicsEncoder, ProjectionHead
 
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}")
@@ -121,7 +120,6 @@ class MoMKD(nn.Module):
         return next(self.parameters()).device
 
     def _slide_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..models.wsi import knn_graph
 
         if not isinstance(batch, dict):  # a Slide
             batch = batch.to_batch()

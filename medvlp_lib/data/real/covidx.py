@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .rsna import _default_root, load_image_gray
+from .common import default_root, load_image_gray
 
 __all__ = ["COVIDx", "COVIDX_CLASSES", "COVIDX_BINARY", "CovidxEntry", "read_covidx_split", "LAYOUT"]
 
@@ -84,7 +84,7 @@ class COVIDx(Dataset):
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", size: int = 224):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        root = Path(root) if root is not None else _default_root("covidx", LAYOUT)
+        root = Path(root) if root is not None else default_root("covidx", LAYOUT)
         entries, self.classes = read_covidx_split(root / f"{split}.txt")
         image_dir = root / split
         if not image_dir.is_dir():

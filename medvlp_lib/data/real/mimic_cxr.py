@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .rsna import _default_root, load_image_gray
+from .common import default_root, load_image_gray
 
 __all__ = ["MIMICCXR", "RealCXRDataset", "load_image", "read_mimic_tables", "mimic_image_path", "CHEXPERT_LABELS",
            "LIBRARY_MAP", "LAYOUT", "find_table"]
@@ -200,7 +200,7 @@ class MIMICCXR(RealCXRDataset):
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", size: int = 224,
                  views: Sequence[str] = ("PA", "AP"), text: str = "findings+impression", labels: str = "library",
                  uncertain: str = "zero", one_per_study: bool = False, n: int | None = None, seed: int = 0):
-        root = Path(root) if root is not None else _default_root("mimic-cxr-jpg", LAYOUT)
+        root = Path(root) if root is not None else default_root("mimic-cxr-jpg", LAYOUT)
         split = SPLIT_ALIASES.get(split, split)
         if split not in ("train", "validate", "test"):
             raise ValueError(f"split must be train, validate (val) or test, got {split!r}")

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .common import default_root, load_image_gray, xrv_data_file
+
 __all__ = ["RSNAPneumonia", "read_rsna_labels", "load_image_gray", "xrv_data_file", "LAYOUT", "GRID"]
 
 log = logging.getLogger(__name__)
@@ -38,65 +40,6 @@ IMAGE_DIR = "stage_2_train_images"
 LAYOUT = (f"<root>/{LABELS_FILE} (patientId,x,y,width,height,Target) and <root>/{IMAGE_DIR}/<patientId>.dcm "
           f"or .png; download: https://www.kaggle.com/c/rsna-pneumonia-detection-challenge")
 COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
-
-
-def xrv_data_file(name: str) -> Path:
-    """A file shipped in ``torchxrayvision/data/`` (label CSVs in the datasets' own formats)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.origin:
-        raise FileNotFoundError(f"torchxrayvision is not installed; it ships {name}")
-    path = Path(spec.origin).parent / "data" / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is not in the installed torchxrayvision package")
-    return path
-
-
-def _default_root(sub: str, layout: str) -> Path:
-    base = os.environ.get("MEDVLP_DATA")
-    if not base:
-        raise FileNotFoundError(f"no root given and MEDVLP_DATA is not set; expected layout {layout}")
-    return Path(base) / sub
-
-
-def load_image_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Read a PNG / JPEG (PIL) or DICOM (pydicom) radiograph as float32 [H, W] in [0, 1].
-
-    DICOM: ``MONOCHROME1`` is inverted so bone is bright; values are min-max scaled. With ``size``, the image is
-    resized (bilinear) to ``size x size`` after padding the short side to a square (GLoRIA / MGCA practice).
-    """
-    path = Path(path)
-    if path.suffix.lower() in (".dcm", ".dicom"):  # RSNA/SIIM name DICOMs *.dcm, VinDr *.dicom
-        try:
-            import pydicom
-        except ImportError as err:
-            raise ImportError(f"reading DICOM {path} needs pydicom (pip install pydicom), or convert the images to "
-                              f"PNG with the same file stem") from err
-        ds = pydicom.dcmread(str(path))
-        a = ds.pixel_array.astype(np.float32)
-        if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-            a = a.max() - a
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                im = im.convert("I;16") if im.mode in ("I;16", "I;16B", "I") else im.convert("L")
-                a = np.asarray(im, dtype=np.float32)
-                a = a / (65535.0 if im.mode.startswith("I") else 255.0)
-        except UnidentifiedImageError as err:
-            raise ValueError(f"{path} is not a readable image file") from err
-    if size is not None:
-        h, w = a.shape
-        s = max(h, w)
-        pad = np.zeros((s, s), np.float32)
-        pad[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = a
-        t = torch.from_numpy(pad)[None, None]
-        a = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
-    return a
 
 
 def read_rsna_labels(csv_path: str | os.PathLike | None = None):
@@ -150,7 +93,7 @@ class RSNAPneumonia(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike | None = None, size: int = 224, csv_path=None, image_dir=None):
-        root = Path(root) if root is not None else _default_root("rsna", LAYOUT)
+        root = Path(root) if root is not None else default_root("rsna", LAYOUT)
         image_dir = Path(image_dir) if image_dir is not None else root / IMAGE_DIR
         if not image_dir.is_dir():
             raise FileNotFoundError(f"RSNA image folder {image_dir} not found; expected layout {LAYOUT}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .rsna import _default_root, load_image_gray, xrv_data_file
+from .common import default_root, load_image_gray, xrv_data_file
 
 __all__ = ["SIIMPneumothorax", "rle_decode", "rle_encode", "read_siim_rle", "LAYOUT", "GRID"]
 
@@ -123,7 +123,7 @@ class SIIMPneumothorax(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike | None = None, size: int = 224, csv_path=None, image_dir=None):
-        root = Path(root) if root is not None else _default_root("siim", LAYOUT)
+        root = Path(root) if root is not None else default_root("siim", LAYOUT)
         if image_dir is None:
             found = [root / d for d in IMAGE_DIRS if (root / d).is_dir()]
             if not found:

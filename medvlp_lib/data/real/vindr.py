@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .mimic_cxr import RealCXRDataset
-from .rsna import _default_root
+from .common import default_root, xrv_data_file
 
 __all__ = ["VinDrCXR", "read_vindr_image_labels", "read_vindr_box_labels", "LIBRARY_MAP", "LAYOUT"]
 
@@ -93,8 +93,6 @@ def read_vindr_box_labels(csv_path: str | os.PathLike | None = None):
     has that ``class_name`` (every radiologist's boxes count)."""
     import pandas as pd
 
-    from .rsna import xrv_data_file
-
     path = Path(csv_path) if csv_path is not None else xrv_data_file("vinbigdata-train.csv.gz")
     df = pd.read_csv(path)
     if not {"image_id", "class_name"} <= set(df.columns):
@@ -121,7 +119,7 @@ class VinDrCXR(RealCXRDataset):
                  n: int | None = None, seed: int = 0):
         import pandas as pd
 
-        root = Path(root) if root is not None else _default_root("vindr-cxr", LAYOUT)
+        root = Path(root) if root is not None else default_root("vindr-cxr", LAYOUT)
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if labels not in ("library", "vindr"):
