@@ -18,15 +18,16 @@ PKG = Path(medvlp_lib.__file__).parent
 # lowest first; a module may import only from a strictly lower layer or from its own package
 LAYERS = {
     "utils": 0,
-    "results": 1,
-    "data": 2, "models": 2, "train": 2,   # siblings: never import one another
-    "methods": 3,                        # training methods + losses (use data, models and the trainer)
-    "eval": 4,
-    "viz": 5,
-    "pipeline": 6,
-    "experiments": 7,
-    "ledger": 8,
-    "notebooks": 9,
+    "stats": 1,                          # the verdict protocol's statistics (pure numpy / scipy)
+    "results": 2,                        # results files, summaries, verdict helpers
+    "data": 3, "models": 3, "train": 3,  # siblings: never import one another
+    "methods": 4,                        # training methods + losses (use data, models and the trainer)
+    "eval": 5,
+    "viz": 6,
+    "pipeline": 7,
+    "experiments": 8,
+    "ledger": 9,
+    "notebooks": 10,
 }
 
 
