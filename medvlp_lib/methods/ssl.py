@@ -85,7 +85,7 @@ from ..models.backbones import build_frozen_image_backbone
 from ..models.encoders import ImageEncoder, build_image_encoder, freeze
 from ..models.tile_encoder import TileCNN
 from ..train import fit
-from ..utils import get_device, preserved_rng, safe_torch_load, seed_everything
+from ..utils import check_seed, get_device, preserved_rng, safe_torch_load, seed_everything
 
 __all__ = ["nt_xent", "SimCLR", "SSLConfig", "SSL_CODE_VERSION", "ssl_cache_path", "ssl_pretraining_images",
            "offline_pretrained_backbone", "embed_tiles"]
@@ -178,14 +178,13 @@ class SSLConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for f in ("size", "steps", "batch_size", "proj_dim"):
+        for f, lo in (("size", 1), ("steps", 1), ("batch_size", 1), ("proj_dim", 1), ("n_radiographs", 0),
+                      ("n_natural", 0)):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"SSLConfig.{f} must be a positive integer, got {v!r}")
-        for f in ("n_radiographs", "n_natural", "split_seed", "render_seed", "seed"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"SSLConfig.{f} must be a non-negative integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"SSLConfig.{f} must be an integer >= {lo}, got {v!r}")
+        for f in ("split_seed", "render_seed", "seed"):
+            check_seed(getattr(self, f), f"SSLConfig.{f}")
         if self.n_radiographs + self.n_natural < 2:
             raise ValueError("SSLConfig needs at least 2 images (n_radiographs + n_natural)")
         if not self.temperature > 0 or not self.lr > 0:
