@@ -160,7 +160,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "file", map_location="c
             raise UnsafeFileError(f"{what} {path} holds pickled Python objects besides tensors and plain containers "
                                   f"(possibly code: {glob}); it was not loaded. Delete or rebuild it; the library "
                                   f"reads torch files with weights_only=True only") from err
-        reason = next((ln for ln in lines if "Unsupported" in ln or "invalid" in ln.lower()), lines[-1] if lines else "")
+        reason = next((ln for ln in lines if "Unsupported" in ln or "invalid" in ln.lower()),
+                      lines[-1] if lines else "")
         raise ValueError(f"{what} {path} is corrupt or not a torch file (UnpicklingError: {reason})") from err
     except Exception as err:  # noqa: BLE001 -- truncated zip, wrong magic number, EOF, ...
         first = str(err).splitlines()[0] if str(err) else ""

@@ -58,7 +58,8 @@ from ..utils import check_seed
 
 __all__ = [
     "LABELS", "SYNONYMS", "IGNORED_FINDINGS", "MeshFinding", "Report", "ReportCorpus",
-    "parse_mesh_term", "map_finding", "is_known_finding", "known_finding_names", "clean_text", "load_reports", "default_reports_path",
+    "parse_mesh_term", "map_finding", "is_known_finding", "known_finding_names", "clean_text", "load_reports",
+    "default_reports_path",
     "split_ids", "unit_hash",
 ]
 

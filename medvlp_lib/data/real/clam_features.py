@@ -21,7 +21,6 @@ empty slides and missing coords always, from the file headers; NaN / inf too whe
 from __future__ import annotations
 
 import csv
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +30,7 @@ import torch
 
 from ...utils import safe_torch_load
 from ..pathology import Cohort, Slide
+from .common import default_root as common_default_root
 
 __all__ = ["write_clam", "read_clam", "load_slide_features", "slide_header", "default_root", "LAYOUT",
            "FULL_CHECK_BYTES"]
@@ -46,11 +46,8 @@ features total at most this many bytes (1 GiB); above it only the headers are ch
 
 
 def default_root(name: str = "tcga_brca") -> Path:
-    """``$MEDVLP_DATA/clam/<name>``; raises if ``MEDVLP_DATA`` is not set."""
-    base = os.environ.get("MEDVLP_DATA")
-    if not base:
-        raise FileNotFoundError(f"set MEDVLP_DATA to a folder holding clam/{name}/ in the layout {LAYOUT}")
-    return Path(base) / "clam" / name
+    """``$MEDVLP_DATA/clam/<name>``; raises ``FileNotFoundError`` naming the layout if ``MEDVLP_DATA`` is not set."""
+    return common_default_root(f"clam/{name}", LAYOUT)
 
 
 def write_clam(cohort: Sequence[Slide], root: str | Path, *, fmt: str = "h5", labels_csv: str = "labels.csv",
@@ -204,7 +201,8 @@ def slide_header(root: str | Path, slide_id: str, fmt: str = "auto") -> dict:
         path = h5
         with _open_h5(h5) as f:
             _require_datasets(h5, f, ("features", "coords"))
-            fshape, cshape, itemsize = tuple(f["features"].shape), tuple(f["coords"].shape), f["features"].dtype.itemsize
+            fshape, cshape = tuple(f["features"].shape), tuple(f["coords"].shape)
+            itemsize = f["features"].dtype.itemsize
     if len(fshape) == 3 and fshape[0] == 1:  # [1, N, D], as some extractors save it
         fshape = fshape[1:]
     dim = _check_shapes(path, fshape, cshape)
