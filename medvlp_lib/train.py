@@ -18,6 +18,7 @@ import math
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,13 +28,20 @@ from torch import nn
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
-from .utils import autocast, get_device, seed_everything
+from .utils import autocast, check_seed, get_device, safe_torch_load, seed_everything
 
 __all__ = ["fit", "warmup_cosine", "StepBatches", "Trainer", "step_seed", "param_groups", "move_to",
-           "CHECKPOINT_VERSION"]
+           "CHECKPOINT_VERSION", "CHECKPOINT_KEYS", "CheckpointError"]
 
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KEYS = ("version", "step", "history", "settings", "method", "optimizer", "scheduler", "scaler")
+"""The keys of a trainer checkpoint dict (``scaler`` may be ``None``)."""
 _CKPT_RE = re.compile(r"^ckpt_(\d{8})\.pt$")
+_TMP_RE = re.compile(r"^ckpt_\d{8}\.pt\.tmp\d+$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged: unreadable, unsafe, or not a complete trainer checkpoint dict."""
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
@@ -56,7 +64,7 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.0) ->
 
 def step_seed(seed: int, step: int) -> int:
     """A well-mixed 32-bit seed for ``(seed, step)`` (NumPy ``SeedSequence``)."""
-    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(1)[0])
+    return int(np.random.SeedSequence([check_seed(seed), check_seed(step, "step")]).generate_state(1)[0])
 
 
 def _default_collate(items):
@@ -83,7 +91,7 @@ class StepBatches:
             raise ValueError("dataset is empty")
         if drop_last and batch_size > n:
             raise ValueError(f"batch_size={batch_size} exceeds the dataset size {n} with drop_last=True")
-        self.dataset, self.batch_size, self.seed, self.drop_last = dataset, int(batch_size), int(seed), drop_last
+        self.dataset, self.batch_size, self.seed, self.drop_last = dataset, int(batch_size), check_seed(seed), drop_last
         self.collate_fn = collate_fn or _default_collate
         self.steps_per_epoch = n // self.batch_size if drop_last else -(-n // self.batch_size)
         self._perm_cache: tuple[int, np.ndarray] | None = None
@@ -158,8 +166,11 @@ class Trainer:
 
     Checkpoints: with ``ckpt_dir`` and ``ckpt_every > 0`` a checkpoint ``ckpt_<step>.pt`` is written
     atomically (temporary file + rename) every ``ckpt_every`` steps and at the end of :meth:`fit`; the
-    newest ``keep_last`` are kept. It holds the method's ``state_dict``, optimiser, scheduler, scaler,
-    step, history and the run's settings.
+    newest ``keep_last`` are kept and temporary files of killed writes are removed. It holds the method's
+    ``state_dict``, optimiser, scheduler, scaler, step, history and the run's settings
+    (:data:`CHECKPOINT_KEYS`), and is read with ``weights_only=True`` (a crafted pickle cannot run code).
+    ``fit(resume=True)`` loads the newest *good* one (:meth:`resume`: damaged newer files are set aside with
+    a warning).
     """
 
     def __init__(self, method: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 0,
@@ -190,7 +201,7 @@ class Trainer:
         self.lr, self.weight_decay, self.warmup_steps = float(lr), float(weight_decay), int(warmup_steps)
         self.total_steps = int(total_steps) if total_steps is not None else None
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
-        self.ckpt_every, self.grad_clip, self.seed = int(ckpt_every), grad_clip, int(seed)
+        self.ckpt_every, self.grad_clip, self.seed = int(ckpt_every), grad_clip, check_seed(seed)
         self.progress, self.min_lr_ratio, self.keep_last = progress, float(min_lr_ratio), int(keep_last)
         self.betas, self.eps = betas, eps
         self.step = 0
@@ -228,6 +239,8 @@ class Trainer:
                 "total_steps": self.total_steps, "min_lr_ratio": self.min_lr_ratio}
 
     def save_checkpoint(self) -> Path:
+        """Write ``ckpt_<step>.pt`` atomically (temporary ``ckpt_<step>.pt.tmp<pid>`` + ``os.replace``), keep the
+        newest ``keep_last`` and remove the temporary files that killed writes left behind."""
         if self.ckpt_dir is None:
             raise ValueError("save_checkpoint needs ckpt_dir")
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -241,21 +254,56 @@ class Trainer:
         os.replace(tmp, path)
         for old in self.checkpoints()[:-self.keep_last]:
             old.unlink(missing_ok=True)
+        for stale in self.ckpt_dir.iterdir():  # ours was renamed above: any left is from a killed write
+            if _TMP_RE.match(stale.name):
+                stale.unlink(missing_ok=True)
         return path
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
+    @staticmethod
+    def read_checkpoint(path: str | os.PathLike) -> dict:
+        """Read and check a checkpoint file without applying it: a dict with every key of
+        :data:`CHECKPOINT_KEYS` and this :data:`CHECKPOINT_VERSION`.
+
+        Read with ``torch.load(weights_only=True)`` (:func:`~medvlp_lib.utils.safe_torch_load`): a file holding
+        anything but tensors and plain containers is refused, nothing in it runs. Raises
+        :class:`CheckpointError` naming the file and what is wrong (unreadable / unsafe / not a dict / other
+        version / missing key / wrong type); ``FileNotFoundError`` if it does not exist.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # truncated / not a torch file
-            raise ValueError(f"checkpoint {path} is corrupt or not a medvlp checkpoint "
-                             f"({type(err).__name__}: {err}); delete it to restart") from err
-        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint {path} is not a medvlp trainer checkpoint (version "
-                             f"{state.get('version') if isinstance(state, dict) else None!r}, expected "
-                             f"{CHECKPOINT_VERSION})")
+            state = safe_torch_load(path, "checkpoint")
+        except ValueError as err:
+            raise CheckpointError(f"{err}; delete it to restart") from err
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {path} is not a medvlp trainer checkpoint (a {type(state).__name__}, "
+                                  f"expected a dict with keys {list(CHECKPOINT_KEYS)})")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint {path} is not a medvlp trainer checkpoint (version "
+                                  f"{state.get('version')!r}, expected {CHECKPOINT_VERSION})")
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is incomplete: missing key(s) {missing}; a trainer checkpoint "
+                                  f"holds {list(CHECKPOINT_KEYS)}")
+        types = {"step": int, "history": list, "settings": dict, "method": dict, "optimizer": dict,
+                 "scheduler": dict}
+        for key, typ in types.items():
+            if not isinstance(state[key], typ) or (key == "step" and (isinstance(state[key], bool) or state[key] < 0)):
+                raise CheckpointError(f"checkpoint {path}: key {key!r} holds {type(state[key]).__name__} "
+                                      f"{state[key] if key == 'step' else ''!s}, expected {typ.__name__}"
+                                      f"{' >= 0' if key == 'step' else ''}")
+        return state
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore method, optimiser, scheduler, scaler, step and history from ``path``.
+
+        A damaged file (see :meth:`read_checkpoint`) raises :class:`CheckpointError`; a checkpoint of another
+        run (different settings, or parameters that do not fit the method) raises ``ValueError``. Both name
+        the file.
+        """
+        path = Path(path)
+        state = self.read_checkpoint(path)
         saved, now = state["settings"], self._settings()
         diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
         if diff:
@@ -265,12 +313,46 @@ class Trainer:
             self.method.load_state_dict(state["method"])
         except RuntimeError as err:
             raise ValueError(f"checkpoint {path} does not match this method's parameters/buffers: {err}") from err
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler") is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise ValueError(f"checkpoint {path}: optimiser / scheduler state does not fit this run "
+                             f"({type(err).__name__}: {err})") from err
         self.step = int(state["step"])
         self.history = list(state["history"])
+
+    def resume(self) -> Path | None:
+        """Load the newest *good* checkpoint of ``ckpt_dir``; return its path (``None``: no checkpoint, start fresh).
+
+        Damaged checkpoints newer than it (:class:`CheckpointError`: e.g. truncated by a full disk, or not a
+        trainer file) are renamed to ``<name>.corrupt`` (kept for inspection, no longer picked up) and a
+        warning names them and the one used; resuming from an older step loses only the steps after it and
+        follows the same trajectory (batches and RNGs are functions of the step). If every checkpoint is
+        damaged, :class:`CheckpointError` lists them. A checkpoint of another run raises ``ValueError`` at once.
+        """
+        if self.optimizer is None:
+            self._build_optim()
+        bad: list[tuple[Path, CheckpointError]] = []
+        for path in reversed(self.checkpoints()):
+            try:
+                self.load_checkpoint(path)
+            except CheckpointError as err:
+                bad.append((path, err))
+                continue
+            if bad:
+                for p, _ in bad:
+                    os.replace(p, p.with_name(p.name + ".corrupt"))
+                warnings.warn(f"resume: damaged checkpoint(s) {[p.name for p, _ in bad]} in {self.ckpt_dir} "
+                              f"(renamed to *.corrupt; newest: {bad[0][1]}); resumed from {path} (step {self.step}), "
+                              f"the newest good checkpoint", RuntimeWarning, stacklevel=3)
+            return path
+        if bad:
+            raise CheckpointError(f"resume: no usable checkpoint in {self.ckpt_dir}; every one is damaged: "
+                                  + "; ".join(str(e) for _, e in bad))
+        return None
 
     # ---- training --------------------------------------------------------------------------------
     def _one_step(self, batch) -> dict:
@@ -320,8 +402,8 @@ class Trainer:
     def fit(self, batches, steps: int | None = None, resume: bool = False) -> list[dict]:
         """Train until the global step count reaches ``steps`` (default ``total_steps``); return the history.
 
-        ``batches`` needs ``.batch(step)``. With ``resume=True`` the newest checkpoint in ``ckpt_dir`` is
-        loaded first (if none exists training starts from step 0); calling ``fit`` again on the same
+        ``batches`` needs ``.batch(step)``. With ``resume=True`` the newest good checkpoint in ``ckpt_dir`` is
+        loaded first (:meth:`resume`; if none exists training starts from step 0); calling ``fit`` again on the same
         trainer continues from its current step. History entries: ``step`` (0-based), ``loss``, ``lr`` and
         every scalar the method returned.
         """
@@ -338,9 +420,10 @@ class Trainer:
         if resume and self.ckpt_dir is None:
             raise ValueError("resume=True needs ckpt_dir")
         if self.optimizer is None:
-            self._build_optim()
-            if resume and (ckpts := self.checkpoints()):
-                self.load_checkpoint(ckpts[-1])
+            if resume:
+                self.resume()
+            else:
+                self._build_optim()
         self.method.train()
         bar = tqdm(total=steps, initial=min(self.step, steps), desc=type(self.method).__name__,
                    disable=not self.progress, dynamic_ncols=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import subprocess
 from pathlib import Path
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "preserved_rng", "autocast", "git_commit", "project_root", "results_dir",
-           "lazy_exports"]
+__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "autocast", "git_commit", "project_root",
+           "results_dir", "lazy_exports", "safe_torch_load", "UnsafeFileError"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -37,11 +38,21 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is a non-negative integer.
+
+    Accepted: ``int`` and NumPy integers >= 0. Rejected (never silently converted): ``bool``, floats (``1.7``
+    would become 1), strings (``"3"``), sequences (``[1.5]``) and negative numbers. Every public function of the
+    library that takes a seed validates it here.
+    """
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices) from one integer; returns a seeded CPU generator."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -114,3 +125,44 @@ def lazy_exports(package: str, names: dict[str, str]):
         return sorted(set(names) | set(importlib.import_module(package).__dict__))
 
     return __getattr__, __dir__
+
+
+class UnsafeFileError(ValueError):
+    """A torch file holds pickled objects other than tensors and plain containers (possibly code); not loaded."""
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "file", map_location="cpu", mmap: bool = False):
+    """``torch.load(path, weights_only=True)`` with errors that name the file: the one way the library reads a
+    ``.pt`` file (checkpoints, caches, feature files).
+
+    ``weights_only=True`` unpickles tensors, numbers, strings and lists / tuples / dicts of them only; a crafted
+    pickle (a class whose ``__reduce__`` runs a command) is refused before anything runs. Raises
+    ``FileNotFoundError`` (missing), :class:`UnsafeFileError` (other objects in the pickle; never retried
+    without ``weights_only``) or ``ValueError`` (truncated / not a torch file); each names ``what`` and ``path``.
+    ``mmap=True`` maps the tensors' storage instead of reading it (shapes are then cheap to inspect; files in
+    the legacy non-zip format are read in full).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        if mmap:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        glob = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if glob is not None:
+            raise UnsafeFileError(f"{what} {path} holds pickled Python objects besides tensors and plain containers "
+                                  f"(possibly code: {glob}); it was not loaded. Delete or rebuild it; the library "
+                                  f"reads torch files with weights_only=True only") from err
+        reason = next((ln for ln in lines if "Unsupported" in ln or "invalid" in ln.lower()),
+                      lines[-1] if lines else "")
+        raise ValueError(f"{what} {path} is corrupt or not a torch file (UnpicklingError: {reason})") from err
+    except Exception as err:  # noqa: BLE001 -- truncated zip, wrong magic number, EOF, ...
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{what} {path} is corrupt or not a torch file ({type(err).__name__}: {first})") from err

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from ..utils import check_seed
 
 __all__ = [
     "TISSUE_TYPES", "Slide", "Cohort", "CohortConfig", "simulate_cohort", "simulate_external_cohort",
@@ -317,6 +319,8 @@ def simulate_slide(cfg: CohortConfig, *, label: int, n_patches: int, seed: int |
         raise ValueError(f"label must be 0 or 1, got {label!r}")
     if n_patches < 1:
         raise ValueError(f"n_patches must be >= 1, got {n_patches}")
+    seed = ([check_seed(s, f"seed[{j}]") for j, s in enumerate(seed)] if isinstance(seed, (tuple, list))
+            else check_seed(seed))
     rng = np.random.default_rng(seed)
     w = _world(cfg)
     grid, tissue = _layout(rng, n_patches)
@@ -362,6 +366,7 @@ def simulate_cohort(n_cases: int = 120, *, seed: int = 0, name: str = "internal"
     (``seed``, config). ``config`` are :class:`CohortConfig` fields, e.g. ``feature_dim=1536``,
     ``n_patches=(50, 200)``, ``signal_strength=0.5``, ``shift=1.0``.
     """
+    seed = check_seed(seed)
     unknown = set(config) - {f.name for f in dataclasses.fields(CohortConfig)}
     if unknown:
         raise TypeError(f"unknown cohort option(s) {sorted(unknown)}; allowed: "
@@ -412,6 +417,7 @@ def cv_folds(case_ids: Sequence[str], labels: Sequence[int], k: int = 5, seed: i
     All slides of a case fall in the same fold; each fold gets (about) the same share of positive
     cases. Deterministic in ``seed``.
     """
+    seed = check_seed(seed)
     case_ids = [str(c) for c in case_ids]
     labels = np.asarray(labels, dtype=np.int64)
     if len(case_ids) != len(labels):
@@ -462,7 +468,7 @@ class SlideBatches:
         self.indices = np.arange(len(cohort)) if indices is None else np.asarray(indices, dtype=np.int64)
         if self.indices.size == 0:
             raise ValueError("SlideBatches needs at least one slide index")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.balanced = balanced
         self.transform = transform
         self._cache: dict[int, dict] | None = {} if (transform is not None and cache_transform) else None

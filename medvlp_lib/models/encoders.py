@@ -247,13 +247,23 @@ def default_text_encoder_path() -> Path:
     return folder
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""A Hugging Face hub id: ``name`` or ``org/name`` (no leading ``/``, ``.``, ``~``, no deeper path)."""
+_HF_FOLDER = ("a Hugging Face model folder: config.json, the weights (model.safetensors or pytorch_model.bin) and "
+              "the tokenizer files (tokenizer.json or vocab.txt, tokenizer_config.json)")
+
+
 def _load_hf(name_or_path: str):
     from transformers import AutoModel, AutoTokenizer
 
     local = Path(name_or_path).expanduser()
     if local.exists() and not (local / "config.json").exists():
-        raise FileNotFoundError(f"text encoder folder {local} has no config.json; expected a Hugging Face "
-                                f"model folder (config.json, weights, tokenizer files)")
+        raise FileNotFoundError(f"text encoder folder {local} has no config.json; expected {_HF_FOLDER}")
+    if not local.exists() and not _HUB_ID.fullmatch(str(name_or_path)):
+        raise FileNotFoundError(f"text encoder folder {local} does not exist (and {name_or_path!r} is not a Hugging "
+                                f"Face hub id like 'org/name'); expected {_HF_FOLDER}, e.g. written by "
+                                f"AutoModel.from_pretrained(<hub id>).save_pretrained(DIR) plus the tokenizer's "
+                                f"save_pretrained(DIR)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path)
         model = AutoModel.from_pretrained(str(local) if local.exists() else name_or_path)
@@ -266,7 +276,8 @@ def _load_hf(name_or_path: str):
             f"and it is not in the local cache, or the Hub cannot be reached. Pre-download it on a machine with internet: "
             f"`huggingface-cli download {name_or_path}` (then copy the cache and set HF_HOME), or save it with "
             f"`AutoModel.from_pretrained(...).save_pretrained(DIR)` plus the tokenizer and pass name_or_path=DIR. "
-            f"Default (no download needed): name_or_path=None uses the packaged all-MiniLM-L6-v2.") from err
+            f"Default (no download needed): name_or_path=None uses the packaged all-MiniLM-L6-v2. If you meant a "
+            f"local folder: {local.resolve()} does not exist.") from err
     return tokenizer, model
 
 
