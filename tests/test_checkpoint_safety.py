@@ -260,3 +260,38 @@ def test_no_torch_load_without_weights_only_in_the_library():
                             unsafe.append(f"{f}:{i}")
     assert calls  # the scan sees the library's loads (utils.safe_torch_load, experiments/vlcd.py)
     assert not unsafe, unsafe
+
+
+@pytest.mark.parametrize("name", ["densenet121-res224-all", "resnet50-res512-all"])
+def test_torchxrayvision_weights_are_read_without_running_code(tmp_path, name):
+    """torchxrayvision reads its DenseNet / ResNet weights with weights_only=False; the library reads them itself
+    (weights_only=True; for the DenseNet's pickled model only its own layer classes are allowed)."""
+    import torchxrayvision as xrv
+
+    from medvlp_lib.models.backbones import XRV_BACKBONES, build_frozen_image_backbone
+
+    weights = XRV_BACKBONES[name][1]
+    path = tmp_path / os.path.basename(xrv.models.model_urls[weights]["weights_url"])
+    marker = tmp_path / "ran"
+    _plant(path, marker, wrap=False)
+    with pytest.raises((UnsafeFileError, ValueError), match=str(path.name)):
+        build_frozen_image_backbone(name, cache_dir=tmp_path, resize=False)
+    assert not marker.exists()
+
+
+def test_torchxrayvision_resnet_state_dict_loads(tmp_path):
+    import torchvision
+    import torchxrayvision as xrv
+
+    from medvlp_lib.models.backbones import build_frozen_image_backbone
+
+    weights = "resnet50-res512-all"
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet50(num_classes=len(xrv.models.model_urls[weights]["labels"]), weights=None)
+    ref.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    torch.save(ref.state_dict(), tmp_path / os.path.basename(xrv.models.model_urls[weights]["weights_url"]))
+    bb = build_frozen_image_backbone(weights, cache_dir=tmp_path, resize=False)
+    assert bb.out_dim == 2048
+    x = torch.rand(1, 1, 64, 64)
+    torch.testing.assert_close(bb.model.model.conv1.weight, ref.conv1.weight)
+    assert bb.forward_features(x).shape[:2] == (1, 2048)
