@@ -230,6 +230,11 @@ def test_run_folder_files_and_exact_resume_after_a_kill(tmp_path):
     assert len((run / HISTORY_FILE).read_text().splitlines()) == 9
     assert json.loads((run / RUN_FILE).read_text())["history"] == HISTORY_FILE
     assert not [p for p in run.rglob("*.tmp*")]
+    # a finished run: resume=True loads the final checkpoint and trains nothing ("load if present, else train")
+    m3, hist3 = _fit_run(run, resume=True, seed_init=123)
+    assert hist3 == ref_hist and read_run(run)["resumed_from"] == "checkpoints/ckpt_00000009.pt"
+    assert m3.dtypes == []
+    _same(ref_m, m3)
 
 
 def test_run_dir_arguments(tmp_path):
