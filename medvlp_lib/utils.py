@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "autocast", "git_commit", "project_root",
-           "results_dir", "lazy_exports", "safe_torch_load", "UnsafeFileError"]
+__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "autocast", "amp_dtype", "AMP_MODES",
+           "git_commit", "project_root", "results_dir", "lazy_exports", "safe_torch_load", "UnsafeFileError"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -73,13 +73,47 @@ def preserved_rng():
             np.random.set_state(npy)
 
 
-def autocast(device: torch.device | str):
-    """Mixed precision on CUDA only (bfloat16 where supported, else float16); a no-op elsewhere."""
+AMP_MODES = (None, "off", "bf16", "fp16", "auto")
+"""Values of the mixed-precision switch (:func:`amp_dtype`, ``Trainer(amp=...)``, ``fit(amp=...)``)."""
+
+
+def amp_dtype(amp: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype that the mixed-precision switch ``amp`` means on ``device`` (``None`` = full precision).
+
+    ``None`` / ``"off"``: full precision. ``"bf16"``: bfloat16 on CUDA (``ValueError`` if the GPU lacks it) or on
+    CPU (torch's CPU autocast). ``"fp16"``: float16, CUDA only (it needs a ``GradScaler``, see ``Trainer``).
+    ``"auto"``: bfloat16 on a CUDA device that supports it, else full precision (never float16, which needs
+    loss scaling and can overflow).
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     device = torch.device(device)
-    if device.type != "cuda":
+    if amp in (None, "off"):
+        return None
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if amp == "auto":
+        return torch.bfloat16 if cuda_bf16 else None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"amp='fp16' needs a CUDA device, got device {device}; use amp='bf16' (CPU autocast) "
+                             "or amp=None")
+        return torch.float16
+    if device.type == "cuda" and not cuda_bf16:
+        raise ValueError(f"amp='bf16': this GPU ({device}) does not support bfloat16; use amp='fp16' (with loss "
+                         "scaling) or amp=None")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"amp='bf16' is supported on CUDA and CPU devices, got {device}")
+    return torch.bfloat16
+
+
+def autocast(device: torch.device | str, amp: str | None = "auto"):
+    """Autocast context for the mixed-precision switch ``amp`` on ``device`` (see :func:`amp_dtype`); a no-op
+    when it means full precision. The default ``"auto"``: bfloat16 on a CUDA device that supports it, else off."""
+    device = torch.device(device)
+    dtype = amp_dtype(amp, device)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def project_root() -> Path:

@@ -73,7 +73,7 @@ from torch import nn
 
 from ..data.augment import ImageAugmenter, ReportAugmenter
 from .contrastive import as_scale
-from .momentum import MomentumEncoder, MomentumQueue, momentum_schedule
+from .momentum import MomentumEncoder, MomentumQueue, gather_with_offset, momentum_schedule
 
 __all__ = ["soft_targets", "msd_loss", "mm_moco_loss", "albef_loss", "uni_modal_loss", "combine_losses",
            "MULTIMODAL_LOSSES", "OWN_ID_MODES", "ALPHA_TEACHERS", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
@@ -326,13 +326,30 @@ class Views:
 
 @dataclass
 class Keys:
-    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step)."""
+    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step).
+
+    Under ``torch.distributed`` ``img``/``txt`` hold the *global* batch's keys (all ranks, rank order), ``ids``
+    their sample ids and ``offset`` the row of this rank's first query (:func:`_gather_keys`); in one process
+    ``ids`` is ``None`` (= the views' ids) and ``offset`` 0.
+    """
     img: torch.Tensor
     txt: torch.Tensor
     img_queue: torch.Tensor
     img_queue_ids: torch.Tensor
     txt_queue: torch.Tensor
     txt_queue_ids: torch.Tensor
+    ids: torch.Tensor | None = None
+    offset: int = 0
+
+
+def _gather_keys(img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor):
+    """``(img, txt, ids, offset)`` of the global batch under ``torch.distributed`` (all-gathered in rank order,
+    ``offset`` = this rank's first row), so each rank scores its queries against the same key set as one process
+    on the concatenated batch would, with positives at ``offset + i``. Single process: unchanged, offset 0."""
+    img_all, offset = gather_with_offset(img)
+    if img_all is img:
+        return img, txt, ids, 0
+    return img_all, gather_with_offset(txt)[0], gather_with_offset(ids)[0], offset
 
 
 def _default_image_aug():
@@ -486,33 +503,35 @@ class MSD(nn.Module):
         for s in range(0, b, max(chunk, 1)):
             img.append(self.momentum_encoder.run("encode_image", views.img_k[s:s + chunk]))
             txt.append(self.momentum_encoder.run("encode_text", views.txt_k[s:s + chunk]))
-        return Keys(torch.cat(img), torch.cat(txt), self.image_queue.keys(), self.image_queue.ids(),
-                    self.text_queue.keys(), self.text_queue.ids())
+        img, txt, ids, offset = _gather_keys(torch.cat(img), torch.cat(txt), views.ids)  # global batch (DDP)
+        return Keys(img, txt, self.image_queue.keys(), self.image_queue.ids(),
+                    self.text_queue.keys(), self.text_queue.ids(), ids=ids, offset=offset)
 
     def query_loss(self, views: Views, keys: Keys, start: int = 0, end: int | None = None
                    ) -> tuple[torch.Tensor, dict]:
         """Loss (mean over queries ``start:end``) of online queries against the full key set."""
         end = len(views) if end is None else end
         sl = slice(start, end)
+        ksl = slice(keys.offset + start, keys.offset + end)  # the queries' own rows in the (global) key batch
         qi = self.online.encode_image(views.img_q[sl])
         qt = self.online.encode_text(views.txt_q[sl])
         s = self.scale
-        ids = views.ids
-        pos = torch.arange(start, end, device=qi.device)
+        ids = views.ids if keys.ids is None else keys.ids
+        pos = torch.arange(ksl.start, ksl.stop, device=qi.device)
         k_img = torch.cat([keys.img, keys.img_queue]).to(qi.dtype)
         k_txt = torch.cat([keys.txt, keys.txt_queue]).to(qi.dtype)
         id_img = torch.cat([ids, keys.img_queue_ids])
         id_txt = torch.cat([ids, keys.txt_queue_ids])
-        common = dict(scale=s, pos=pos, q_ids=ids[sl], own_id=self.own_id)
+        common = dict(scale=s, pos=pos, q_ids=views.ids[sl], own_id=self.own_id)
         fn = MULTIMODAL_LOSSES[self.targets]
         alpha = self.current_alpha()
         if self.k2k == "positive":
-            ks_i2t, ks_t2i = keys.txt[sl], keys.img[sl]
+            ks_i2t, ks_t2i = keys.txt[ksl], keys.img[ksl]
         else:  # teacher: the momentum version of the query itself
-            ks_i2t, ks_t2i = keys.img[sl], keys.txt[sl]
+            ks_i2t, ks_t2i = keys.img[ksl], keys.txt[ksl]
         teach_i2t, teach_t2i = {}, {}
         if self.alpha_teacher == "momentum":  # reading (b): the momentum encoder's own query-to-key distribution
-            teach_i2t, teach_t2i = {"q_teacher": keys.img[sl]}, {"q_teacher": keys.txt[sl]}
+            teach_i2t, teach_t2i = {"q_teacher": keys.img[ksl]}, {"q_teacher": keys.txt[ksl]}
         l_i2t, p_i2t = fn(qi, k_txt, k_same=ks_i2t, alpha=alpha, beta=self.beta, key_ids=id_txt, **teach_i2t, **common)
         l_t2i, p_t2i = fn(qt, k_img, k_same=ks_t2i, alpha=alpha, beta=self.beta, key_ids=id_img, **teach_t2i, **common)
         l_multi = (l_i2t + l_t2i) / 2
@@ -532,8 +551,10 @@ class MSD(nn.Module):
         return loss, parts
 
     def set_pending(self, views: Views, keys: Keys) -> None:
-        """Remember this step's keys; :meth:`after_optimizer_step` enqueues them once."""
-        self._pending = (keys.img.detach(), keys.txt.detach(), views.ids.detach())
+        """Remember this step's keys; :meth:`after_optimizer_step` enqueues them once (this rank's rows: the queue
+        all-gathers them, so it receives the global batch in rank order)."""
+        own = slice(keys.offset, keys.offset + len(views))
+        self._pending = (keys.img[own].detach(), keys.txt[own].detach(), views.ids.detach())
 
     # --- trainer contract
     def training_step(self, batch: dict) -> dict:
