@@ -120,9 +120,9 @@ class _TorchvisionHolder(nn.Module):
 def _load_xrv_classifier(kind: str, weights: str, path: Path) -> nn.Module:
     """torchxrayvision's DenseNet / ResNet with the weights in ``path``, read with ``weights_only=True``.
 
-    torchxrayvision itself unpickles these files without the weights-only restriction, so a crafted file in its cache folder
-    would run code; here the ResNet state dict goes through :func:`medvlp_lib.utils.safe_torch_load` and the
-    DenseNet file (a pickled model) is unpickled with only :func:`_xrv_safe_globals` allowed."""
+    torchxrayvision itself unpickles these files without the weights-only restriction, so a crafted file in its
+    cache folder would run code; here the ResNet state dict goes through :func:`medvlp_lib.utils.safe_torch_load`
+    and the DenseNet file (a pickled model) is unpickled with only :func:`_xrv_safe_globals` allowed."""
     import torchvision
     import torchxrayvision as xrv
 
