@@ -163,8 +163,11 @@ def setup_notebook() -> None:
     ip = get_ipython()
     if ip is None or not hasattr(ip, "display_formatter"):
         return
-    import matplotlib.pyplot as plt  # noqa: F401  (activates the inline backend, which registers its formatters)
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
+    # the inline backend registers its own PNG formatter when the first figure loads it: load it now, then
+    # replace that formatter (a figure made and closed here is never shown)
+    plt.close(plt.figure())
     ip.display_formatter.formatters["image/png"].for_type(Figure, figure_png)
 
 

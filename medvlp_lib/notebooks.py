@@ -442,6 +442,8 @@ def colab_notebook(src: Path, root: str | Path | None = None, glue: dict | None 
     nb.metadata.pop("jupytext", None)
     for i, cell in enumerate(nb.cells):
         cell["id"] = _sha1(f"{i}:{cell.cell_type}:{cell.source}")[:8]  # stable: re-syncing does not churn
+        if cell.cell_type == "code" and "hide-input" in _tags(cell):  # collapsed in Jupyter and Colab too
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
         if cell.cell_type != "markdown":
             continue
         sha = _sha1(cell.source)
@@ -480,7 +482,7 @@ def sync(root: str | Path | None = None) -> list[Path]:
 
 def _comparable(nb) -> list:
     return [(c.cell_type, c.source.strip(), _tags(c), json.dumps(c.get("attachments", {}), sort_keys=True),
-             c.get("metadata", {}).get("medvlp", {}).get("myst_sha1")) for c in nb.cells]
+             json.dumps(c.get("metadata", {}), sort_keys=True)) for c in nb.cells]
 
 
 def _pair_problems(src: Path, dst: Path, root: str | Path | None = None) -> list[str]:

@@ -148,6 +148,28 @@ def test_a_real_progress_bar_is_stored_as_one_line(tmp_path):
 
 
 @pytest.mark.notebook
+def test_chapter_figures_are_drawn_legible_and_say_so(tmp_path):
+    """After the setup cell's setup_notebook(), figures go through medvlp_lib.book.figure_png: text that the
+    book's column would shrink below MIN_FONT_PX is enlarged, and the PNG records its smallest font."""
+    import io
+
+    from PIL import Image
+
+    from medvlp_lib import book
+    src = tmp_path / "01_fig.md"
+    _write_md(src, "from medvlp_lib.book import setup_notebook\nsetup_notebook()\nimport matplotlib.pyplot as plt\n"
+                   "fig, axes = plt.subplots(1, 4, figsize=(14, 3))\naxes[0].set_title('tiny', fontsize=6)")
+    nbrun.execute_notebook(src, tmp_path / "out.ipynb", {"PROFILE": "fast"}, timeout=120)
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    (png,) = [o.data["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if "image/png" in o.get("data", {})]
+    image = Image.open(io.BytesIO(__import__("base64").b64decode(png)))
+    pt, dpi = float(image.text["medvlp-min-font-pt"]), float(image.text["medvlp-dpi"])
+    shown = pt * dpi / 72 * min(1.0, book.COLUMN_PX / image.size[0])
+    assert shown >= book.MIN_FONT_PX - 0.1, (pt, dpi, image.size)
+
+
+@pytest.mark.notebook
 def test_figures_are_captured_even_with_a_headless_backend(tmp_path, monkeypatch):
     """The Makefile exports MPLBACKEND=Agg for the tests; executed chapters must still contain their figures."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -209,6 +231,10 @@ def test_executed_book_copies_are_clean():
         assert not warnings, f"{src.stem} shows warnings: {warnings[:3]}"
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert all("remove-cell" in c.metadata["tags"] for c in injected)
+        pngs = [o.data["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if "image/png" in o.get("data", {})]
+        unstamped = [i for i, p in enumerate(pngs) if b"medvlp-min-font-pt" not in __import__("base64").b64decode(p)]
+        assert not unstamped, f"{src.stem}: figures {unstamped} were not drawn by medvlp_lib.book.figure_png"
         assert os.path.getmtime(path) >= os.path.getmtime(src), f"{src.stem}: executed copy older than its source"
         if "plt." in src.read_text():  # a chapter that draws must show its figures in the book
             images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
