@@ -19,7 +19,7 @@ import html
 import os
 import warnings
 
-__all__ = ["glue", "building_book", "setup_notebook", "figure_png", "min_font_pt", "legible_scale",
+__all__ = ["glue", "building_book", "setup_notebook", "figure_png", "min_font_pt", "legible_scale", "drawn_width_in",
            "verdict_table_html", "collapsed", "COLUMN_PX", "MIN_FONT_PX", "VERDICT_COLOURS"]
 
 #: set (to "1") by the book's runner for the kernels it starts
@@ -94,16 +94,25 @@ def _in_figure(text) -> bool:
     return axes is None or axes.get_visible()
 
 
+def drawn_width_in(fig) -> float:
+    """Width in inches of the PNG ``figure_png`` makes: the tight bounding box plus its padding."""
+    import matplotlib
+    fig.draw_without_rendering()  # runs the layout engine, so the box is the one that will be drawn
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    return tight.width + 2 * matplotlib.rcParams["savefig.pad_inches"]
+
+
 def legible_scale(fig, column_px: float = COLUMN_PX, min_px: float = MIN_FONT_PX) -> float:
     """Factor by which ``fig``'s text must grow so its smallest font shows at ``min_px`` in the column.
 
-    A figure ``w`` inches wide at ``dpi`` is ``w * dpi`` px and shown at ``min(1, column_px / (w * dpi))`` of
-    that, so a ``f`` pt font shows at ``f * dpi / 72 * scale`` px. Returns 1.0 when it is legible already.
+    A PNG ``w`` inches wide (``drawn_width_in``) at ``dpi`` is ``w * dpi`` px and shown at
+    ``min(1, column_px / (w * dpi))`` of that, so a ``f`` pt font shows at ``f * dpi / 72 * scale`` px.
+    Returns 1.0 when it is legible already, at most ``MAX_TEXT_SCALE``.
     """
     smallest = min_font_pt(fig)
     if smallest is None:
         return 1.0
-    width_px = fig.get_figwidth() * fig.dpi
+    width_px = drawn_width_in(fig) * fig.dpi
     shown_px = smallest * fig.dpi / 72 * min(1.0, column_px / width_px)
     return max(1.0, min(MAX_TEXT_SCALE, min_px / shown_px))
 
@@ -136,9 +145,13 @@ def figure_png(fig):
     browser check computes the smallest font each figure shows in the rendered page.
     """
     from IPython.core.pylabtools import print_figure
-    k = legible_scale(fig)
-    if k > 1.0:
+    total = 1.0
+    for _ in range(4):  # larger text widens the tight box a little, so check again
+        k = min(legible_scale(fig), MAX_TEXT_SCALE / total)
+        if k <= 1.005:
+            break
         _scale_text(fig, k)
+        total *= k
     smallest = min_font_pt(fig)
     meta = {"medvlp-dpi": f"{fig.dpi:.1f}"}
     if smallest is not None:

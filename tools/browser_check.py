@@ -42,7 +42,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 MAX_OUTPUT_LINES = 60
-MAX_SHOT_HEIGHT = 16000
+MAX_SHOT_HEIGHT = 40000
 MIN_FONT_PX = 9.0  # medvlp_lib.book.MIN_FONT_PX (repeated so the check runs without the library installed)
 SKIP_DIRS = {"_static", "_sources", "_images", "_panels_static", "_sphinx_design_static"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
