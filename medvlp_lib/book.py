@@ -24,9 +24,9 @@ __all__ = ["glue", "building_book", "setup_notebook", "figure_png", "min_font_pt
 
 #: set (to "1") by the book's runner for the kernels it starts
 BOOK_ENV = "MEDVLP_BOOK_BUILD"
-#: width in CSS px of the book's text column at a 1280 px window (sphinx-book-theme, measured by
-#: ``tools/browser_check.py``, which fails if a figure lands narrower than this assumes)
-COLUMN_PX = 740
+#: width in CSS px a figure may take in the book at a 1280 px window: sphinx-book-theme's text column is
+#: 688 px (``tools/browser_check.py`` reports it per page and fails on any figure whose text then shows too small)
+COLUMN_PX = 680
 #: smallest font a figure may show at its displayed size, in CSS px
 MIN_FONT_PX = 9.0
 #: largest factor ``figure_png`` enlarges a figure's text by

@@ -26,7 +26,7 @@ def test_legible_scale_follows_the_column_arithmetic():
     ax.set_title("t", fontsize=7)
     ax.tick_params(labelsize=7)
     width = book.drawn_width_in(fig) * 100
-    assert book.legible_scale(fig) == pytest.approx(9 / (7 * 100 / 72 * 740 / width))
+    assert book.legible_scale(fig) == pytest.approx(9 / (7 * 100 / 72 * book.COLUMN_PX / width))
     small, ax2 = plt.subplots(figsize=(5, 3), dpi=100)
     ax2.set_title("t", fontsize=7)
     ax2.tick_params(labelsize=7)

@@ -79,12 +79,15 @@ def test_png_text_reads_what_figure_png_writes(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medvlp_lib.book import figure_png
+    from PIL import Image
+
+    from medvlp_lib.book import COLUMN_PX, MIN_FONT_PX, figure_png
     fig, ax = plt.subplots(figsize=(14, 3))
     ax.set_title("a wide figure", fontsize=7)
     (tmp_path / "f.png").write_bytes(figure_png(fig))
     plt.close(fig)
     meta = bc.png_text(tmp_path / "f.png")
-    # 14 in at 100 dpi shows at 740/1400 of its size: 7 pt text would show at 5.1 px, so it was enlarged
-    shown = float(meta["medvlp-min-font-pt"]) * float(meta["medvlp-dpi"]) / 72 * 740 / (14 * float(meta["medvlp-dpi"]))
-    assert shown >= 9.0 - 1e-6
+    width = Image.open(tmp_path / "f.png").size[0]
+    # a 14 in figure shows at well under half its size: 7 pt text would land near 4 px, so it was enlarged
+    shown = float(meta["medvlp-min-font-pt"]) * float(meta["medvlp-dpi"]) / 72 * min(1, COLUMN_PX / width)
+    assert shown >= MIN_FONT_PX - 0.05 and bc.MIN_FONT_PX == MIN_FONT_PX

@@ -88,8 +88,8 @@ PROBE = r"""
     if (lines > %(max_lines)d)
       problems.push(['output block too long', `${lines} lines: ` + pre.textContent.slice(0, 60)]);
   }
-  // prose wider than the column
-  const right = article.getBoundingClientRect().right + 1;
+  // prose wider than the column (the article's content box)
+  const right = article.getBoundingClientRect().right - parseFloat(getComputedStyle(article).paddingRight) + 1;
   const proseSel = 'p, li, dt, dd, h1, h2, h3, h4, h5, h6, blockquote, .admonition, table, '
                    + 'mjx-container[display="true"]';
   for (const el of article.querySelectorAll(proseSel)) {
@@ -100,7 +100,7 @@ PROBE = r"""
                  || el.scrollWidth > el.clientWidth + 2 && getComputedStyle(el).overflowX === 'visible';
     const px = Math.round(Math.max(r.width, el.scrollWidth));
     if (wide && r.width > 0) problems.push(['prose wider than the column',
-      `<${el.tagName.toLowerCase()}> ${px} px in ${Math.round(article.clientWidth)} px: ` + el.innerText.slice(0, 60)]);
+      `<${el.tagName.toLowerCase()}> ${px} px past the column: ` + el.innerText.slice(0, 60)]);
   }
   // images and links for Python to check
   const images = [...document.querySelectorAll('img')].map(img => ({
@@ -108,7 +108,8 @@ PROBE = r"""
     shown: img.getBoundingClientRect().width, natural: img.naturalWidth,
     output: !!img.closest('.cell_output')}));
   const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
-  return JSON.stringify({problems, images, links, column: article.clientWidth,
+  const pad = parseFloat(getComputedStyle(article).paddingLeft) + parseFloat(getComputedStyle(article).paddingRight);
+  return JSON.stringify({problems, images, links, column: article.clientWidth - pad,
                          height: Math.ceil(document.documentElement.scrollHeight)});
 })()
 """
