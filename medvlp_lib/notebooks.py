@@ -722,6 +722,14 @@ def build_html(root: str | Path | None = None, strict: bool = True) -> Path:
     for extra in ("results",):
         if (root / extra).is_dir():
             shutil.copytree(root / extra, stage / extra)
+    # an incremental build does not recopy an edited book/_static file (e.g. medvlp.css): build afresh then
+    out_static, own = root / BUILD / "html" / "_static", root / "book" / "_static"
+    if (out_static.is_dir() and own.is_dir()
+            and any(f.is_file() and (not (out_static / f.relative_to(own)).is_file()
+                                     or (out_static / f.relative_to(own)).read_bytes() != f.read_bytes())
+                    for f in own.rglob("*"))):
+        for old in ("html", ".doctrees", "jupyter_execute"):
+            shutil.rmtree(root / BUILD / old, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(stage), "--path-output", str(root),
            "--builder", "html"]

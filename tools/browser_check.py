@@ -356,8 +356,15 @@ def run(html: Path, out: Path | None, width: int = 1280, pages: list[str] | None
         loop.run_until_complete(browser.connect())
         for page in todo:
             t0 = time.perf_counter()
+            redirect = re.search(r"""<meta[^>]+http-equiv=["']refresh["'][^>]+url=([^"'>]+)""",
+                                 page.read_text(errors="replace"), re.I)
             try:
-                rep = check_page(browser, base, html, page, out, anchors)
+                if redirect:  # a redirect page (e.g. index.html -> book/intro.html): its target must exist
+                    target = (page.parent / redirect.group(1).strip()).resolve()
+                    rep = {"page": page.relative_to(html).as_posix(), "problems": [] if target.exists() else
+                           [["broken redirect", f"{redirect.group(1)} does not exist"]]}
+                else:
+                    rep = check_page(browser, base, html, page, out, anchors)
             except Exception as exc:  # one page failing to load fails that page, not the run
                 rep = {"page": page.relative_to(html).as_posix(), "problems": [["page did not load", repr(exc)]]}
             rep["seconds"] = round(time.perf_counter() - t0, 2)
