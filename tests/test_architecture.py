@@ -27,7 +27,7 @@ LAYERS = {
     "pipeline": 7,
     "experiments": 8,
     "ledger": 9,
-    "notebooks": 10,
+    "notebooks": 10, "book": 10,        # the papermill runner / the chapters' helpers (glue, figures, tables)
 }
 
 
