@@ -1,0 +1,381 @@
+"""Efficiency measurements: peak memory and CPU time of a training set-up in its own process, and FLOPs.
+
+What ``benchmarks/bench_rfbe.py`` (RFBE vs naive MSD training) and ``benchmarks/bench_adaptor.py`` (the Adaptor
+on cached embeddings vs CLIP end to end) measure, as library functions that chapter 04 calls directly.
+
+RFBE vs naive (:func:`rfbe_benchmark`)
+--------------------------------------
+For each effective batch two set-ups are measured, EACH IN ITS OWN PYTHON PROCESS (:func:`measure_in_subprocess`
+runs :func:`measure_training` there) so that its peak memory is its own:
+
+* ``naive``: ``MSD.training_step`` on the whole batch, one ``backward`` (activations of all B queries live at once);
+* ``rfbe``: ``RFBE(MSD, sub_batch, chunk_views=True)``: views built ``sub_batch`` rows at a time, momentum keys
+  for all sub-batches without gradients, then the query branch sub-batch by sub-batch with gradient
+  accumulation (:mod:`medvlp_lib.methods.rfbe`).
+
+Both do the optimiser step, one EMA update and one enqueue per step, on synthetic films and reports built just in
+time for each step (:func:`bench_batch`); the model is :func:`build_bench_method` (a small GroupNorm CNN + hashed
+bag-of-words dual encoder, or the paper's Swin-Tiny + BERT).
+
+Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the child's peak resident set size
+(:func:`peak_rss_mb`), reported as ``peak_mb`` (whole process, including the Python + torch runtime),
+``net_peak_mb`` (peak minus the RSS right after the imports: model, optimiser, inputs and training, the analogue
+of CUDA's allocated memory, on which the memory target is judged) and ``train_mb`` (peak above the RSS after
+building model and optimiser).
+
+Time: each child runs one intra-op thread, times ``steps`` steps after one warm-up step, and reports the MEDIAN
+step; each setting runs in ``repeats`` processes, interleaved with the other settings (the order of naive / rfbe
+alternates between rounds), and the row holds the median over them. On CPU time is process CPU time
+(``time.process_time``: the work done, much less sensitive than wall time to other jobs on the machine); on CUDA
+wall time after ``synchronize``.
+
+Targets: RFBE's net peak memory at the largest batch within :data:`MEM_RATIO_TARGET` x its value at the smallest;
+where RFBE runs one sub-batch (batch <= sub-batch: exactly naive's work) its time within
+:data:`TIME_RATIO_SAME_WORK` x naive's, and above it strictly faster than naive (ratio < :data:`TIME_RATIO_ABOVE`).
+
+FLOPs (:func:`count_flops`) are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
+convolutions and attention, forward and backward), which needs no trained weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..methods.msd import MSD
+from ..methods.rfbe import RFBE
+from ..models.paper_msd import PAPER, build_paper_dual
+from ..models.toy import ToyDualEncoder
+
+__all__ = ["rss_mb", "peak_rss_mb", "bench_batch", "build_bench_method", "measure_training",
+           "measure_in_subprocess", "combine_repeats", "rfbe_benchmark", "format_rfbe_report", "count_flops",
+           "MEM_RATIO_TARGET", "TIME_RATIO_SAME_WORK", "TIME_RATIO_ABOVE", "ARCHS"]
+
+MEM_RATIO_TARGET = 1.25
+"""RFBE's net peak memory at the largest effective batch / at the smallest (issue 3)."""
+TIME_RATIO_SAME_WORK = 1.05
+"""RFBE / naive time per sample where RFBE runs one sub-batch (batch <= sub-batch), i.e. does naive's work."""
+TIME_RATIO_ABOVE = 1.0
+"""RFBE / naive time per sample must be below this above the sub-batch (RFBE faster than naive)."""
+ARCHS = ("small", "paper", "paper-random")
+
+_WORDS = ("heart size normal lungs are clear no pneumothorax pleural effusion cardiomegaly opacity left right "
+          "lower upper lobe consolidation atelectasis stable mediastinum degenerative changes thoracic spine "
+          "granuloma calcified emphysema edema mild moderate small large bilateral acute process").split()
+
+
+# ----------------------------------------------------------------------------------------------------
+# memory of this process
+# ----------------------------------------------------------------------------------------------------
+def rss_mb() -> float:
+    """Current resident set size of this process in MB (``/proc/self/statm``; Linux)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (MB): ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    Not ``getrusage(...).ru_maxrss``: Linux carries the maximum RSS across ``fork`` + ``execve``, so a child
+    started from a large parent (a Jupyter kernel holding gigabytes) reports at least the parent's RSS at fork
+    time; ``VmHWM`` belongs to the child's own address space. ``ru_maxrss`` is the fallback elsewhere (macOS
+    reports it in bytes).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+# ----------------------------------------------------------------------------------------------------
+# one training set-up
+# ----------------------------------------------------------------------------------------------------
+def bench_batch(n: int, size: int, step: int) -> dict:
+    """A deterministic synthetic batch for step ``step``: ``dict(image [n, 1, size, size] uniform in [0, 1],
+    text (n reports of three 4-word sentences from a 36-word radiology vocabulary), index [n] = sample ids)``."""
+    for name, v in (("n", n), ("size", size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    g = torch.Generator().manual_seed(1000 + step)
+    words = torch.randint(len(_WORDS), (n, 12), generator=g).tolist()
+    texts = [". ".join(" ".join(_WORDS[w] for w in row[i:i + 4]) for i in (0, 4, 8)) + "." for row in words]
+    return dict(image=torch.rand(n, 1, size, size, generator=g), text=texts,
+                index=torch.arange(step * n, (step + 1) * n))
+
+
+def build_bench_method(size: int, dim: int = 128, queue: int = 4096, arch: str = "small") -> MSD:
+    """The MSD method the RFBE benchmark trains (seeded: the same weights in every process).
+
+    ``arch``: ``"small"`` -- a :class:`~medvlp_lib.models.toy.ToyDualEncoder` with 3 GroupNorm conv blocks
+    (16, 32, 64 channels) and a hashed bag-of-words text tower, ``dim``-d embeddings; ``"paper"`` -- the paper's
+    pretrained Swin-Tiny + Bio_ClinicalBERT at ``size`` px (needs the weights in the Hugging Face cache);
+    ``"paper-random"`` -- the same Swin-Tiny with random weights and a 2-layer BERT (offline). Queue ``queue``.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    torch.manual_seed(0)
+    if arch == "small":
+        return MSD(ToyDualEncoder(dim, channels=(16, 32, 64), strides=(1, 2, 2), norm="groupnorm", groups=4, pool=1,
+                                  vocab=4096, token_dim=64, text_hidden=128, text_act="gelu"), queue_size=queue)
+    if arch == "paper":
+        dual = build_paper_dual(image_size=size, pretrained=True)
+    else:
+        from transformers import BertConfig
+
+        dual = build_paper_dual(image_size=size, pretrained=False, embed_dim=dim, text_config=BertConfig(
+            vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512))
+    return MSD(dual, queue_size=queue, momentum=PAPER["momentum"])
+
+
+def measure_training(mode: str, batch: int, sub_batch: int = 32, steps: int = 5, size: int = 64, dim: int = 128,
+                     queue: int = 4096, device: str = "cpu", arch: str = "small") -> dict:
+    """Train ``steps`` + 1 steps of one set-up in THIS process and return its row (see the module docstring).
+
+    ``mode``: ``"naive"`` or ``"rfbe"`` (sub-batch ``sub_batch``). Sets one intra-op thread. Row keys: ``mode``,
+    ``batch``, ``sub_batch``, ``size``, ``steps``, ``s_per_step`` / ``cpu_s_per_step`` (median over the timed
+    steps, wall / process CPU), their means (``*_mean``), the per-step lists ``wall_s_steps`` / ``cpu_s_steps``, ``ms_per_sample`` /
+    ``cpu_ms_per_sample`` (median step / batch), ``loss``, ``device``, ``arch``, ``loadavg_1min``, and the memory
+    keys ``peak_mb``, ``net_peak_mb``, ``runtime_mb``, ``base_mb``, ``train_mb``, ``memory``. Run it in a fresh
+    process (:func:`measure_in_subprocess`) for a peak memory of its own.
+    """
+    if mode not in ("naive", "rfbe"):
+        raise ValueError(f"mode must be 'naive' or 'rfbe', got {mode!r}")
+    for name, v in (("batch", batch), ("sub_batch", sub_batch), ("steps", steps)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    torch.set_num_threads(1)
+    dev = torch.device(device)
+    runtime = rss_mb()  # the Python + torch runtime (CUDA libraries included) before anything is built
+    method = build_bench_method(size, dim, queue, arch).to(dev)
+    runner = RFBE(method, sub_batch=sub_batch, chunk_views=True) if mode == "rfbe" else method
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = rss_mb()
+    base_cuda = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
+    times, cpu_times, loss = [], [], float("nan")
+    for s in range(steps + 1):
+        b = bench_batch(batch, size, s)  # built just in time: one batch of inputs alive at once, as from a loader
+        b["image"] = b["image"].to(dev)
+        t0, c0 = time.perf_counter(), time.process_time()
+        opt.zero_grad(set_to_none=True)
+        torch.manual_seed(s)
+        out = runner.training_step(b)
+        if not getattr(runner, "manual_backward", False):
+            out["loss"].backward()
+        opt.step()
+        runner.after_optimizer_step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if s > 0:  # step 0 is a warm-up
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+        loss = float(out["loss"].detach()) if hasattr(out["loss"], "detach") else float(out["loss"])
+        del b, out
+    wall, cpu = statistics.median(times), statistics.median(cpu_times)
+    row = {"mode": mode, "batch": batch, "sub_batch": sub_batch if mode == "rfbe" else batch, "size": size,
+           "steps": steps, "s_per_step": wall, "s_per_step_mean": sum(times) / len(times),
+           "ms_per_sample": 1e3 * wall / batch, "cpu_s_per_step": cpu,
+           "cpu_s_per_step_mean": sum(cpu_times) / len(cpu_times), "cpu_ms_per_sample": 1e3 * cpu / batch,
+           "wall_s_steps": times, "cpu_s_steps": cpu_times,
+           "loss": loss, "device": dev.type, "arch": arch, "loadavg_1min": os.getloadavg()[0]}
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        row.update(peak_mb=peak, net_peak_mb=peak, base_mb=base_cuda, runtime_mb=0.0, train_mb=peak - base_cuda,
+                   memory="cuda_max_allocated")
+    else:
+        peak = peak_rss_mb()
+        row.update(peak_mb=peak, net_peak_mb=peak - runtime, runtime_mb=runtime, base_mb=base, train_mb=peak - base,
+                   memory="cpu_peak_rss")
+    return row
+
+
+_CHILD = ("import json, sys; from medvlp_lib.eval.efficiency import measure_training; "
+          "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
+
+
+def measure_in_subprocess(mode: str, batch: int, **settings) -> dict:
+    """:func:`measure_training` (``mode``, ``batch``, ``settings``) in a fresh Python process with one OpenMP / MKL
+    thread, importing this copy of the library. Returns its row, or ``{"mode", "batch", "error"}`` (the child's
+    last line of stderr) if it failed."""
+    kwargs = {"mode": mode, "batch": batch, **settings}
+    lib_root = str(Path(__file__).resolve().parents[2])  # the folder holding medvlp_lib/
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([lib_root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(kwargs)], capture_output=True, text=True,
+                          env=env, cwd=lib_root)
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        return {"mode": mode, "batch": batch, "error": err}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def combine_repeats(reps: Sequence[dict]) -> dict:
+    """One row from the repeated measurements (processes) of one setting: times = the MEDIAN over repeats (each
+    already the median of its steps), memory = the median over repeats (the upper one for an even count); every
+    repeat's values are kept in ``*_all``. Rows with ``"error"`` are dropped (all failed: the first is returned)."""
+    ok = [r for r in reps if "error" not in r]
+    if not ok:
+        return dict(reps[0])
+    row = dict(ok[0])
+    for key in ("cpu_ms_per_sample", "ms_per_sample", "s_per_step", "cpu_s_per_step"):
+        row[key] = float(statistics.median(r[key] for r in ok))
+    for key in ("peak_mb", "net_peak_mb", "train_mb", "runtime_mb", "base_mb"):
+        row[key] = float(statistics.median_high(r[key] for r in ok))
+    for key in ("cpu_ms_per_sample", "ms_per_sample", "peak_mb", "net_peak_mb", "loadavg_1min"):
+        row[f"{key}_all"] = [r[key] for r in ok]
+    row["loadavg_1min"] = float(statistics.median(r["loadavg_1min"] for r in ok))
+    row["repeats"] = len(ok)
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------
+# the RFBE vs naive comparison
+# ----------------------------------------------------------------------------------------------------
+def rfbe_benchmark(batches: Sequence[int] = (32, 64, 128, 256, 512), *, sub_batch: int = 32, steps: int = 5,
+                   repeats: int = 3, size: int = 64, dim: int = 128, queue: int = 4096, device: str = "cpu",
+                   arch: str = "small", progress: bool = True,
+                   measure: Callable[..., dict] = measure_in_subprocess) -> dict:
+    """Naive vs RFBE at every effective batch in ``batches``, each setting in ``repeats`` interleaved processes.
+
+    Returns the benchmark record (what ``results/bench_rfbe.json`` holds without its provenance): the settings,
+    ``loadavg_before`` / ``loadavg_after``, ``rows`` (one per (batch, mode), :func:`combine_repeats`, with
+    ``time_ratio_vs_naive`` (CPU time on CPU, wall time on CUDA), ``wall_time_ratio_vs_naive``,
+    ``cpu_time_ratio_vs_naive``, ``time_target`` and ``time_ok`` on the RFBE rows) and ``targets`` (memory ratios
+    from the smallest to the largest batch, the time verdicts). ``measure``: how one setting is measured (default:
+    in a fresh process).
+    """
+    batches = [int(b) for b in batches]
+    for name, v in (("sub_batch", sub_batch), ("steps", steps), ("repeats", repeats)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not batches or min(batches) < 1:
+        raise ValueError(f"batches must be positive effective batch sizes, got {batches}")
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    from tqdm.auto import tqdm
+
+    settings = dict(sub_batch=sub_batch, steps=steps, size=size, dim=dim, queue=queue, device=device, arch=arch)
+    load_before = os.getloadavg()
+    # each (mode, batch) is measured in `repeats` separate processes, interleaved (the order of naive / rfbe
+    # alternates between rounds) so that a burst of load on the shared machine does not hit one setting only
+    jobs = [(mode, b) for r in range(repeats) for b in batches
+            for mode in (("naive", "rfbe") if r % 2 == 0 else ("rfbe", "naive"))]
+    raw = [measure(mode, b, **settings) for mode, b in tqdm(jobs, desc="bench_rfbe", disable=not progress)]
+    rows = [combine_repeats([x for x in raw if x["mode"] == mode and x["batch"] == b])
+            for b in batches for mode in ("naive", "rfbe")]
+    load_after = os.getloadavg()
+    cuda = device == "cuda"
+    naive = {r["batch"]: r for r in rows if r["mode"] == "naive" and "error" not in r}
+    rfbe = {r["batch"]: r for r in rows if r["mode"] == "rfbe" and "error" not in r}
+    for r in rows:
+        if r["mode"] == "rfbe" and "error" not in r and r["batch"] in naive:
+            n = naive[r["batch"]]
+            r["wall_time_ratio_vs_naive"] = r["ms_per_sample"] / n["ms_per_sample"]
+            r["cpu_time_ratio_vs_naive"] = r["cpu_ms_per_sample"] / n["cpu_ms_per_sample"]
+            r["time_ratio_vs_naive"] = r["wall_time_ratio_vs_naive" if cuda else "cpu_time_ratio_vs_naive"]
+            same_work = r["batch"] <= sub_batch
+            r["time_target"] = TIME_RATIO_SAME_WORK if same_work else TIME_RATIO_ABOVE
+            r["time_ok"] = bool(r["time_ratio_vs_naive"] <= TIME_RATIO_SAME_WORK if same_work
+                                else r["time_ratio_vs_naive"] < TIME_RATIO_ABOVE)
+    lo, hi = min(batches), max(batches)
+
+    def ratio(table, key):
+        return table[hi][key] / max(table[lo][key], 1e-9) if lo in table and hi in table else None
+
+    mem_ratio, net_ratio = ratio(rfbe, "peak_mb"), ratio(rfbe, "net_peak_mb")
+    time_ok = [r["time_ok"] for r in rows if "time_ok" in r]
+    targets = {
+        "rfbe_peak_ratio_max_vs_min_batch": mem_ratio, "rfbe_peak_ratio_target": MEM_RATIO_TARGET,
+        "rfbe_memory_ok": None if mem_ratio is None else bool(mem_ratio <= MEM_RATIO_TARGET),
+        "rfbe_net_peak_ratio_max_vs_min_batch": net_ratio,
+        "rfbe_net_memory_ok": None if net_ratio is None else bool(net_ratio <= MEM_RATIO_TARGET),
+        "rfbe_train_mb_ratio_max_vs_min_batch": ratio(rfbe, "train_mb"),
+        "naive_peak_ratio_max_vs_min_batch": ratio(naive, "peak_mb"),
+        "naive_net_peak_ratio_max_vs_min_batch": ratio(naive, "net_peak_mb"),
+        "time_ratio_target": TIME_RATIO_SAME_WORK, "time_ratio_target_above_sub_batch": TIME_RATIO_ABOVE,
+        "time_judged_on": "wall" if cuda else "process_cpu_time", "time_statistic": "median",
+        "rfbe_time_ok_all": bool(time_ok) and all(time_ok), "batches": [lo, hi],
+    }
+    return {"device": device, "threads": 1, "cpu_count": os.cpu_count(), "size": size, "dim": dim, "queue": queue,
+            "sub_batch": sub_batch, "steps": steps, "repeats": repeats, "arch": arch, "chunk_views": True,
+            "loadavg_before": list(load_before), "loadavg_after": list(load_after), "rows": rows,
+            "targets": targets}
+
+
+def format_rfbe_report(rec: dict) -> str:
+    """The table and target lines of an :func:`rfbe_benchmark` record, as the benchmark prints them."""
+    t, cuda = rec["targets"], rec["device"] == "cuda"
+    lo, hi = t["batches"]
+    mem_name = "CUDA max allocated" if cuda else "peak RSS of the child process"
+    lines = [f"\nRFBE vs naive MSD training ({rec['device']}, one thread, {rec['size']} px, sub-batch "
+             f"{rec['sub_batch']}, queue {rec['queue']}). peak = {mem_name}; net = peak minus the Python+torch "
+             f"runtime measured before the model is built; train = peak above the RSS after building model and "
+             f"optimiser. time = median of {rec['steps']} steps, median of {rec['repeats']} interleaved processes, "
+             f"{'wall' if cuda else 'process CPU'} time per sample",
+             f"{'batch':>6} {'mode':>6} {'peak MB':>8} {'net MB':>8} {'train MB':>9} {'cpu ms/s':>9} "
+             f"{'wall ms/s':>10} {'t/naive':>8} {'target':>7} {'time ok':>8} {'load':>5}"]
+    for r in rec["rows"]:
+        if "error" in r:
+            lines.append(f"{r['batch']:>6} {r['mode']:>6} error: {r['error']}")
+            continue
+        rt = f"{r['time_ratio_vs_naive']:.2f}" if "time_ratio_vs_naive" in r else "-"
+        tg = ("<=" if r["batch"] <= rec["sub_batch"] else "<") + f"{r['time_target']:.2f}" if "time_target" in r \
+            else "-"
+        ok = ("yes" if r["time_ok"] else "NO") if "time_ok" in r else "-"
+        lines.append(f"{r['batch']:>6} {r['mode']:>6} {r['peak_mb']:>8.0f} {r['net_peak_mb']:>8.0f} "
+                     f"{r['train_mb']:>9.0f} {r['cpu_ms_per_sample']:>9.2f} {r['ms_per_sample']:>10.2f} {rt:>8} "
+                     f"{tg:>7} {ok:>8} {r['loadavg_1min']:>5.1f}")
+
+    def f(x):
+        return "n/a" if x is None else f"{x:.2f}"
+
+    def verdict(ok):
+        return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+    same = [r for r in rec["rows"] if "time_ok" in r and r["batch"] <= rec["sub_batch"]]
+    above = [r for r in rec["rows"] if "time_ok" in r and r["batch"] > rec["sub_batch"]]
+    lines += [
+        f"\ntarget RFBE memory at batch {hi} / at batch {lo} <= {MEM_RATIO_TARGET}: net of runtime "
+        f"{f(t['rfbe_net_peak_ratio_max_vs_min_batch'])} {verdict(t['rfbe_net_memory_ok'])}; whole process "
+        f"{f(t['rfbe_peak_ratio_max_vs_min_batch'])} {verdict(t['rfbe_memory_ok'])} (naive: net "
+        f"{f(t['naive_net_peak_ratio_max_vs_min_batch'])}, whole process {f(t['naive_peak_ratio_max_vs_min_batch'])})",
+        f"target RFBE time / naive <= {TIME_RATIO_SAME_WORK} where it does naive's work (batch <= sub-batch "
+        f"{rec['sub_batch']}): " + (", ".join(f"{r['time_ratio_vs_naive']:.2f} at {r['batch']}" for r in same)
+                                     or "no such batch") + f" {verdict(all(r['time_ok'] for r in same) if same else None)}",
+        f"target RFBE time / naive < {TIME_RATIO_ABOVE} above the sub-batch: "
+        + (", ".join(f"{r['time_ratio_vs_naive']:.2f} at {r['batch']}" for r in above) or "no such batch")
+        + f" {verdict(all(r['time_ok'] for r in above) if above else None)}",
+        f"({t['time_judged_on']}, median) load average before {rec['loadavg_before'][0]:.2f}, after "
+        f"{rec['loadavg_after'][0]:.2f} on {rec['cpu_count']} cores (wall-clock ratios depend on it; CPU-time "
+        f"ratios much less)"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# FLOPs
+# ----------------------------------------------------------------------------------------------------
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of ``fn()`` (forward and, if ``fn`` calls it, backward) as counted by
+    ``torch.utils.flop_counter.FlopCounterMode``: matrix products, convolutions and attention (2 per
+    multiply-add); element-wise work (norms, activations, softmax) is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
