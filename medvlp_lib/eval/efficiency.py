@@ -50,13 +50,18 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..methods.adaptor import AdaptorMethod
+from ..methods.clip import CLIP
 from ..methods.msd import MSD
 from ..methods.rfbe import RFBE
+from ..models.adaptor import Adaptor, tokens_from_feature_map
+from ..models.encoders import DualEncoder
 from ..models.paper_msd import PAPER, build_paper_dual
 from ..models.toy import ToyDualEncoder
 
 __all__ = ["rss_mb", "peak_rss_mb", "bench_batch", "build_bench_method", "measure_training",
            "measure_in_subprocess", "combine_repeats", "rfbe_benchmark", "format_rfbe_report", "count_flops",
+           "adaptor_vs_clip_flops",
            "MEM_RATIO_TARGET", "TIME_RATIO_SAME_WORK", "TIME_RATIO_ABOVE", "ARCHS"]
 
 MEM_RATIO_TARGET = 1.25
@@ -379,3 +384,50 @@ def count_flops(fn: Callable[[], object]) -> int:
     with counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def adaptor_vs_clip_flops(image_encoder, text_encoder, images: torch.Tensor, texts: Sequence[str], *,
+                          width: int = 768, num_heads: int = 12, adaptor_embed_dim: int = 512, clip_embed_dim: int = 128,
+                          proj: str = "mlp") -> dict:
+    """FLOPs per sample (:func:`count_flops`) of the three ways chapter 07 compares, on one batch:
+
+    * ``clip_train``: one CLIP training step end to end (forward + backward through both backbones and heads);
+    * ``cache_build``: one forward pass of both frozen backbones (the embedding cache, paid once);
+    * ``adaptor_train``: one :class:`~medvlp_lib.methods.adaptor.AdaptorMethod` step (forward + backward) on the
+      cached tokens (an Adaptor of ``width`` / ``num_heads`` / ``adaptor_embed_dim`` on the backbones' token widths;
+      text tokens as the text encoder pads them, the Adaptor computing on the real ones).
+
+    ``image_encoder`` / ``text_encoder``: trainable encoders of :mod:`medvlp_lib.models.encoders`
+    (``forward_features`` / ``forward_tokens``); ``images`` [B, C, H, W], ``texts`` B strings (B >= 2). Returns the
+    three counts, ``clip_over_adaptor`` (= clip_train / adaptor_train) and the token counts.
+    """
+    if len(texts) != len(images) or len(texts) < 2:
+        raise ValueError(f"images and texts must hold the same number (>= 2) of samples, got {len(images)} and "
+                         f"{len(texts)}")
+    for name, enc in (("image_encoder", image_encoder), ("text_encoder", text_encoder)):
+        if not any(p.requires_grad for p in enc.parameters()):
+            raise ValueError(f"{name} is frozen; pass a trainable encoder (trainable='all') so that the end-to-end "
+                             f"step back-propagates through it")
+    n = len(texts)
+    texts = list(texts)
+    clip = CLIP(DualEncoder(image_encoder, text_encoder, embed_dim=clip_embed_dim, proj=proj))
+    clip_flops = count_flops(lambda: clip.training_step({"image": images, "text": texts})["loss"].backward())
+    clip.zero_grad(set_to_none=True)
+    box = {}
+
+    def build():
+        with torch.no_grad():
+            fmap = image_encoder.forward_features(images)
+            image_encoder.pool(fmap)                                  # the pooled feature the cache also stores
+            box["img"] = tokens_from_feature_map(fmap)
+            box["txt"], box["mask"] = text_encoder.forward_tokens(texts)
+
+    cache_flops = count_flops(build)
+    adaptor = AdaptorMethod(Adaptor(int(box["img"].shape[-1]), int(box["txt"].shape[-1]), width=width,
+                                    embed_dim=adaptor_embed_dim, num_heads=num_heads))
+    batch = {"img_tokens": box["img"], "txt_tokens": box["txt"].float(), "txt_mask": box["mask"].bool()}
+    adaptor_flops = count_flops(lambda: adaptor.training_step(batch)["loss"].backward())
+    return {"clip_train": clip_flops / n, "cache_build": cache_flops / n, "adaptor_train": adaptor_flops / n,
+            "clip_over_adaptor": clip_flops / max(adaptor_flops, 1), "image_tokens": int(box["img"].shape[1]),
+            "text_tokens_padded": int(box["mask"].shape[1]),
+            "text_tokens_mean": float(box["mask"].float().sum(1).mean())}
