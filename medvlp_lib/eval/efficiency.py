@@ -151,10 +151,10 @@ def measure_training(mode: str, batch: int, sub_batch: int = 32, steps: int = 5,
 
     ``mode``: ``"naive"`` or ``"rfbe"`` (sub-batch ``sub_batch``). Sets one intra-op thread. Row keys: ``mode``,
     ``batch``, ``sub_batch``, ``size``, ``steps``, ``s_per_step`` / ``cpu_s_per_step`` (median over the timed
-    steps, wall / process CPU), their means (``*_mean``), the per-step lists ``wall_s_steps`` / ``cpu_s_steps``, ``ms_per_sample`` /
-    ``cpu_ms_per_sample`` (median step / batch), ``loss``, ``device``, ``arch``, ``loadavg_1min``, and the memory
-    keys ``peak_mb``, ``net_peak_mb``, ``runtime_mb``, ``base_mb``, ``train_mb``, ``memory``. Run it in a fresh
-    process (:func:`measure_in_subprocess`) for a peak memory of its own.
+    steps, wall / process CPU), their means (``*_mean``), the per-step lists ``wall_s_steps`` / ``cpu_s_steps``,
+    ``ms_per_sample`` / ``cpu_ms_per_sample`` (median step / batch), ``loss``, ``device``, ``arch``,
+    ``loadavg_1min``, and the memory keys ``peak_mb``, ``net_peak_mb``, ``runtime_mb``, ``base_mb``, ``train_mb``,
+    ``memory``. Run it in a fresh process (:func:`measure_in_subprocess`) for a peak memory of its own.
     """
     if mode not in ("naive", "rfbe"):
         raise ValueError(f"mode must be 'naive' or 'rfbe', got {mode!r}")
@@ -354,17 +354,20 @@ def format_rfbe_report(rec: dict) -> str:
 
     same = [r for r in rec["rows"] if "time_ok" in r and r["batch"] <= rec["sub_batch"]]
     above = [r for r in rec["rows"] if "time_ok" in r and r["batch"] > rec["sub_batch"]]
+
+    def ratios(rows):
+        return ", ".join(f"{r['time_ratio_vs_naive']:.2f} at {r['batch']}" for r in rows) or "no such batch"
+
+    def all_ok(rows):
+        return verdict(all(r["time_ok"] for r in rows) if rows else None)
     lines += [
         f"\ntarget RFBE memory at batch {hi} / at batch {lo} <= {MEM_RATIO_TARGET}: net of runtime "
         f"{f(t['rfbe_net_peak_ratio_max_vs_min_batch'])} {verdict(t['rfbe_net_memory_ok'])}; whole process "
         f"{f(t['rfbe_peak_ratio_max_vs_min_batch'])} {verdict(t['rfbe_memory_ok'])} (naive: net "
         f"{f(t['naive_net_peak_ratio_max_vs_min_batch'])}, whole process {f(t['naive_peak_ratio_max_vs_min_batch'])})",
         f"target RFBE time / naive <= {TIME_RATIO_SAME_WORK} where it does naive's work (batch <= sub-batch "
-        f"{rec['sub_batch']}): " + (", ".join(f"{r['time_ratio_vs_naive']:.2f} at {r['batch']}" for r in same)
-                                     or "no such batch") + f" {verdict(all(r['time_ok'] for r in same) if same else None)}",
-        f"target RFBE time / naive < {TIME_RATIO_ABOVE} above the sub-batch: "
-        + (", ".join(f"{r['time_ratio_vs_naive']:.2f} at {r['batch']}" for r in above) or "no such batch")
-        + f" {verdict(all(r['time_ok'] for r in above) if above else None)}",
+        f"{rec['sub_batch']}): {ratios(same)} {all_ok(same)}",
+        f"target RFBE time / naive < {TIME_RATIO_ABOVE} above the sub-batch: {ratios(above)} {all_ok(above)}",
         f"({t['time_judged_on']}, median) load average before {rec['loadavg_before'][0]:.2f}, after "
         f"{rec['loadavg_after'][0]:.2f} on {rec['cpu_count']} cores (wall-clock ratios depend on it; CPU-time "
         f"ratios much less)"]
@@ -387,8 +390,8 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def adaptor_vs_clip_flops(image_encoder, text_encoder, images: torch.Tensor, texts: Sequence[str], *,
-                          width: int = 768, num_heads: int = 12, adaptor_embed_dim: int = 512, clip_embed_dim: int = 128,
-                          proj: str = "mlp") -> dict:
+                          width: int = 768, num_heads: int = 12, adaptor_embed_dim: int = 512,
+                          clip_embed_dim: int = 128, proj: str = "mlp") -> dict:
     """FLOPs per sample (:func:`count_flops`) of the three ways chapter 07 compares, on one batch:
 
     * ``clip_train``: one CLIP training step end to end (forward + backward through both backbones and heads);
