@@ -2,9 +2,9 @@
 
 A command-line wrapper over :func:`medvlp_lib.eval.efficiency.rfbe_benchmark` (read its module docstring for what
 is measured and how). For each effective batch (32, 64, 128, 256, 512) naive MSD training and RFBE (sub-batch 32,
-views built per sub-batch) each run in ``--repeats`` separate processes, interleaved; a row holds the median over
-them of each process's median step (process CPU time per sample on CPU, wall time on CUDA) and the median peak
-memory. Model: a small dual encoder (a 3-layer GroupNorm CNN on 64 px single-channel images and a hashed-token
+views built per sub-batch) each run alone in a process for their peak memory, and together in one process, steps
+alternating, for their time (process CPU time per sample on CPU, wall time on CUDA; at least ``--min-samples``
+samples each); every measurement in ``--repeats`` processes, interleaved, and a row holds the medians. Model: a small dual encoder (a 3-layer GroupNorm CNN on 64 px single-channel images and a hashed-token
 bag-of-words text tower, 128-d embeddings, queue 4,096), synthetic images and reports built just in time for each
 step; nothing is downloaded.
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 1 warm-up)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="processes per setting, interleaved; median time and memory (default 3; quick 1)")
+    ap.add_argument("--min-samples", type=int, default=1280,
+                    help="samples each set-up trains in a paired timing process (more steps at small batches)")
     ap.add_argument("--size", type=int, default=None, help="image side in pixels (default 64; quick 32)")
     ap.add_argument("--dim", type=int, default=128, help="embedding size")
     ap.add_argument("--queue", type=int, default=4096, help="queue size per modality")
@@ -59,8 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.device == "mps":
             args.device = "cpu"  # no peak-memory counter comparable to RSS / CUDA
     batches = args.batches or ([32, 128] if args.quick else [32, 64, 128, 256, 512])
-    rec = rfbe_benchmark(batches, sub_batch=args.sub_batch, steps=args.steps, repeats=args.repeats, size=args.size,
-                         dim=args.dim, queue=args.queue, device=args.device, arch=args.arch)
+    rec = rfbe_benchmark(batches, sub_batch=args.sub_batch, steps=args.steps, repeats=args.repeats,
+                         min_samples=args.min_samples, size=args.size, dim=args.dim, queue=args.queue,
+                         device=args.device, arch=args.arch)
     rec["quick"] = args.quick
     print(format_rfbe_report(rec))
     if not args.no_write:

@@ -58,22 +58,40 @@ def test_bench_child_in_process_and_combine():
 
 
 def test_bench_targets_same_work_and_above_the_sub_batch():
-    """The time targets: <= 1.05x naive where RFBE runs one sub-batch (naive's work), < 1x above it."""
-    cpu = {("naive", 32): 2.0, ("rfbe", 32): 2.08, ("naive", 64): 2.0, ("rfbe", 64): 2.02,
-           ("naive", 128): 3.0, ("rfbe", 128): 2.0}
+    """The time targets: <= 1.05x naive where RFBE runs one sub-batch (naive's work), < 1x above it; time comes
+    from the paired runs (ratio within a process), memory from the isolated ones."""
+    ratio = {32: 1.04, 64: 1.01, 128: 0.67}
+    calls = []
 
     def fake(mode, batch, **settings):
-        return {"mode": mode, "batch": batch, "cpu_ms_per_sample": cpu[mode, batch], "ms_per_sample": 1.0,
-                "s_per_step": 1.0, "cpu_s_per_step": 1.0, "peak_mb": 900.0, "net_peak_mb": 200.0 + batch,
-                "train_mb": 100.0, "runtime_mb": 700.0, "base_mb": 800.0, "loadavg_1min": 1.0}
+        calls.append((mode, batch, settings["steps"]))
+        if mode == "paired":
+            return {"mode": "paired", "batch": batch, "cpu_ratio": ratio[batch], "wall_ratio": 1.0,
+                    "naive": {"cpu_ms_per_sample": 3.0, "ms_per_sample": 4.0},
+                    "rfbe": {"cpu_ms_per_sample": 3.0 * ratio[batch], "ms_per_sample": 4.0}}
+        return {"mode": mode, "batch": batch, "cpu_ms_per_sample": 9.0, "ms_per_sample": 9.0, "s_per_step": 1.0,
+                "cpu_s_per_step": 1.0, "peak_mb": 900.0, "net_peak_mb": 200.0 + batch, "train_mb": 100.0,
+                "runtime_mb": 700.0, "base_mb": 800.0, "loadavg_1min": 1.0}
 
-    rec = efficiency.rfbe_benchmark([32, 64, 128], sub_batch=32, repeats=2, progress=False, measure=fake)
-    ok = {r["batch"]: r["time_ok"] for r in rec["rows"] if r["mode"] == "rfbe"}
+    rec = efficiency.rfbe_benchmark([32, 64, 128], sub_batch=32, repeats=2, steps=5, min_samples=320,
+                                    progress=False, measure=fake)
+    assert sorted(calls) == sorted([(m, b, 5) for m in ("naive", "rfbe") for b in (32, 64, 128)] * 2
+                                   + [("paired", 32, 10), ("paired", 64, 5), ("paired", 128, 5)] * 2)
+    rows = {(r["mode"], r["batch"]): r for r in rec["rows"]}
+    ok = {b: rows["rfbe", b]["time_ok"] for b in (32, 64, 128)}
     assert ok == {32: True, 64: False, 128: True}      # 1.04 <= 1.05; 1.01 is not faster; 0.67 is
-    assert rec["targets"]["rfbe_time_ok_all"] is False and rec["targets"]["time_statistic"] == "median"
+    assert rows["rfbe", 128]["cpu_ms_per_sample"] == pytest.approx(2.01)   # paired times, not the isolated 9.0
+    assert rows["naive", 32]["cpu_ms_per_sample_isolated"] == 9.0 and rows["naive", 32]["time_source"] == "paired"
+    assert rec["targets"]["rfbe_time_ok_all"] is False and rec["targets"]["time_statistic"] == "median, paired"
     assert rec["targets"]["rfbe_net_peak_ratio_max_vs_min_batch"] == pytest.approx(328 / 232)
     text = efficiency.format_rfbe_report(rec)
     assert "MISSED" in text and "1.04 at 32 met" in text
+
+
+def test_measure_paired_alternates_both_set_ups():
+    out = efficiency.measure_paired(4, sub_batch=2, steps=2, size=16, dim=16, queue=32)
+    assert out["mode"] == "paired" and len(out["naive"]["cpu_s_steps"]) == 2 == len(out["rfbe"]["cpu_s_steps"])
+    assert out["cpu_ratio"] == pytest.approx(out["rfbe"]["cpu_ms_per_sample"] / out["naive"]["cpu_ms_per_sample"])
 
 
 def test_bench_child_runs_in_its_own_process():

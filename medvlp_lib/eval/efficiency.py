@@ -5,8 +5,7 @@ on cached embeddings vs CLIP end to end) measure, as library functions that chap
 
 RFBE vs naive (:func:`rfbe_benchmark`)
 --------------------------------------
-For each effective batch two set-ups are measured, EACH IN ITS OWN PYTHON PROCESS (:func:`measure_in_subprocess`
-runs :func:`measure_training` there) so that its peak memory is its own:
+For each effective batch two set-ups (:class:`TrainingSetup`) are compared:
 
 * ``naive``: ``MSD.training_step`` on the whole batch, one ``backward`` (activations of all B queries live at once);
 * ``rfbe``: ``RFBE(MSD, sub_batch, chunk_views=True)``: views built ``sub_batch`` rows at a time, momentum keys
@@ -17,17 +16,20 @@ Both do the optimiser step, one EMA update and one enqueue per step, on syntheti
 time for each step (:func:`bench_batch`); the model is :func:`build_bench_method` (a small GroupNorm CNN + hashed
 bag-of-words dual encoder, or the paper's Swin-Tiny + BERT).
 
-Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the child's peak resident set size
+Memory: each set-up runs alone in its own Python process (:func:`measure_in_subprocess` runs
+:func:`measure_training` there) so that its peak memory is its own. On CUDA ``torch.cuda.max_memory_allocated``;
+on CPU the child's peak resident set size
 (:func:`peak_rss_mb`), reported as ``peak_mb`` (whole process, including the Python + torch runtime),
 ``net_peak_mb`` (peak minus the RSS right after the imports: model, optimiser, inputs and training, the analogue
 of CUDA's allocated memory, on which the memory target is judged) and ``train_mb`` (peak above the RSS after
 building model and optimiser).
 
-Time: each child runs one intra-op thread, times ``steps`` steps after one warm-up step, and reports the MEDIAN
-step; each setting runs in ``repeats`` processes, interleaved with the other settings (the order of naive / rfbe
-alternates between rounds), and the row holds the median over them. On CPU time is process CPU time
-(``time.process_time``: the work done, much less sensitive than wall time to other jobs on the machine); on CUDA
-wall time after ``synchronize``.
+Time: both set-ups are built in ONE process (:func:`measure_paired`, one intra-op thread) and their steps
+alternate, so that both see the same load; each reports its MEDIAN step, and the RFBE / naive ratio is taken within
+the process. Every measurement runs in ``repeats`` processes, interleaved with the other settings, and the row holds
+the median over them. On CPU time is process CPU time (``time.process_time``: the work done, much less sensitive
+than wall time to other jobs on the machine; but not immune: other processes on the same cores evict caches, which
+is why the comparison is paired); on CUDA wall time after ``synchronize``.
 
 Targets: RFBE's net peak memory at the largest batch within :data:`MEM_RATIO_TARGET` x its value at the smallest;
 where RFBE runs one sub-batch (batch <= sub-batch: exactly naive's work) its time within
@@ -39,6 +41,7 @@ convolutions and attention, forward and backward), which needs no trained weight
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -59,9 +62,9 @@ from ..models.encoders import DualEncoder
 from ..models.paper_msd import PAPER, build_paper_dual
 from ..models.toy import ToyDualEncoder
 
-__all__ = ["rss_mb", "peak_rss_mb", "bench_batch", "build_bench_method", "measure_training",
-           "measure_in_subprocess", "combine_repeats", "rfbe_benchmark", "format_rfbe_report", "count_flops",
-           "adaptor_vs_clip_flops",
+__all__ = ["rss_mb", "peak_rss_mb", "bench_batch", "build_bench_method", "TrainingSetup", "measure_training",
+           "measure_paired", "measure", "measure_in_subprocess", "combine_repeats", "rfbe_benchmark",
+           "format_rfbe_report", "count_flops", "adaptor_vs_clip_flops",
            "MEM_RATIO_TARGET", "TIME_RATIO_SAME_WORK", "TIME_RATIO_ABOVE", "ARCHS"]
 
 MEM_RATIO_TARGET = 1.25
@@ -145,28 +148,65 @@ def build_bench_method(size: int, dim: int = 128, queue: int = 4096, arch: str =
     return MSD(dual, queue_size=queue, momentum=PAPER["momentum"])
 
 
-def measure_training(mode: str, batch: int, sub_batch: int = 32, steps: int = 5, size: int = 64, dim: int = 128,
-                     queue: int = 4096, device: str = "cpu", arch: str = "small") -> dict:
-    """Train ``steps`` + 1 steps of one set-up in THIS process and return its row (see the module docstring).
+class TrainingSetup:
+    """One training set-up of the benchmark: ``mode`` ``"naive"`` (``MSD.training_step`` on the whole batch, one
+    ``backward``) or ``"rfbe"`` (``RFBE(MSD, sub_batch, chunk_views=True)``), with its AdamW optimiser, on
+    :func:`build_bench_method` (``size``, ``dim``, ``queue``, ``arch``) on ``device``."""
 
-    ``mode``: ``"naive"`` or ``"rfbe"`` (sub-batch ``sub_batch``). Sets one intra-op thread. Row keys: ``mode``,
-    ``batch``, ``sub_batch``, ``size``, ``steps``, ``s_per_step`` / ``cpu_s_per_step`` (median over the timed
-    steps, wall / process CPU), their means (``*_mean``), the per-step lists ``wall_s_steps`` / ``cpu_s_steps``,
-    ``ms_per_sample`` / ``cpu_ms_per_sample`` (median step / batch), ``loss``, ``device``, ``arch``,
-    ``loadavg_1min``, and the memory keys ``peak_mb``, ``net_peak_mb``, ``runtime_mb``, ``base_mb``, ``train_mb``,
-    ``memory``. Run it in a fresh process (:func:`measure_in_subprocess`) for a peak memory of its own.
-    """
-    if mode not in ("naive", "rfbe"):
-        raise ValueError(f"mode must be 'naive' or 'rfbe', got {mode!r}")
-    for name, v in (("batch", batch), ("sub_batch", sub_batch), ("steps", steps)):
+    def __init__(self, mode: str, sub_batch: int = 32, size: int = 64, dim: int = 128, queue: int = 4096,
+                 device: str = "cpu", arch: str = "small"):
+        if mode not in ("naive", "rfbe"):
+            raise ValueError(f"mode must be 'naive' or 'rfbe', got {mode!r}")
+        if isinstance(sub_batch, bool) or not isinstance(sub_batch, int) or sub_batch < 1:
+            raise ValueError(f"sub_batch must be a positive integer, got {sub_batch!r}")
+        self.mode, self.size, self.device = mode, size, torch.device(device)
+        self.method = build_bench_method(size, dim, queue, arch).to(self.device)
+        self.runner = RFBE(self.method, sub_batch=sub_batch, chunk_views=True) if mode == "rfbe" else self.method
+        self.opt = torch.optim.AdamW([p for p in self.method.parameters() if p.requires_grad], lr=1e-3)
+
+    def step(self, batch: int, s: int) -> tuple[float, float, float]:
+        """Training step number ``s`` on :func:`bench_batch` (``batch`` rows; built before the clock starts):
+        zero grads, forward + backward, optimiser step, EMA update + enqueue. Returns ``(wall s, CPU s, loss)``."""
+        b = bench_batch(batch, self.size, s)  # built just in time: one batch of inputs alive at once, as from a loader
+        b["image"] = b["image"].to(self.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        self.opt.zero_grad(set_to_none=True)
+        torch.manual_seed(s)
+        out = self.runner.training_step(b)
+        if not getattr(self.runner, "manual_backward", False):
+            out["loss"].backward()
+        self.opt.step()
+        self.runner.after_optimizer_step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        loss = out["loss"]
+        return wall, cpu, float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+
+
+def _check_positive(**values) -> None:
+    for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def measure_training(mode: str, batch: int, sub_batch: int = 32, steps: int = 5, size: int = 64, dim: int = 128,
+                     queue: int = 4096, device: str = "cpu", arch: str = "small") -> dict:
+    """Train ``steps`` + 1 steps of one set-up (:class:`TrainingSetup`) in THIS process and return its row: peak
+    memory (see the module docstring) and the time of the steps after the first (a warm-up).
+
+    Sets one intra-op thread. Row keys: ``mode``, ``batch``, ``sub_batch``, ``size``, ``steps``, ``s_per_step`` /
+    ``cpu_s_per_step`` (median over the timed steps, wall / process CPU), their means (``*_mean``), the per-step
+    lists ``wall_s_steps`` / ``cpu_s_steps``, ``ms_per_sample`` / ``cpu_ms_per_sample`` (median step / batch),
+    ``loss``, ``device``, ``arch``, ``loadavg_1min``, and the memory keys ``peak_mb``, ``net_peak_mb``,
+    ``runtime_mb``, ``base_mb``, ``train_mb``, ``memory``. Run it in a fresh process (:func:`measure_in_subprocess`)
+    for a peak memory of its own.
+    """
+    _check_positive(batch=batch, steps=steps)
     torch.set_num_threads(1)
     dev = torch.device(device)
     runtime = rss_mb()  # the Python + torch runtime (CUDA libraries included) before anything is built
-    method = build_bench_method(size, dim, queue, arch).to(dev)
-    runner = RFBE(method, sub_batch=sub_batch, chunk_views=True) if mode == "rfbe" else method
-    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-3)
+    setup = TrainingSetup(mode, sub_batch, size, dim, queue, device, arch)
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -174,23 +214,10 @@ def measure_training(mode: str, batch: int, sub_batch: int = 32, steps: int = 5,
     base_cuda = torch.cuda.memory_allocated() / 2**20 if dev.type == "cuda" else 0.0
     times, cpu_times, loss = [], [], float("nan")
     for s in range(steps + 1):
-        b = bench_batch(batch, size, s)  # built just in time: one batch of inputs alive at once, as from a loader
-        b["image"] = b["image"].to(dev)
-        t0, c0 = time.perf_counter(), time.process_time()
-        opt.zero_grad(set_to_none=True)
-        torch.manual_seed(s)
-        out = runner.training_step(b)
-        if not getattr(runner, "manual_backward", False):
-            out["loss"].backward()
-        opt.step()
-        runner.after_optimizer_step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        wall, cpu, loss = setup.step(batch, s)
         if s > 0:  # step 0 is a warm-up
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)
-        loss = float(out["loss"].detach()) if hasattr(out["loss"], "detach") else float(out["loss"])
-        del b, out
+            times.append(wall)
+            cpu_times.append(cpu)
     wall, cpu = statistics.median(times), statistics.median(cpu_times)
     row = {"mode": mode, "batch": batch, "sub_batch": sub_batch if mode == "rfbe" else batch, "size": size,
            "steps": steps, "s_per_step": wall, "s_per_step_mean": sum(times) / len(times),
@@ -209,13 +236,49 @@ def measure_training(mode: str, batch: int, sub_batch: int = 32, steps: int = 5,
     return row
 
 
-_CHILD = ("import json, sys; from medvlp_lib.eval.efficiency import measure_training; "
-          "print(json.dumps(measure_training(**json.loads(sys.argv[1]))))")
+def measure_paired(batch: int, sub_batch: int = 32, steps: int = 5, size: int = 64, dim: int = 128,
+                   queue: int = 4096, device: str = "cpu", arch: str = "small") -> dict:
+    """Time naive and RFBE training of the same model (same initial weights, same batches) in THIS process, their
+    steps alternating naive, rfbe | rfbe, naive | ... after one warm-up step each, so that both see the same load
+    on a shared machine; sets one intra-op thread.
+
+    Returns ``dict(mode="paired", batch, steps, naive / rfbe = dict(cpu_s_steps, wall_s_steps,
+    cpu_ms_per_sample, ms_per_sample (median step / batch)), cpu_ratio / wall_ratio (rfbe / naive medians),
+    loadavg_1min)``. No memory: both set-ups live in this process.
+    """
+    _check_positive(batch=batch, steps=steps)
+    torch.set_num_threads(1)
+    setups = {m: TrainingSetup(m, sub_batch, size, dim, queue, device, arch) for m in ("naive", "rfbe")}
+    times = {m: ([], []) for m in setups}
+    for s in range(steps + 1):
+        for m in (("naive", "rfbe") if s % 2 == 0 else ("rfbe", "naive")):
+            wall, cpu, _ = setups[m].step(batch, s)
+            if s > 0:
+                times[m][0].append(wall)
+                times[m][1].append(cpu)
+    out = {"mode": "paired", "batch": batch, "steps": steps, "loadavg_1min": os.getloadavg()[0]}
+    for m, (wall, cpu) in times.items():
+        out[m] = {"wall_s_steps": wall, "cpu_s_steps": cpu, "ms_per_sample": 1e3 * statistics.median(wall) / batch,
+                  "cpu_ms_per_sample": 1e3 * statistics.median(cpu) / batch}
+    out["cpu_ratio"] = out["rfbe"]["cpu_ms_per_sample"] / out["naive"]["cpu_ms_per_sample"]
+    out["wall_ratio"] = out["rfbe"]["ms_per_sample"] / out["naive"]["ms_per_sample"]
+    return out
+
+
+def measure(mode: str, batch: int, **settings) -> dict:
+    """:func:`measure_paired` for ``mode="paired"``, else :func:`measure_training` (``"naive"`` / ``"rfbe"``)."""
+    if mode == "paired":
+        return measure_paired(batch, **settings)
+    return measure_training(mode, batch, **settings)
+
+
+_CHILD = ("import json, sys; from medvlp_lib.eval.efficiency import measure; "
+          "print(json.dumps(measure(**json.loads(sys.argv[1]))))")
 
 
 def measure_in_subprocess(mode: str, batch: int, **settings) -> dict:
-    """:func:`measure_training` (``mode``, ``batch``, ``settings``) in a fresh Python process with one OpenMP / MKL
-    thread, importing this copy of the library. Returns its row, or ``{"mode", "batch", "error"}`` (the child's
+    """:func:`measure` (``mode``, ``batch``, ``settings``) in a fresh Python process with one OpenMP / MKL
+    thread, importing this copy of the library. Returns its result, or ``{"mode", "batch", "error"}`` (the child's
     last line of stderr) if it failed."""
     kwargs = {"mode": mode, "batch": batch, **settings}
     lib_root = str(Path(__file__).resolve().parents[2])  # the folder holding medvlp_lib/
@@ -230,9 +293,10 @@ def measure_in_subprocess(mode: str, batch: int, **settings) -> dict:
 
 
 def combine_repeats(reps: Sequence[dict]) -> dict:
-    """One row from the repeated measurements (processes) of one setting: times = the MEDIAN over repeats (each
-    already the median of its steps), memory = the median over repeats (the upper one for an even count); every
-    repeat's values are kept in ``*_all``. Rows with ``"error"`` are dropped (all failed: the first is returned)."""
+    """One row from the repeated isolated measurements (processes) of one setting: times = the MEDIAN over repeats
+    (each already the median of its steps), memory = the median over repeats (the upper one for an even count);
+    every repeat's values are kept in ``*_all``. Rows with ``"error"`` are dropped (all failed: the first is
+    returned)."""
     ok = [r for r in reps if "error" not in r]
     if not ok:
         return dict(reps[0])
@@ -252,51 +316,82 @@ def combine_repeats(reps: Sequence[dict]) -> dict:
 # the RFBE vs naive comparison
 # ----------------------------------------------------------------------------------------------------
 def rfbe_benchmark(batches: Sequence[int] = (32, 64, 128, 256, 512), *, sub_batch: int = 32, steps: int = 5,
-                   repeats: int = 3, size: int = 64, dim: int = 128, queue: int = 4096, device: str = "cpu",
-                   arch: str = "small", progress: bool = True,
+                   repeats: int = 3, min_samples: int = 1280, size: int = 64, dim: int = 128, queue: int = 4096,
+                   device: str = "cpu", arch: str = "small", progress: bool = True,
                    measure: Callable[..., dict] = measure_in_subprocess) -> dict:
-    """Naive vs RFBE at every effective batch in ``batches``, each setting in ``repeats`` interleaved processes.
+    """Naive vs RFBE at every effective batch in ``batches``; ``repeats`` rounds, the jobs of a round interleaved
+    (their order alternates between rounds) so that a burst of load on the shared machine does not hit one setting.
 
-    Returns the benchmark record (what ``results/bench_rfbe.json`` holds without its provenance): the settings,
-    ``loadavg_before`` / ``loadavg_after``, ``rows`` (one per (batch, mode), :func:`combine_repeats`, with
-    ``time_ratio_vs_naive`` (CPU time on CPU, wall time on CUDA), ``wall_time_ratio_vs_naive``,
-    ``cpu_time_ratio_vs_naive``, ``time_target`` and ``time_ok`` on the RFBE rows) and ``targets`` (memory ratios
-    from the smallest to the largest batch, the time verdicts). ``measure``: how one setting is measured (default:
-    in a fresh process).
+    Per round and batch, three processes (``measure``, default :func:`measure_in_subprocess`):
+
+    * ``naive`` and ``rfbe`` alone (:func:`measure_training`, ``steps`` timed steps): their peak memory;
+    * ``paired`` (:func:`measure_paired`): both set-ups in one process, steps alternating, ``max(steps,
+      ceil(min_samples / batch))`` timed steps each: their time. Pairing within a process removes the
+      process-to-process spread (which core, what else runs) that dominates a 5 % comparison on a shared machine.
+
+    Rows (one per (batch, mode)): memory = median over rounds of the isolated runs (:func:`combine_repeats`; their
+    own times are kept as ``*_isolated``); time (``cpu_ms_per_sample``, ``ms_per_sample``, ``*_all`` per round) =
+    median over rounds of the paired runs' median step; on the RFBE rows ``cpu_time_ratio_vs_naive`` /
+    ``wall_time_ratio_vs_naive`` = median over rounds of the ratio within each paired process,
+    ``time_ratio_vs_naive`` (CPU on CPU, wall on CUDA), ``time_target`` and ``time_ok``. Returns the record that
+    ``results/bench_rfbe.json`` holds without its provenance (settings, load averages, ``rows``, ``targets``).
     """
     batches = [int(b) for b in batches]
-    for name, v in (("sub_batch", sub_batch), ("steps", steps), ("repeats", repeats)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    _check_positive(sub_batch=sub_batch, steps=steps, repeats=repeats, min_samples=min_samples)
     if not batches or min(batches) < 1:
         raise ValueError(f"batches must be positive effective batch sizes, got {batches}")
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     from tqdm.auto import tqdm
 
-    settings = dict(sub_batch=sub_batch, steps=steps, size=size, dim=dim, queue=queue, device=device, arch=arch)
+    settings = dict(sub_batch=sub_batch, size=size, dim=dim, queue=queue, device=device, arch=arch)
+    paired_steps = {b: max(steps, math.ceil(min_samples / b)) for b in batches}
     load_before = os.getloadavg()
-    # each (mode, batch) is measured in `repeats` separate processes, interleaved (the order of naive / rfbe
-    # alternates between rounds) so that a burst of load on the shared machine does not hit one setting only
     jobs = [(mode, b) for r in range(repeats) for b in batches
-            for mode in (("naive", "rfbe") if r % 2 == 0 else ("rfbe", "naive"))]
-    raw = [measure(mode, b, **settings) for mode, b in tqdm(jobs, desc="bench_rfbe", disable=not progress)]
-    rows = [combine_repeats([x for x in raw if x["mode"] == mode and x["batch"] == b])
-            for b in batches for mode in ("naive", "rfbe")]
+            for mode in (("naive", "rfbe", "paired") if r % 2 == 0 else ("paired", "rfbe", "naive"))]
+    raw = [measure(mode, b, steps=paired_steps[b] if mode == "paired" else steps, **settings)
+           for mode, b in tqdm(jobs, desc="bench_rfbe", disable=not progress)]
     load_after = os.getloadavg()
     cuda = device == "cuda"
+    rows = []
+    for b in batches:
+        paired = [x for x in raw if x["mode"] == "paired" and x["batch"] == b and "error" not in x]
+        for mode in ("naive", "rfbe"):
+            row = combine_repeats([x for x in raw if x["mode"] == mode and x["batch"] == b])
+            if "error" in row:
+                rows.append(row)
+                continue
+            for key in ("cpu_ms_per_sample", "ms_per_sample", "s_per_step", "cpu_s_per_step",
+                        "cpu_ms_per_sample_all", "ms_per_sample_all"):
+                row[f"{key}_isolated"] = row.pop(key)
+            if paired:
+                for key in ("cpu_ms_per_sample", "ms_per_sample"):
+                    row[f"{key}_all"] = [p[mode][key] for p in paired]
+                    row[key] = float(statistics.median(row[f"{key}_all"]))
+                row["cpu_s_per_step"], row["s_per_step"] = (row["cpu_ms_per_sample"] * b / 1e3,
+                                                            row["ms_per_sample"] * b / 1e3)
+                row["time_source"], row["paired_steps"], row["paired_repeats"] = "paired", paired_steps[b], len(paired)
+            else:  # the paired runs failed: times of the isolated runs
+                for key in ("cpu_ms_per_sample", "ms_per_sample", "s_per_step", "cpu_s_per_step"):
+                    row[key] = row[f"{key}_isolated"]
+                row["time_source"] = "isolated"
+            rows.append(row)
+        naive_row, rfbe_row = rows[-2], rows[-1]
+        if "error" in naive_row or "error" in rfbe_row:
+            continue
+        if paired:
+            cpu = float(statistics.median(p["cpu_ratio"] for p in paired))
+            wall = float(statistics.median(p["wall_ratio"] for p in paired))
+        else:
+            cpu = rfbe_row["cpu_ms_per_sample"] / naive_row["cpu_ms_per_sample"]
+            wall = rfbe_row["ms_per_sample"] / naive_row["ms_per_sample"]
+        same_work = b <= sub_batch
+        ratio = wall if cuda else cpu
+        rfbe_row.update(cpu_time_ratio_vs_naive=cpu, wall_time_ratio_vs_naive=wall, time_ratio_vs_naive=ratio,
+                        time_target=TIME_RATIO_SAME_WORK if same_work else TIME_RATIO_ABOVE,
+                        time_ok=bool(ratio <= TIME_RATIO_SAME_WORK if same_work else ratio < TIME_RATIO_ABOVE))
     naive = {r["batch"]: r for r in rows if r["mode"] == "naive" and "error" not in r}
     rfbe = {r["batch"]: r for r in rows if r["mode"] == "rfbe" and "error" not in r}
-    for r in rows:
-        if r["mode"] == "rfbe" and "error" not in r and r["batch"] in naive:
-            n = naive[r["batch"]]
-            r["wall_time_ratio_vs_naive"] = r["ms_per_sample"] / n["ms_per_sample"]
-            r["cpu_time_ratio_vs_naive"] = r["cpu_ms_per_sample"] / n["cpu_ms_per_sample"]
-            r["time_ratio_vs_naive"] = r["wall_time_ratio_vs_naive" if cuda else "cpu_time_ratio_vs_naive"]
-            same_work = r["batch"] <= sub_batch
-            r["time_target"] = TIME_RATIO_SAME_WORK if same_work else TIME_RATIO_ABOVE
-            r["time_ok"] = bool(r["time_ratio_vs_naive"] <= TIME_RATIO_SAME_WORK if same_work
-                                else r["time_ratio_vs_naive"] < TIME_RATIO_ABOVE)
     lo, hi = min(batches), max(batches)
 
     def ratio(table, key):
@@ -313,13 +408,13 @@ def rfbe_benchmark(batches: Sequence[int] = (32, 64, 128, 256, 512), *, sub_batc
         "naive_peak_ratio_max_vs_min_batch": ratio(naive, "peak_mb"),
         "naive_net_peak_ratio_max_vs_min_batch": ratio(naive, "net_peak_mb"),
         "time_ratio_target": TIME_RATIO_SAME_WORK, "time_ratio_target_above_sub_batch": TIME_RATIO_ABOVE,
-        "time_judged_on": "wall" if cuda else "process_cpu_time", "time_statistic": "median",
+        "time_judged_on": "wall" if cuda else "process_cpu_time", "time_statistic": "median, paired",
         "rfbe_time_ok_all": bool(time_ok) and all(time_ok), "batches": [lo, hi],
     }
     return {"device": device, "threads": 1, "cpu_count": os.cpu_count(), "size": size, "dim": dim, "queue": queue,
-            "sub_batch": sub_batch, "steps": steps, "repeats": repeats, "arch": arch, "chunk_views": True,
-            "loadavg_before": list(load_before), "loadavg_after": list(load_after), "rows": rows,
-            "targets": targets}
+            "sub_batch": sub_batch, "steps": steps, "repeats": repeats, "min_samples": min_samples,
+            "paired_steps": paired_steps, "arch": arch, "chunk_views": True, "loadavg_before": list(load_before),
+            "loadavg_after": list(load_after), "rows": rows, "targets": targets}
 
 
 def format_rfbe_report(rec: dict) -> str:
@@ -330,8 +425,9 @@ def format_rfbe_report(rec: dict) -> str:
     lines = [f"\nRFBE vs naive MSD training ({rec['device']}, one thread, {rec['size']} px, sub-batch "
              f"{rec['sub_batch']}, queue {rec['queue']}). peak = {mem_name}; net = peak minus the Python+torch "
              f"runtime measured before the model is built; train = peak above the RSS after building model and "
-             f"optimiser. time = median of {rec['steps']} steps, median of {rec['repeats']} interleaved processes, "
-             f"{'wall' if cuda else 'process CPU'} time per sample",
+             f"optimiser (median of {rec['repeats']} processes each). time = {'wall' if cuda else 'process CPU'} time "
+             f"per sample, median step of naive and RFBE alternating in one process ({rec['min_samples']}+ samples "
+             f"each), median of {rec['repeats']} such processes; t/naive = median of the ratios within a process",
              f"{'batch':>6} {'mode':>6} {'peak MB':>8} {'net MB':>8} {'train MB':>9} {'cpu ms/s':>9} "
              f"{'wall ms/s':>10} {'t/naive':>8} {'target':>7} {'time ok':>8} {'load':>5}"]
     for r in rec["rows"]:

@@ -87,6 +87,10 @@ def _check(q: torch.Tensor, keys: torch.Tensor, pos, q_ids, key_ids, own_id: str
             raise ValueError(f"keys has {n} rows but there are {b} queries: the first B rows of keys must be "
                              "the queries' positives (or pass pos=)")
         pos = torch.arange(b, device=q.device)
+    elif isinstance(pos, range):  # checked without reading a tensor (no device sync per call)
+        if len(pos) != b or (b and (min(pos[0], pos[-1]) < 0 or max(pos[0], pos[-1]) >= n)):
+            raise ValueError(f"pos must be [B={b}] indices into keys (0..{n - 1}), got {pos}")
+        pos = torch.arange(pos.start, pos.stop, pos.step, device=q.device)
     else:
         pos = torch.as_tensor(pos, device=q.device, dtype=torch.long)
         if pos.shape != (b,) or (b and (int(pos.min()) < 0 or int(pos.max()) >= n)):
@@ -294,13 +298,19 @@ class Views:
 
 @dataclass
 class Keys:
-    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step)."""
+    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step), and the key sets
+    every query is scored against, concatenated once per step (not once per RFBE sub-batch):
+    ``img_all = [img; img_queue]`` with sample ids ``img_all_ids = [batch ids; img_queue_ids]``, same for text."""
     img: torch.Tensor
     txt: torch.Tensor
     img_queue: torch.Tensor
     img_queue_ids: torch.Tensor
     txt_queue: torch.Tensor
     txt_queue_ids: torch.Tensor
+    img_all: torch.Tensor
+    img_all_ids: torch.Tensor
+    txt_all: torch.Tensor
+    txt_all_ids: torch.Tensor
 
 
 def _default_image_aug():
@@ -447,8 +457,11 @@ class MSD(nn.Module):
         for s in range(0, b, max(chunk, 1)):
             img.append(self.momentum_encoder.run("encode_image", views.img_k[s:s + chunk]))
             txt.append(self.momentum_encoder.run("encode_text", views.txt_k[s:s + chunk]))
-        return Keys(torch.cat(img), torch.cat(txt), self.image_queue.keys(), self.image_queue.ids(),
-                    self.text_queue.keys(), self.text_queue.ids())
+        img, txt = torch.cat(img), torch.cat(txt)
+        iq, iq_ids, tq, tq_ids = (self.image_queue.keys(), self.image_queue.ids(), self.text_queue.keys(),
+                                  self.text_queue.ids())
+        return Keys(img, txt, iq, iq_ids, tq, tq_ids, torch.cat([img, iq]), torch.cat([views.ids, iq_ids]),
+                    torch.cat([txt, tq]), torch.cat([views.ids, tq_ids]))
 
     def query_loss(self, views: Views, keys: Keys, start: int = 0, end: int | None = None
                    ) -> tuple[torch.Tensor, dict]:
@@ -458,13 +471,9 @@ class MSD(nn.Module):
         qi = self.online.encode_image(views.img_q[sl])
         qt = self.online.encode_text(views.txt_q[sl])
         s = self.scale
-        ids = views.ids
-        pos = torch.arange(start, end, device=qi.device)
-        k_img = torch.cat([keys.img, keys.img_queue]).to(qi.dtype)
-        k_txt = torch.cat([keys.txt, keys.txt_queue]).to(qi.dtype)
-        id_img = torch.cat([ids, keys.img_queue_ids])
-        id_txt = torch.cat([ids, keys.txt_queue_ids])
-        common = dict(scale=s, pos=pos, q_ids=ids[sl], own_id=self.own_id)
+        k_img, k_txt = keys.img_all.to(qi.dtype), keys.txt_all.to(qi.dtype)
+        id_img, id_txt = keys.img_all_ids, keys.txt_all_ids
+        common = dict(scale=s, pos=range(start, end), q_ids=views.ids[sl], own_id=self.own_id)
         fn = MULTIMODAL_LOSSES[self.targets]
         alpha = self.current_alpha()
         if self.k2k == "positive":
