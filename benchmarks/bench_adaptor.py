@@ -12,8 +12,9 @@
   every step (what the cache saves);
 * ``CLIP end-to-end`` -- one epoch of :class:`~medvlp_lib.methods.clip.CLIP` with both backbones trainable.
 
-Each row reports wall seconds, CPU seconds (``time.process_time``; robust to other jobs on the machine) and
-the trainable parameters. Timing does not depend on the weights, so the image backbone is randomly
+The epochs run interleaved, step by step (the order rotates each step), after one warm-up step each, so that load
+from other jobs on a shared machine falls on all of them alike. Each row reports wall seconds, CPU seconds
+(``time.process_time``; much less sensitive to other jobs than wall time) and the trainable parameters. Timing does not depend on the weights, so the image backbone is randomly
 initialised here (the chapter uses the offline self-supervised one).
 
 FLOPs (:func:`medvlp_lib.eval.efficiency.adaptor_vs_clip_flops`, ``FlopCounterMode``, random weights): per sample
@@ -55,13 +56,12 @@ def _timed(fn):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _epoch(method, opt, batches):
+def _step(method, opt, batch) -> float:
     method.train()
-    for b in batches:
-        out = method.training_step(b)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
+    out = method.training_step(batch)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    opt.step()
     return float(out["loss"].detach())
 
 
@@ -101,70 +101,83 @@ def main(argv=None) -> dict:
     idx = [np.arange(i, i + bs) for i in range(0, n - bs + 1, bs)]
     rows = []
 
-    # --- cache build + Adaptor on cache
+    # --- the set-ups; each step_fn(i) trains on batch i of the epoch
     img_f = build_image_encoder("resnet18", pretrained=False, trainable="none")
     txt_f = build_text_encoder(trainable="none")
+    widths = [int(w) for w in args.widths.split(",")]
+    steps: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cache, wall, cpu = _timed(lambda: cached_embeddings(img_f, txt_f, ds.images, ds.texts, cache_dir=tmp,
                                                             progress=False))
         rows.append({"setting": "cache build (one-off)", "wall_s": wall, "cpu_s": cpu, "trainable": 0})
-        widths = [int(w) for w in args.widths.split(",")]
-        for k, width in enumerate(widths):
-            seed_everything(0)
-            adaptor = Adaptor(img_f.out_dim, txt_f.out_dim, width=width, embed_dim=min(512, 4 * width),
-                              num_heads=8)
-            method = AdaptorMethod(adaptor)
-            opt = torch.optim.AdamW(method.parameters(), lr=2e-5, weight_decay=0.01)
-            _epoch(method, opt, [cache.batch(idx[0])])  # warm-up
-            _, wall, cpu = _timed(lambda: _epoch(method, opt, (cache.batch(i) for i in idx)))
-            rows.append({"setting": f"Adaptor (width {width}) on cache (epoch)", "wall_s": wall, "cpu_s": cpu,
-                         "trainable": _trainable(method), "width": width})
-            if k:
-                continue
+        trainable = {}
 
-            # --- same Adaptor, frozen backbones on the fly
-            def on_the_fly():
-                for i in idx:
-                    x = torch.from_numpy(ds.images[i].astype(np.float32) / 255.0)[:, None]
-                    texts = [ds.texts[j] for j in i]
-                    with torch.no_grad():
-                        toks = img_f.forward_features(x).flatten(2).transpose(1, 2)
-                        txt_f.clear_cache()
-                        h, m = txt_f.forward_tokens(texts)
-                    out = method.training_step({"img_tokens": toks, "txt_tokens": h, "txt_mask": m})
-                    opt.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    opt.step()
-            _, wall, cpu = _timed(on_the_fly)
-            rows.append({"setting": f"Adaptor (width {width}), backbones on the fly (epoch)", "wall_s": wall,
-                         "cpu_s": cpu, "trainable": _trainable(method), "width": width})
+        def adaptor_setup(width):
+            seed_everything(0)
+            method = AdaptorMethod(Adaptor(img_f.out_dim, txt_f.out_dim, width=width, embed_dim=min(512, 4 * width),
+                                           num_heads=8))
+            return method, torch.optim.AdamW(method.parameters(), lr=2e-5, weight_decay=0.01)
+
+        for width in widths:
+            method, opt = adaptor_setup(width)
+            name = f"Adaptor (width {width}) on cache (epoch)"
+            steps[name] = lambda i, m=method, o=opt: _step(m, o, cache.batch(idx[i]))
+            trainable[name] = _trainable(method)
+        method, opt = adaptor_setup(widths[0])  # the same Adaptor, frozen backbones run every step
+
+        def on_the_fly(i, m=method, o=opt):
+            x = torch.from_numpy(ds.images[idx[i]].astype(np.float32) / 255.0)[:, None]
+            with torch.no_grad():
+                toks = img_f.forward_features(x).flatten(2).transpose(1, 2)
+                txt_f.clear_cache()
+                h, mask = txt_f.forward_tokens([ds.texts[j] for j in idx[i]])
+            _step(m, o, {"img_tokens": toks, "txt_tokens": h, "txt_mask": mask})
+
+        name = f"Adaptor (width {widths[0]}), backbones on the fly (epoch)"
+        steps[name], trainable[name] = on_the_fly, _trainable(method)
+
+        # --- CLIP end-to-end on the same backbones
+        seed_everything(0)
+        model = DualEncoder(build_image_encoder("resnet18", pretrained=False, trainable="all"),
+                            build_text_encoder(trainable="all"), embed_dim=128)
+        clip = CLIP(model)
+        opt = torch.optim.AdamW([p for p in clip.parameters() if p.requires_grad], lr=1e-4)
+
+        def e2e_batch(i):
+            return {"image": torch.from_numpy(ds.images[idx[i]].astype(np.float32) / 255.0)[:, None],
+                    "text": [ds.texts[j] for j in idx[i]]}
+
+        steps["CLIP end-to-end (epoch)"] = lambda i: _step(clip, opt, e2e_batch(i))
+        trainable["CLIP end-to-end (epoch)"] = _trainable(clip)
+
+        # --- one epoch of each, their steps interleaved (the order rotates), after one warm-up step each
+        names = list(steps)
+        for name in names:
+            steps[name](0)
+        times = {name: [0.0, 0.0] for name in names}
+        for i in range(len(idx)):
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                _, wall, cpu = _timed(lambda: steps[name](i))
+                times[name][0] += wall
+                times[name][1] += cpu
+        for name in names:
+            row = {"setting": name, "wall_s": times[name][0], "cpu_s": times[name][1], "trainable": trainable[name]}
+            if name.startswith("Adaptor"):
+                row["width"] = int(name.split("width ")[1].split(")")[0])
+            rows.append(row)
         tokens = {"image_tokens": int(cache.array("img_tokens").shape[1]),
                   "text_tokens_padded": int(cache.array("txt_tokens").shape[1]),
                   "text_tokens_mean": float(cache.array("txt_mask").sum(1).mean())}
-
-    # --- CLIP end-to-end on the same backbones
-    seed_everything(0)
-    model = DualEncoder(build_image_encoder("resnet18", pretrained=False, trainable="all"),
-                        build_text_encoder(trainable="all"), embed_dim=128)
-    clip = CLIP(model)
-    opt = torch.optim.AdamW([p for p in clip.parameters() if p.requires_grad], lr=1e-4)
-
-    def e2e_batches():
-        for i in idx:
-            yield {"image": torch.from_numpy(ds.images[i].astype(np.float32) / 255.0)[:, None],
-                   "text": [ds.texts[j] for j in i]}
-    _epoch(clip, opt, [next(iter(e2e_batches()))])  # warm-up
-    _, wall, cpu = _timed(lambda: _epoch(clip, opt, e2e_batches()))
-    rows.append({"setting": "CLIP end-to-end (epoch)", "wall_s": wall, "cpu_s": cpu, "trainable": _trainable(clip)})
     load_after = os.getloadavg()
 
     # --- FLOPs: this benchmark's backbones and batch, and the paper's backbones
-    first = next(iter(e2e_batches()))
+    first = e2e_batch(0)
     flops = {"bench": adaptor_vs_clip_flops(model.image_encoder, model.text_encoder, first["image"], first["text"],
                                             width=TARGET_WIDTH, num_heads=8, adaptor_embed_dim=512),
              "paper": paper_scale_flops()}
 
-    e2e_cpu = rows[-1]["cpu_s"]
+    e2e_cpu = next(r["cpu_s"] for r in rows if r["setting"].startswith("CLIP"))
     for r in rows:
         r["cpu_vs_e2e"] = r["cpu_s"] / e2e_cpu if e2e_cpu > 0 else float("nan")
     print(f"\nAdaptor vs end-to-end: n={n} pairs, batch {bs}, {len(idx)} steps/epoch, 64 px, ResNet-18 + MiniLM, "

@@ -124,10 +124,12 @@ class CrossAttentionBlock(nn.Module):
         d = self.width
         return F.linear(context, self.attn.in_proj_weight[d:], self.attn.in_proj_bias[d:])
 
-    def attend(self, q: torch.Tensor, kv: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, kv: torch.Tensor, context_mask: torch.Tensor | None = None,
+               select: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Multi-head attention of projected queries ``q`` [B, N_q, d] over projected keys / values ``kv``
         [B, N_k, 2d] with ``torch.nn.functional.scaled_dot_product_attention``; ``context_mask`` bool [B, N_k]
-        (True = real key). Returns the heads concatenated, before the output projection: [B, N_q, d]."""
+        (True = real key). Returns the heads concatenated, before the output projection: [B, N_q, d], or only the
+        query rows ``select = (batch index [M], query index [M])`` as [M, d]."""
         B, nq, d = q.shape
         h = self.num_heads
         k, v = kv.split(d, dim=-1)
@@ -135,6 +137,8 @@ class CrossAttentionBlock(nn.Module):
         mask = None if context_mask is None else context_mask[:, None, None, :]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.attn.dropout if self.training else 0.0)
+        if select is not None:
+            return o.transpose(1, 2)[select].reshape(-1, d)    # one gather, no [B, N_q, d] copy first
         return o.transpose(1, 2).reshape(B, nq, d)
 
     def update(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -265,7 +269,7 @@ class Adaptor(nn.Module):
             blk = layer.txt_block                              # text tokens attend to the updated image tokens
             kv = blk.keys_values(v)
             if i < len(self.layers) - 1:
-                a = blk.attend(padded(blk.query(t)), kv)[rows, cols]
+                a = blk.attend(padded(blk.query(t)), kv, select=(rows, cols))
                 t = blk.update(t, a)
             else:                                              # only the text [CLS] is read after the last layer
                 t0 = t[first][:, None]
