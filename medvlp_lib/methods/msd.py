@@ -100,6 +100,10 @@ def _check(q: torch.Tensor, keys: torch.Tensor, pos, q_ids, key_ids, own_id: str
             raise ValueError(f"keys has {n} rows but there are {b} queries: the first B rows of keys must be "
                              "the queries' positives (or pass pos=)")
         pos = torch.arange(b, device=q.device)
+    elif isinstance(pos, range):  # checked without reading a tensor (no device sync per call)
+        if len(pos) != b or (b and (min(pos[0], pos[-1]) < 0 or max(pos[0], pos[-1]) >= n)):
+            raise ValueError(f"pos must be [B={b}] indices into keys (0..{n - 1}), got {pos}")
+        pos = torch.arange(pos.start, pos.stop, pos.step, device=q.device)
     else:
         pos = torch.as_tensor(pos, device=q.device, dtype=torch.long)
         if pos.shape != (b,) or (b and (int(pos.min()) < 0 or int(pos.max()) >= n)):
@@ -326,11 +330,13 @@ class Views:
 
 @dataclass
 class Keys:
-    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step).
+    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step), and the key sets
+    every query is scored against, concatenated once per step (not once per RFBE sub-batch):
+    ``img_all = [img; img_queue]`` with sample ids ``img_all_ids = [batch ids; img_queue_ids]``, same for text.
 
     Under ``torch.distributed`` ``img``/``txt`` hold the *global* batch's keys (all ranks, rank order), ``ids``
     their sample ids and ``offset`` the row of this rank's first query (:func:`_gather_keys`); in one process
-    ``ids`` is ``None`` (= the views' ids) and ``offset`` 0.
+    ``ids`` are the views' ids and ``offset`` is 0.
     """
     img: torch.Tensor
     txt: torch.Tensor
@@ -338,6 +344,10 @@ class Keys:
     img_queue_ids: torch.Tensor
     txt_queue: torch.Tensor
     txt_queue_ids: torch.Tensor
+    img_all: torch.Tensor
+    img_all_ids: torch.Tensor
+    txt_all: torch.Tensor
+    txt_all_ids: torch.Tensor
     ids: torch.Tensor | None = None
     offset: int = 0
 
@@ -504,8 +514,10 @@ class MSD(nn.Module):
             img.append(self.momentum_encoder.run("encode_image", views.img_k[s:s + chunk]))
             txt.append(self.momentum_encoder.run("encode_text", views.txt_k[s:s + chunk]))
         img, txt, ids, offset = _gather_keys(torch.cat(img), torch.cat(txt), views.ids)  # global batch (DDP)
-        return Keys(img, txt, self.image_queue.keys(), self.image_queue.ids(),
-                    self.text_queue.keys(), self.text_queue.ids(), ids=ids, offset=offset)
+        iq, iq_ids, tq, tq_ids = (self.image_queue.keys(), self.image_queue.ids(), self.text_queue.keys(),
+                                  self.text_queue.ids())
+        return Keys(img, txt, iq, iq_ids, tq, tq_ids, torch.cat([img, iq]), torch.cat([ids, iq_ids]),
+                    torch.cat([txt, tq]), torch.cat([ids, tq_ids]), ids=ids, offset=offset)
 
     def query_loss(self, views: Views, keys: Keys, start: int = 0, end: int | None = None
                    ) -> tuple[torch.Tensor, dict]:
@@ -516,13 +528,9 @@ class MSD(nn.Module):
         qi = self.online.encode_image(views.img_q[sl])
         qt = self.online.encode_text(views.txt_q[sl])
         s = self.scale
-        ids = views.ids if keys.ids is None else keys.ids
-        pos = torch.arange(ksl.start, ksl.stop, device=qi.device)
-        k_img = torch.cat([keys.img, keys.img_queue]).to(qi.dtype)
-        k_txt = torch.cat([keys.txt, keys.txt_queue]).to(qi.dtype)
-        id_img = torch.cat([ids, keys.img_queue_ids])
-        id_txt = torch.cat([ids, keys.txt_queue_ids])
-        common = dict(scale=s, pos=pos, q_ids=views.ids[sl], own_id=self.own_id)
+        k_img, k_txt = keys.img_all.to(qi.dtype), keys.txt_all.to(qi.dtype)
+        id_img, id_txt = keys.img_all_ids, keys.txt_all_ids
+        common = dict(scale=s, pos=range(ksl.start, ksl.stop), q_ids=views.ids[sl], own_id=self.own_id)
         fn = MULTIMODAL_LOSSES[self.targets]
         alpha = self.current_alpha()
         if self.k2k == "positive":
