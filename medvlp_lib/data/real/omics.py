@@ -134,14 +134,16 @@ def read_omics_table(path: str | os.PathLike, orientation: str = "auto") -> Omic
         raise ValueError(f"orientation must be 'auto', 'genes_x_cases' or 'cases_x_genes', got {orientation!r}")
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     sep = "\t" if stem.endswith((".tsv", ".txt")) else ","
-    try:
-        df = pd.read_csv(path, sep=sep, index_col=0, dtype=str, keep_default_na=False)
+    try:  # header=None: pandas would rename a repeated column name ("A", "A.1") without a word
+        raw = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable {'TSV' if sep == chr(9) else 'CSV'} table ({err}); expected "
                          f"{LAYOUT}") from None
-    if df.shape[0] == 0 or df.shape[1] == 0:
+    if raw.shape[0] < 2 or raw.shape[1] < 2:
         raise ValueError(f"{path}: no rows or no columns; expected {LAYOUT}")
-    by_case = orientation == "cases_x_genes" or (orientation == "auto" and str(df.index.name).strip() == "case_id")
+    header = [str(h).strip() for h in raw.iloc[0]]
+    df = pd.DataFrame(raw.iloc[1:, 1:].to_numpy(), index=list(raw.iloc[1:, 0]), columns=header[1:])
+    by_case = orientation == "cases_x_genes" or (orientation == "auto" and header[0] == "case_id")
     if not by_case:
         df = df.T
     df.index = [str(i).strip() for i in df.index]
