@@ -224,6 +224,14 @@ def synthetic_radiograph(rng: np.random.Generator, size: int = 64, findings: Ite
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+def _sides(rng: np.random.Generator, centres: Sequence[float], p_both: float, p_any: float = 0.4) -> list[float]:
+    """Where a drawn image's regions go: none with probability ``1 - p_any``, else one of ``centres`` (both with
+    probability ``p_both``)."""
+    if rng.random() >= p_any:
+        return []
+    return [float(c) for c in rng.choice(centres, 1 + int(rng.random() < p_both), replace=False)]
+
+
 def _draw_findings(rng: np.random.Generator, among: Sequence[str] = FINDINGS) -> list[str]:
     """A random finding set: ``normal`` with probability 0.3, else one or two of ``among``."""
     if rng.random() < 0.3:
@@ -434,11 +442,8 @@ def write_rsna(root: str | os.PathLike, n: int = 16, seed: int = 0, size: int = 
         rng = _rng(seed, 4)
         records = []
         for k in range(_check_n(n)):
-            boxes = []
-            if rng.random() < 0.4:
-                for cx in rng.choice([0.3, 0.7], 1 + int(rng.random() < 0.5), replace=False):
-                    w, h = rng.uniform(150, 260), rng.uniform(200, 380)
-                    boxes.append((cx * GRID - w / 2, rng.uniform(250, 550), w, h))
+            boxes = [(cx * GRID - w / 2, rng.uniform(250, 550), w, h) for cx in _sides(rng, (0.3, 0.7), 0.5)
+                     for w, h in [(rng.uniform(150, 260), rng.uniform(200, 380))]]
             records.append({"patient_id": "-".join(_hex(rng, m) for m in (8, 4, 4, 4, 12)), "boxes": boxes})
     records = _records(records, ("patient_id", "boxes", "image"), ("patient_id",), "write_rsna(records)")
     rows = []
@@ -474,11 +479,8 @@ def write_siim(root: str | os.PathLike, n: int = 16, seed: int = 0, size: int = 
         rng = _rng(seed, 6)
         records = []
         for k in range(_check_n(n)):
-            masks = []
-            if rng.random() < 0.4:
-                for cx in rng.choice([0.25, 0.75], 1 + int(rng.random() < 0.3), replace=False):
-                    masks.append(_ellipse(yy, xx, rng.uniform(0.15, 0.3), cx + rng.uniform(-0.05, 0.05),
-                                          rng.uniform(0.06, 0.14), rng.uniform(0.05, 0.1)))
+            masks = [_ellipse(yy, xx, rng.uniform(0.15, 0.3), cx + rng.uniform(-0.05, 0.05), rng.uniform(0.06, 0.14),
+                              rng.uniform(0.05, 0.1)) for cx in _sides(rng, (0.25, 0.75), 0.3)]
             records.append({"image_id": f"1.2.276.0.7230010.3.1.4.8323329.{int(rng.integers(1000, 20000))}."
                                         f"{1517875000 + k}.{int(rng.integers(100000, 999999))}", "masks": masks})
     records = _records(records, ("image_id", "masks", "image"), ("image_id",), "write_siim(records)")
