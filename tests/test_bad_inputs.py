@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 from medvlp_lib.data.real.common import CorruptImageError, load_image_gray
+from medvlp_lib.data.real.chexpert import CheXpert
 from medvlp_lib.data.real.covidx import COVIDx
-from medvlp_lib.data.real.fixtures import write_covidx, write_mimic_cxr, write_rsna, write_siim, write_vindr
+from medvlp_lib.data.real.fixtures import (write_chexpert, write_covidx, write_mimic_cxr, write_rsna, write_siim,
+                                           write_vindr)
 from medvlp_lib.data.real.mimic_cxr import MIMICCXR, mimic_image_path
 from medvlp_lib.data.real.rsna import RSNAPneumonia
 from medvlp_lib.data.real.siim import SIIMPneumothorax, read_siim_rle, rle_runs
@@ -81,6 +83,14 @@ def _vindr(root, bad=False):
     return root
 
 
+def _chexpert(root, bad=False):
+    write_chexpert(root, size=48, records=[dict(split="train", patient=1, labels={"Edema": 1}),
+                                           dict(split="train", patient=2, view=2, labels={"Edema": -1})])
+    if bad:
+        _truncate(root / "train" / "patient00002" / "study1" / "view2_frontal.jpg")
+    return root
+
+
 LOADERS = {
     "rsna": (_rsna, lambda r, **k: RSNAPneumonia(r, size=16, **k), "p2.jpg"),
     "siim": (lambda r, bad=False: _siim(r, [("i1", "-1"), ("i2", "1 5")], bad), lambda r, **k: SIIMPneumothorax(
@@ -88,6 +98,7 @@ LOADERS = {
     "covidx": (_covidx, lambda r, **k: COVIDx(r, "train", size=16, **k), "b.jpg"),
     "mimic": (_mimic, lambda r, **k: MIMICCXR(r, "train", size=16, **k), "d2.jpg"),
     "vindr": (_vindr, lambda r, **k: VinDrCXR(r, "test", size=16, **k), "t3.jpg"),
+    "chexpert": (_chexpert, lambda r, **k: CheXpert(r, "train", size=16, **k), "view2_frontal.jpg"),
 }
 
 
@@ -206,7 +217,7 @@ def test_experiment_runner_rejects_bad_seeds(seeds):
         run("clip_batch_size", "fast", seeds=seeds, write=False, verbose=False)
 
 
-@pytest.mark.parametrize("name", ["mimic", "vindr"])
+@pytest.mark.parametrize("name", ["mimic", "vindr", "chexpert"])
 def test_real_loader_subset_seed_is_checked(tmp_path, name):
     make, build, _ = LOADERS[name]
     root = make(tmp_path / name)
