@@ -8,10 +8,13 @@ On-disk layout (what CLAM's ``extract_features_fp.py`` and TRIDENT write, and wh
       pt_files/<slide_id>.pt    torch.save of the features tensor [N, D] (coords then come from the
                                  matching h5 file) or of a dict {"features": ..., "coords": ...}
       labels.csv                columns case_id,slide_id,label (label 0/1; extra columns ignored)
-      omics.csv                 optional: case_id,<gene 1>,<gene 2>,... (one row per case)
+      omics.csv                 optional: case_id,<gene 1>,<gene 2>,... (one row per case; genes x cases works too)
+      gene_expression.csv       optional, any name: a raw genes x cases table (TCGA_gene.csv style) for the public
+                                 MoMKD code's gene selection, :mod:`medvlp_lib.data.real.omics` (not read here)
 
 :func:`write_clam` exports a :class:`~medvlp_lib.data.pathology.Cohort` in this layout, :func:`read_clam`
-returns a lazily loaded ``Cohort``. Malformed files raise ``ValueError``/``FileNotFoundError`` naming
+returns a lazily loaded ``Cohort`` that reads slides from disk through a bounded cache (:data:`CACHE_BYTES`).
+Malformed files raise ``ValueError``/``FileNotFoundError`` naming
 the file and what was expected; :func:`read_clam` finds them when the cohort is built (shapes, lengths,
 empty slides and missing coords always, from the file headers; NaN / inf too when the features fit in
 :data:`FULL_CHECK_BYTES` or with ``validate="full"``), not mid-training. ``.pt`` files are read with

@@ -119,7 +119,9 @@ def _save_image(path: Path, array: np.ndarray) -> Path:
     a = np.asarray(array)
     if a.dtype != np.uint8:
         raise TypeError(f"image for {path} must be uint8, got {a.dtype}")
-    im = Image.fromarray(a, mode="L" if a.ndim == 2 else "RGB")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"image for {path} must be [H, W] grey or [H, W, 3] RGB, got shape {a.shape}")
+    im = Image.fromarray(a)  # uint8 [H, W] -> L, [H, W, 3] -> RGB
     if path.suffix.lower() in (".jpg", ".jpeg"):
         im.save(path, "JPEG", quality=95)
     else:
@@ -138,8 +140,8 @@ def _write_text(path: Path, text: str, gz: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if gz:
         path = path.with_name(path.name + ".gz")
-        with gzip.open(path, "wt", newline="") as fh:
-            fh.write(text)
+        with gzip.GzipFile(path, "wb", mtime=0) as fh:  # mtime 0: the same bytes on every run
+            fh.write(text.encode())
     else:
         path.write_text(text, newline="")
     return path
