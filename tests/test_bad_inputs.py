@@ -2,7 +2,6 @@
 expected, or the documented skip-and-count, never a silent wrong label, a normal film for a typo, or NaN."""
 from __future__ import annotations
 
-import csv
 import io
 
 import h5py
@@ -12,8 +11,11 @@ import torch
 from PIL import Image
 
 from medvlp_lib.data.real.common import CorruptImageError, load_image_gray
+from medvlp_lib.data.real.chexpert import CheXpert
 from medvlp_lib.data.real.covidx import COVIDx
-from medvlp_lib.data.real.mimic_cxr import CHEXPERT_LABELS, MIMICCXR, mimic_image_path
+from medvlp_lib.data.real.fixtures import (write_chexpert, write_covidx, write_mimic_cxr, write_rsna, write_siim,
+                                           write_vindr)
+from medvlp_lib.data.real.mimic_cxr import MIMICCXR, mimic_image_path
 from medvlp_lib.data.real.rsna import RSNAPneumonia
 from medvlp_lib.data.real.siim import SIIMPneumothorax, read_siim_rle, rle_runs
 from medvlp_lib.data.real.vindr import VinDrCXR
@@ -32,59 +34,60 @@ def _jpg(path, truncated=False, seed=0, size=48):
     return path
 
 
+def _truncate(path):
+    """Cut a file in half, as an interrupted download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
 def _rsna(root, bad=False):
-    (root / "stage_2_train_labels.csv").parent.mkdir(parents=True, exist_ok=True)
-    (root / "stage_2_train_labels.csv").write_text("patientId,x,y,width,height,Target\np1,,,,,0\n"
-                                                    "p2,0.0,0.0,512.0,512.0,1\n")
-    _jpg(root / "stage_2_train_images" / "p1.jpg")
-    _jpg(root / "stage_2_train_images" / "p2.jpg", truncated=bad, seed=1)
+    write_rsna(root, size=48, ext=".jpg", records=[dict(patient_id="p1"), dict(patient_id="p2",
+                                                                               boxes=[(0, 0, 512, 512)])])
+    if bad:
+        _truncate(root / "stage_2_train_images" / "p2.jpg")
     return root
 
 
 def _siim(root, rows, bad=False):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "train-rle.csv").write_text("ImageId, EncodedPixels\n" + "".join(f"{i}, {r}\n" for i, r in rows))
-    for k, (iid, _) in enumerate(rows):
-        _jpg(root / "png_images" / f"{iid}.jpg", truncated=bad and k == len(rows) - 1, seed=k)
+    write_siim(root, size=48, ext=".jpg", records=[dict(image_id=i, masks=[r]) for i, r in rows])
+    if bad:
+        _truncate(root / "png_images" / f"{rows[-1][0]}.jpg")
     return root
 
 
 def _covidx(root, bad=False):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "train.txt").write_text("1 a.jpg normal src\n2 b.jpg COVID-19 src\n")
-    _jpg(root / "train" / "a.jpg")
-    _jpg(root / "train" / "b.jpg", truncated=bad, seed=1)
+    write_covidx(root, size=48, records=[dict(patient_id="1", filename="a.jpg", label="normal", source="src"),
+                                         dict(patient_id="2", filename="b.jpg", label="COVID-19", source="src")])
+    if bad:
+        _truncate(root / "train" / "b.jpg")
     return root
 
 
 def _mimic(root, bad=False):
-    root.mkdir(parents=True, exist_ok=True)
     rows = [("d1", 10000032, 50000001), ("d2", 10000033, 50000002)]
-    (root / "mimic-cxr-2.0.0-metadata.csv").write_text(
-        "dicom_id,subject_id,study_id,ViewPosition\n" + "".join(f"{d},{s},{t},PA\n" for d, s, t in rows))
-    (root / "mimic-cxr-2.0.0-split.csv").write_text(
-        "dicom_id,study_id,subject_id,split\n" + "".join(f"{d},{t},{s},train\n" for d, s, t in rows))
-    (root / "mimic-cxr-2.0.0-chexpert.csv").write_text(
-        "subject_id,study_id," + ",".join(CHEXPERT_LABELS) + "\n"
-        + "".join(f"{s},{t}," + ",".join("1.0" if c == "Cardiomegaly" else "" for c in CHEXPERT_LABELS) + "\n"
-                  for _, s, t in rows))
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["study", "impression", "findings"])
-    for _, _, t in rows:
-        w.writerow([f"s{t}", "Enlarged heart.", "The heart is enlarged."])
-    (root / "mimic_cxr_sectioned.csv").write_text(buf.getvalue())
-    for k, (d, s, t) in enumerate(rows):
-        _jpg(mimic_image_path(root, s, t, d), truncated=bad and k == 1, seed=k)
+    write_mimic_cxr(root, size=48, gz=False, images=[dict(dicom_id=d, subject_id=s, study_id=t) for d, s, t in rows],
+                    studies={t: {"labels": {"Cardiomegaly": 1}, "impression": "Enlarged heart.",
+                                 "findings": "The heart is enlarged."} for _, _, t in rows})
+    if bad:
+        _truncate(mimic_image_path(root, *rows[1][1:], rows[1][0]))
     return root
 
 
 def _vindr(root, bad=False):
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / "image_labels_test.csv").write_text(
-        "image_id,Cardiomegaly,No finding\nt1,1,0\nt2,0,1\nt3,0,1\n")
-    for k in range(3):
-        _jpg(root / "test" / f"t{k + 1}.jpg", truncated=bad and k == 2, seed=k)
+    write_vindr(root, size=48, ext=".jpg", label_names=("Cardiomegaly", "No finding"),
+                records=[dict(image_id="t1", reads=[(None, {"Cardiomegaly"})]),
+                         dict(image_id="t2", reads=[(None, {"No finding"})]),
+                         dict(image_id="t3", reads=[(None, {"No finding"})])])
+    if bad:
+        _truncate(root / "test" / "t3.jpg")
+    return root
+
+
+def _chexpert(root, bad=False):
+    write_chexpert(root, size=48, records=[dict(split="train", patient=1, labels={"Edema": 1}),
+                                           dict(split="train", patient=2, view=2, labels={"Edema": -1})])
+    if bad:
+        _truncate(root / "train" / "patient00002" / "study1" / "view2_frontal.jpg")
     return root
 
 
@@ -95,6 +98,7 @@ LOADERS = {
     "covidx": (_covidx, lambda r, **k: COVIDx(r, "train", size=16, **k), "b.jpg"),
     "mimic": (_mimic, lambda r, **k: MIMICCXR(r, "train", size=16, **k), "d2.jpg"),
     "vindr": (_vindr, lambda r, **k: VinDrCXR(r, "test", size=16, **k), "t3.jpg"),
+    "chexpert": (_chexpert, lambda r, **k: CheXpert(r, "train", size=16, **k), "view2_frontal.jpg"),
 }
 
 
@@ -213,7 +217,7 @@ def test_experiment_runner_rejects_bad_seeds(seeds):
         run("clip_batch_size", "fast", seeds=seeds, write=False, verbose=False)
 
 
-@pytest.mark.parametrize("name", ["mimic", "vindr"])
+@pytest.mark.parametrize("name", ["mimic", "vindr", "chexpert"])
 def test_real_loader_subset_seed_is_checked(tmp_path, name):
     make, build, _ = LOADERS[name]
     root = make(tmp_path / name)

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from ..utils import check_seed
 __all__ = [
     "TISSUE_TYPES", "Slide", "Cohort", "CohortConfig", "simulate_cohort", "simulate_external_cohort",
     "simulate_slide", "simulate_omics", "signal_directions", "cv_folds", "class_balanced_weights", "SlideBatches",
+    "SlideCache", "nbytes_of",
 ]
 
 TISSUE_TYPES: tuple[str, ...] = ("background", "tumour", "stroma", "adipose", "normal_duct", "lymphocytes")
@@ -99,25 +101,129 @@ class Slide:
         }
 
 
+def nbytes_of(obj: Any) -> int:
+    """Bytes held by the arrays of ``obj``: a :class:`Slide` (every array field), a dict / list / tuple of arrays
+    and tensors (a batch dict), a NumPy array or a torch tensor; anything else counts 0."""
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, torch.Tensor):
+        return int(obj.numel() * obj.element_size())
+    if isinstance(obj, Slide):
+        return sum(nbytes_of(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(nbytes_of(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(nbytes_of(v) for v in obj)
+    return 0
+
+
+def _check_bound(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
+class SlideCache:
+    """A least-recently-used cache bounded by a number of entries (``max_items``) and / or by the bytes their
+    arrays hold (``max_bytes``, measured with :func:`nbytes_of`); both ``None`` = unbounded.
+
+    ``get`` marks an entry as recently used; ``put`` first evicts the least recently used entries until the new one
+    fits, so the cache never holds more than the bounds (:meth:`info` keeps the peaks to show it). An entry larger
+    than ``max_bytes`` on its own is not kept (counted in ``too_large``). While an entry is loaded, host memory holds
+    the cache plus that one entry.
+    """
+
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None) -> None:
+        self.max_items = _check_bound(max_items, "max_items (cache_slides)")
+        self.max_bytes = _check_bound(max_bytes, "max_bytes (cache_bytes)")
+        self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self.nbytes = 0
+        self.hits = self.misses = self.evictions = self.too_large = 0
+        self.peak_items = self.peak_bytes = 0
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_items is not None or self.max_bytes is not None
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+    def get(self, key: Hashable, default=None):
+        """The entry of ``key`` (now the most recently used) or ``default``; counts a hit or a miss."""
+        if key in self._data:
+            self._data.move_to_end(key)
+            self.hits += 1
+            return self._data[key][0]
+        self.misses += 1
+        return default
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Keep ``value`` under ``key``, evicting least recently used entries first so the bounds hold."""
+        size = nbytes_of(value) if self.max_bytes is not None else 0
+        if key in self._data:
+            self.nbytes -= self._data.pop(key)[1]
+        if self.max_bytes is not None and size > self.max_bytes:
+            self.too_large += 1
+            return
+        while self._data and ((self.max_items is not None and len(self._data) + 1 > self.max_items)
+                              or (self.max_bytes is not None and self.nbytes + size > self.max_bytes)):
+            self.nbytes -= self._data.popitem(last=False)[1][1]
+            self.evictions += 1
+        self._data[key] = (value, size)
+        self.nbytes += size
+        self.peak_items = max(self.peak_items, len(self._data))
+        self.peak_bytes = max(self.peak_bytes, self.nbytes)
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.nbytes = 0
+
+    def info(self) -> dict:
+        """``{"items", "nbytes", "max_items", "max_bytes", "peak_items", "peak_bytes", "hits", "misses",
+        "evictions", "too_large"}`` (bytes are counted only when ``max_bytes`` is set)."""
+        return {"items": len(self._data), "nbytes": self.nbytes, "max_items": self.max_items,
+                "max_bytes": self.max_bytes, "peak_items": self.peak_items, "peak_bytes": self.peak_bytes,
+                "hits": self.hits, "misses": self.misses, "evictions": self.evictions, "too_large": self.too_large}
+
+    def __repr__(self) -> str:
+        return (f"SlideCache(items={len(self)}, max_items={self.max_items}, nbytes={self.nbytes}, "
+                f"max_bytes={self.max_bytes})")
+
+
 class Cohort(Sequence[Slide]):
     """A list-like collection of slides, possibly loaded lazily.
 
     ``Cohort(slide_ids, case_ids, labels, loader)`` calls ``loader(i) -> Slide`` on first access to slide
-    ``i`` (and keeps it if ``cache``); ``Cohort.from_slides(list)`` wraps slides already in memory.
+    ``i``; ``Cohort.from_slides(list)`` wraps slides already in memory.
     ``cohort[i]`` is a :class:`Slide`; ``cohort[[0, 3]]`` or ``cohort[1:5]`` is a sub-cohort.
+
+    Cache of loaded slides: ``cache=False`` keeps none (every access calls the loader); ``cache=True`` keeps them in a
+    :class:`SlideCache`, unbounded by default (the simulated cohorts: every slide is kept) or least-recently-used
+    with at most ``cache_slides`` slides and / or ``cache_bytes`` bytes of arrays (real feature folders:
+    :func:`~medvlp_lib.data.real.clam_features.read_clam` bounds it, so a TCGA-scale cohort streams from disk).
+    Sub-cohorts (:meth:`subset`) and views (:meth:`map`) share their parent's cache. :meth:`cache_info` reports
+    what is held and the peaks.
     """
 
     def __init__(self, slide_ids: Sequence[str], case_ids: Sequence[str], labels: Sequence[int],
-                 loader: Callable[[int], Slide], *, cache: bool = True, name: str = "cohort",
-                 info: dict | None = None) -> None:
+                 loader: Callable[[int], Slide], *, cache: bool = True, cache_slides: int | None = None,
+                 cache_bytes: int | None = None, name: str = "cohort", info: dict | None = None) -> None:
         if not (len(slide_ids) == len(case_ids) == len(labels)):
             raise ValueError(f"slide_ids, case_ids and labels must have equal lengths, got "
                              f"{len(slide_ids)}, {len(case_ids)}, {len(labels)}")
+        if not cache and (cache_slides is not None or cache_bytes is not None):
+            raise ValueError("cache=False keeps no slide: cache_slides / cache_bytes need cache=True")
         self.slide_ids = [str(s) for s in slide_ids]
         self.case_ids = [str(c) for c in case_ids]
         self.labels = np.asarray(labels, dtype=np.int64)
         self._loader = loader
-        self._cache: dict[int, Slide] | None = {} if cache else None
+        self._cache: SlideCache | None = SlideCache(cache_slides, cache_bytes) if cache else None
+        self._shared: SlideCache | None = self._cache  # a view reports its parent's cache
         self.name = name
         self.info = dict(info or {})
 
@@ -131,11 +237,12 @@ class Cohort(Sequence[Slide]):
         return len(self.slide_ids)
 
     def _get(self, i: int) -> Slide:
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        slide = self._loader(i)
-        if self._cache is not None:
-            self._cache[i] = slide
+        if self._cache is None:
+            return self._loader(i)
+        slide = self._cache.get(i)
+        if slide is None:
+            slide = self._loader(i)
+            self._cache.put(i, slide)
         return slide
 
     def __getitem__(self, index):  # type: ignore[override]
@@ -154,14 +261,38 @@ class Cohort(Sequence[Slide]):
         for i in range(len(self)):
             yield self._get(i)
 
+    def _view(self, slide_ids, case_ids, labels, loader, name: str | None = None) -> "Cohort":
+        view = Cohort(slide_ids, case_ids, labels, loader, cache=False, name=name or self.name, info=self.info)
+        view._shared = self._shared
+        return view
+
     def subset(self, indices: Sequence[int]) -> "Cohort":
         """A sub-cohort sharing this cohort's loader (and cache)."""
         idx = [int(i) for i in indices]
         for i in idx:
             if not 0 <= i < len(self):
                 raise IndexError(f"slide index {i} out of range for a cohort of {len(self)} slides")
-        return Cohort([self.slide_ids[i] for i in idx], [self.case_ids[i] for i in idx], self.labels[idx],
-                      lambda j: self._get(idx[j]), cache=False, name=self.name, info=self.info)
+        return self._view([self.slide_ids[i] for i in idx], [self.case_ids[i] for i in idx], self.labels[idx],
+                          lambda j: self._get(idx[j]))
+
+    def map(self, fn: Callable[[Slide], Slide], name: str | None = None) -> "Cohort":
+        """A view whose slide ``i`` is ``fn(self[i])`` (same ids and labels), reading through this cohort's cache;
+        the result of ``fn`` is not cached (e.g. :func:`dataclasses.replace` of the omics: cheap)."""
+        return self._view(self.slide_ids, self.case_ids, self.labels, lambda j: fn(self._get(j)), name)
+
+    def cache_info(self) -> dict | None:
+        """:meth:`SlideCache.info` of the cache this cohort reads through (its parent's for a view); ``None``
+        without a cache."""
+        return None if self._shared is None else self._shared.info()
+
+    @property
+    def cache_limits(self) -> tuple[int | None, int | None] | None:
+        """``(max slides, max bytes)`` of the cache this cohort reads through; ``None`` without a cache."""
+        return None if self._shared is None else (self._shared.max_items, self._shared.max_bytes)
+
+    def clear_cache(self) -> None:
+        if self._shared is not None:
+            self._shared.clear()
 
     def __repr__(self) -> str:
         return (f"Cohort(name={self.name!r}, slides={len(self)}, cases={len(set(self.case_ids))}, "
@@ -458,7 +589,9 @@ class SlideBatches:
     ``balanced=True`` samples slides with :func:`class_balanced_weights` (with replacement, as the
     public MoMKD code's class-balanced sampler); otherwise a fresh permutation per epoch.
     ``transform`` (e.g. adding a k-NN ``edge_index``) is applied to the batch dict, and its result is
-    cached per slide if ``cache_transform``.
+    cached per slide if ``cache_transform``: with the cohort's bounds when the cohort's cache is bounded
+    (:func:`~medvlp_lib.data.real.clam_features.read_clam`: host memory then holds at most twice the cohort's
+    ``cache_bytes``), unbounded otherwise.
     """
 
     def __init__(self, cohort: Cohort, indices: Sequence[int] | None = None, *, seed: int = 0,
@@ -471,7 +604,9 @@ class SlideBatches:
         self.seed = check_seed(seed)
         self.balanced = balanced
         self.transform = transform
-        self._cache: dict[int, dict] | None = {} if (transform is not None and cache_transform) else None
+        limits = cohort.cache_limits if isinstance(cohort, Cohort) else None
+        self._cache: SlideCache | None = (SlideCache(*(limits or (None, None)))
+                                          if (transform is not None and cache_transform) else None)
         self._weights = class_balanced_weights(cohort.labels[self.indices])
 
     def __len__(self) -> int:
@@ -488,11 +623,12 @@ class SlideBatches:
 
     def batch(self, step: int) -> dict:
         i = self.index(step)
-        if self._cache is not None and i in self._cache:
-            return dict(self._cache[i])
+        b = self._cache.get(i) if self._cache is not None else None
+        if b is not None:
+            return dict(b)
         b = self.cohort[i].to_batch()
         if self.transform is not None:
             b = self.transform(b)
             if self._cache is not None:
-                self._cache[i] = b
+                self._cache.put(i, b)
         return dict(b)

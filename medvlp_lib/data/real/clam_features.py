@@ -8,10 +8,13 @@ On-disk layout (what CLAM's ``extract_features_fp.py`` and TRIDENT write, and wh
       pt_files/<slide_id>.pt    torch.save of the features tensor [N, D] (coords then come from the
                                  matching h5 file) or of a dict {"features": ..., "coords": ...}
       labels.csv                columns case_id,slide_id,label (label 0/1; extra columns ignored)
-      omics.csv                 optional: case_id,<gene 1>,<gene 2>,... (one row per case)
+      omics.csv                 optional: case_id,<gene 1>,<gene 2>,... (one row per case; genes x cases works too)
+      gene_expression.csv       optional, any name: a raw genes x cases table (TCGA_gene.csv style) for the public
+                                 MoMKD code's gene selection, :mod:`medvlp_lib.data.real.omics` (not read here)
 
 :func:`write_clam` exports a :class:`~medvlp_lib.data.pathology.Cohort` in this layout, :func:`read_clam`
-returns a lazily loaded ``Cohort``. Malformed files raise ``ValueError``/``FileNotFoundError`` naming
+returns a lazily loaded ``Cohort`` that reads slides from disk through a bounded cache (:data:`CACHE_BYTES`).
+Malformed files raise ``ValueError``/``FileNotFoundError`` naming
 the file and what was expected; :func:`read_clam` finds them when the cohort is built (shapes, lengths,
 empty slides and missing coords always, from the file headers; NaN / inf too when the features fit in
 :data:`FULL_CHECK_BYTES` or with ``validate="full"``), not mid-training. ``.pt`` files are read with
@@ -31,15 +34,18 @@ import torch
 from ...utils import safe_torch_load
 from ..pathology import Cohort, Slide
 from .common import default_root as common_default_root
+from .omics import read_omics_table
 
 __all__ = ["write_clam", "read_clam", "load_slide_features", "slide_header", "default_root", "LAYOUT",
-           "FULL_CHECK_BYTES"]
+           "FULL_CHECK_BYTES", "CACHE_BYTES"]
 
 LAYOUT = ("<root>/h5_files/<slide_id>.h5 (datasets 'features' [N, D] float32 and 'coords' [N, 2] int) "
           "or <root>/pt_files/<slide_id>.pt, plus <root>/labels.csv with columns case_id,slide_id,label; "
           "obtain: extract patch features from the slides (e.g. TCGA diagnostic slides from the GDC portal, "
           "https://portal.gdc.cancer.gov) with CLAM (https://github.com/mahmoodlab/CLAM) or TRIDENT "
           "(https://github.com/mahmoodlab/TRIDENT)")
+CACHE_BYTES = 4 << 30
+"""Default byte bound of :func:`read_clam`'s slide cache (4 GiB, about 100 slides of 6,300 x 1,536 float32)."""
 FULL_CHECK_BYTES = 1 << 30
 """``read_clam(validate="auto")`` reads every feature file at construction (NaN / inf check) when the
 features total at most this many bytes (1 GiB); above it only the headers are checked then."""
@@ -256,13 +262,24 @@ def _read_labels(path: Path) -> list[dict]:
 
 def read_clam(root: str | Path, *, labels_csv: str | Path = "labels.csv", omics_csv: str | Path | None = "omics.csv",
               fmt: str = "auto", label_map: dict | None = None, missing: str = "error", cache: bool = True,
-              name: str | None = None, validate: str = "auto") -> Cohort:
+              cache_slides: int | None = None, cache_bytes: int | None = CACHE_BYTES, name: str | None = None,
+              validate: str = "auto") -> Cohort:
     """Read a CLAM-layout folder into a lazily loaded :class:`Cohort` (see module docstring).
 
     Every slide file listed in the labels CSV must exist (``missing="error"``), or missing ones are
     dropped with a warning giving their count (``missing="skip"``). Labels are integers 0/1, or strings
-    mapped by ``label_map`` (e.g. ``{"Negative": 0, "Positive": 1}``). ``omics.csv`` (if present) gives
-    each slide its case's omics vector; otherwise ``Slide.omics`` is empty.
+    mapped by ``label_map`` (e.g. ``{"Negative": 0, "Positive": 1}``). ``omics.csv`` (if present; read with
+    :func:`~medvlp_lib.data.real.omics.read_omics_table`, either orientation) gives each slide its case's omics
+    vector as it is on disk; otherwise (and for a case without a row) ``Slide.omics`` is empty. For a raw
+    genes x cases expression table use :func:`~medvlp_lib.data.real.omics.omics_cohort` (the public code's gene
+    selection) on the cohort instead.
+
+    Memory: slides are read from disk when first used and kept in a least-recently-used cache of at most
+    ``cache_bytes`` bytes (default :data:`CACHE_BYTES`, 4 GiB; ``None`` = no byte bound) and / or
+    ``cache_slides`` slides; ``cache=False`` keeps none. At TCGA scale (about 1,000 slides x 6,300 patches x
+    1,536 float32 features, ~39 GB on disk) host memory then holds at most the cache (plus the slide being read,
+    and, in training, :class:`~medvlp_lib.data.pathology.SlideBatches`' cache of the same bound) instead of
+    everything. ``cohort.cache_info()`` reports what is held and the peaks.
 
     What is checked when (policy: a malformed slide stops with a ``ValueError`` naming its file; one error
     lists every malformed slide found at construction):
@@ -318,16 +335,9 @@ def read_clam(root: str | Path, *, labels_csv: str | Path = "labels.csv", omics_
     if omics_csv is not None:
         om_path = Path(omics_csv) if Path(omics_csv).is_absolute() else root / omics_csv
         if om_path.exists():
-            with open(om_path, newline="") as fh:
-                reader = csv.reader(fh)
-                header = next(reader, None)
-                if not header or header[0] != "case_id":
-                    raise ValueError(f"{om_path}: first column must be case_id, got header {header[:3] if header else header}")
-                for row in reader:
-                    try:
-                        omics[row[0]] = np.asarray([float(v) for v in row[1:]], np.float32)
-                    except ValueError as e:
-                        raise ValueError(f"{om_path}: non-numeric value in the row of case {row[0]!r} ({e})") from None
+            table = read_omics_table(om_path)
+            rows, _ = table.match(case_ids, missing="skip")
+            omics = {c: table.values[r] for c, r in zip(case_ids, rows) if r >= 0}
 
     checked = _validate_slides(root, slide_ids, fmt, validate)
 
@@ -339,7 +349,8 @@ def read_clam(root: str | Path, *, labels_csv: str | Path = "labels.csv", omics_
         return Slide(slide_ids[i], case_ids[i], arr["features"], arr["coords"],
                      omics.get(case_ids[i], np.zeros(0, np.float32)), labels[i], mask, tissue)
 
-    return Cohort(slide_ids, case_ids, labels, load, cache=cache, name=name or root.name,
+    return Cohort(slide_ids, case_ids, labels, load, cache=cache, cache_slides=cache_slides,
+                  cache_bytes=cache_bytes if cache else None, name=name or root.name,
                   info={"root": str(root), "skipped": dropped, "has_omics": bool(omics), "validated": checked})
 
 
