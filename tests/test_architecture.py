@@ -17,7 +17,7 @@ PKG = Path(medvlp_lib.__file__).parent
 
 # lowest first; a module may import only from a strictly lower layer or from its own package
 LAYERS = {
-    "utils": 0,
+    "utils": 0, "config": 0,              # config: typed frozen configurations (imports nothing of the library)
     "results": 1,
     "data": 2, "models": 2, "train": 2,   # siblings: never import one another
     "methods": 3,                        # training methods + losses (use data, models and the trainer)
