@@ -96,6 +96,10 @@ def _is_union(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
 
 
+_SCALARS = {bool: (bool, "True or False"), int: (int, "an integer"), float: ((int, float), "a number"),
+            str: (str, "a string")}
+
+
 def coerce(value, tp, where: str = "value"):
     """``value`` as an instance of the annotation ``tp``, or a ``TypeError`` naming ``where`` and the type.
 
@@ -125,22 +129,11 @@ def coerce(value, tp, where: str = "value"):
         if any(value == a and type(value) is type(a) for a in args):
             return value
         raise TypeError(f"{where} must be one of {list(args)}, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError(f"{where} must be True or False, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return int(value)
-        raise TypeError(f"{where} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise TypeError(f"{where} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError(f"{where} must be a string, got {value!r}")
+    if tp in _SCALARS:  # a bool is never taken for a number
+        accepted, text = _SCALARS[tp]
+        if isinstance(value, accepted) and (tp is bool or not isinstance(value, bool)):
+            return tp(value)
+        raise TypeError(f"{where} must be {text}, got {value!r}")
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
             raise TypeError(f"{where} must be a tuple ({_type_name(tp)}), got {value!r}")
