@@ -63,15 +63,19 @@ class Variant:
             raise TypeError(f"Variant.key must be a string, got {self.key!r}")
         object.__setattr__(self, "overrides", dict(self.overrides))
         if not self.key:
-            key = "_".join([self.name, *(f"{k}{_key_part(v)}" for k, v in self.overrides.items())])
-            object.__setattr__(self, "key", key)
+            object.__setattr__(self, "key", self._derived_key())
+
+    def _derived_key(self) -> str:
+        return "_".join([self.name, *(f"{k}{_key_part(v)}" for k, v in self.overrides.items())])
 
     def __hash__(self):
         return hash((self.name, tuple(sorted((k, repr(v)) for k, v in self.overrides.items())), self.key))
 
     def __str__(self):
+        """``name(setting=value, ...)``, preceded by ``key: `` when the key is not the derived one."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.overrides.items())
-        return f"{self.name}({args})" if args else self.name
+        text = f"{self.name}({args})" if args else self.name
+        return text if self.key == self._derived_key() else f"{self.key}: {text}"
 
 
 # ------------------------------------------------------------------------------------------------- types
@@ -356,7 +360,9 @@ def changed_fields(cfg, base) -> dict[str, Any]:
     return {k: v for k, v in a.items() if b.get(k, object()) != v}
 
 
-def describe(cfg, base=None) -> str:
-    """``key=value`` for every field (dotted into nested dataclasses), or only those differing from ``base``."""
+def describe(cfg, base=None, sep: str | None = "  "):
+    """``key=value`` for every field (dotted into nested dataclasses), or only those differing from ``base``,
+    joined by ``sep`` (``None``: the list of items)."""
     items = _flat(cfg) if base is None else changed_fields(cfg, base)
-    return "  ".join(f"{k}={_show(v)}" for k, v in items.items()) or "(same)"
+    shown = [f"{k}={_show(v)}" for k, v in items.items()]
+    return shown if sep is None else (sep.join(shown) or "(same)")

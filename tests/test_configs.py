@@ -184,7 +184,8 @@ def test_variant_keys_and_round_trip():
     v = Variant("momkd", {"n_slots": 4})
     assert v.key == "momkd_n_slots4" and str(v) == "momkd(n_slots=4)"
     assert Variant("msd", {"momentum": 0.99}).key == "msd_momentum0.99" and Variant("abmil").key == "abmil"
-    assert Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper").key == "adaptor_paper"
+    paper = Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper")
+    assert paper.key == "adaptor_paper" and str(paper) == "adaptor_paper: adaptor(image_weight=0.5)"
     for w in (v, Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper"), Variant("abmil")):
         from dataclasses import asdict
         assert coerce(json.loads(json.dumps(asdict(w))), Variant) == w
@@ -221,3 +222,4 @@ def test_config_helpers_on_a_small_class():
     assert parse_value("0.5", field_type(Small, "frac")) == 0.5 and parse_value("None", float | None) is None
     assert override(s, {"n": 2}).n == 2 and override(s, None) is s
     assert describe(Small(n=2), Small()) == "n=2" and describe(Small(), Small()) == "(same)"
+    assert describe(Small(n=2), Small(), sep=None) == ["n=2"]

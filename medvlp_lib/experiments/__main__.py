@@ -33,9 +33,12 @@ def parse_set(items, config_class, experiment: str = "") -> dict:
     return out
 
 
-def _wrapped(text: str, indent: int) -> str:
+def _wrapped(items: list[str], indent: int) -> str:
+    """``items`` two spaces apart, wrapped at 120 columns between items (inside an item only when it is long)."""
+    glue = "\x00"  # keeps a short item's own spaces from being line breaks
+    text = "  ".join(i if len(i) > 60 else i.replace(" ", glue) for i in items) or "(same)"
     return textwrap.fill(text, width=120, initial_indent=" " * indent, subsequent_indent=" " * indent,
-                         break_long_words=False, break_on_hyphens=False)
+                         break_long_words=False, break_on_hyphens=False).replace(glue, " ")
 
 
 def list_experiments(selected=None) -> str:
@@ -51,7 +54,7 @@ def list_experiments(selected=None) -> str:
             cfg = exp.profiles[p]
             head = f"    {p:<4}  seeds {list(exp.seeds[p])}" + ("" if p == "cpu" else ", differs from cpu in:")
             lines.append(head)
-            lines.append(_wrapped(describe(cfg, None if p == "cpu" else cpu), 10))
+            lines.append(_wrapped(describe(cfg, None if p == "cpu" else cpu, sep=None), 10))
         lines.append("")
     return "\n".join(lines)
 
