@@ -378,3 +378,70 @@ def test_find_word_tokens_with_minilm_tokenizer():
     assert eff == list(range(eff[0], eff[-1] + 1))
     assert find_word_tokens(tok, text, "heart") == []
     assert find_word_tokens(tok, text, "pleural")[0] > 0  # position 0 is [CLS]
+
+
+def _ragged(B=5, Nt=9, dv=12, dt=10, seed=0, dtype=torch.float64):
+    """Right-padded texts of lengths 9, 4, 2, 1, 6 with garbage (large random values) in the padding."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([9, 4, 2, 1, 6])[:B]
+    mask = torch.arange(Nt)[None] < lengths[:, None]
+    txt = torch.randn(B, Nt, dt, generator=g, dtype=dtype)
+    txt = torch.where(mask[..., None], txt, 100 * torch.randn(B, Nt, dt, generator=g, dtype=dtype))
+    return dict(img_tokens=torch.randn(B, 6, dv, generator=g, dtype=dtype), txt_tokens=txt, txt_mask=mask)
+
+
+@pytest.mark.parametrize("share_blocks", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_fast_path_equals_reference_path_float64(share_blocks, num_layers):
+    """The fast path (packing, SDPA, [CLS]-only last text update) computes the reference path's function:
+    outputs and parameter gradients agree to float64 rounding."""
+    torch.manual_seed(0)
+    a = Adaptor(12, 10, width=16, embed_dim=8, num_heads=2, num_layers=num_layers,
+                share_blocks=share_blocks).double()
+    b = _ragged()
+    outs, grads = {}, {}
+    for path, ret in (("fast", False), ("reference", True)):
+        a.zero_grad(set_to_none=True)
+        out = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"], return_attention=ret)
+        (out["image_emb"] @ out["text_emb"].T * torch.arange(25.0, dtype=torch.float64).view(5, 5)).sum().backward()
+        outs[path] = out
+        grads[path] = torch.cat([p.grad.reshape(-1) for p in a.parameters() if p is not a.logit_scale])
+    for key in ("image_emb", "text_emb", "image_tokens"):
+        torch.testing.assert_close(outs["fast"][key], outs["reference"][key], rtol=0, atol=1e-12)
+    assert "attentions" not in outs["fast"] and "text_tokens" not in outs["fast"]
+    assert outs["reference"]["text_tokens"].shape == (5, 9, 16)
+    assert float(grads["reference"].norm()) > 1e-3
+    torch.testing.assert_close(grads["fast"], grads["reference"], rtol=0, atol=1e-11)
+
+
+def test_per_batch_padding_does_not_change_a_samples_embeddings():
+    """A sample's embeddings do not depend on how far its text is padded (alone, trimmed to its own length, or in
+    a batch padded to a longer text with garbage in the padding), on both paths."""
+    torch.manual_seed(0)
+    a = Adaptor(12, 10, width=16, embed_dim=8, num_heads=2).double().eval()
+    b = _ragged()
+    with torch.no_grad():
+        batched = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"])
+        for i, n in enumerate(b["txt_mask"].sum(1).tolist()):
+            for ret in (False, True):
+                alone = a(b["img_tokens"][i:i + 1], b["txt_tokens"][i:i + 1, :n], b["txt_mask"][i:i + 1, :n],
+                          return_attention=ret)
+                for key in ("image_emb", "text_emb"):
+                    torch.testing.assert_close(alone[key][0], batched[key][i], rtol=0, atol=1e-12)
+            longer = torch.cat([b["txt_tokens"][i:i + 1], -50 * torch.ones(1, 7, 10, dtype=torch.float64)], 1)
+            mask = torch.cat([b["txt_mask"][i:i + 1], torch.zeros(1, 7, dtype=torch.bool)], 1)
+            padded = a(b["img_tokens"][i:i + 1], longer, mask)
+            torch.testing.assert_close(padded["text_emb"][0], batched["text_emb"][i], rtol=0, atol=1e-12)
+
+
+def test_fast_path_pools_position_zero_even_when_masked():
+    """Both paths pool text position 0; a mask that marks it as padding (left padding) gives the same result."""
+    torch.manual_seed(0)
+    a = Adaptor(12, 10, width=16, embed_dim=8, num_heads=2).double().eval()
+    b = _ragged()
+    mask = b["txt_mask"].clone()
+    mask[0, 0] = False
+    with torch.no_grad():
+        fast = a(b["img_tokens"], b["txt_tokens"], mask)
+        ref = a(b["img_tokens"], b["txt_tokens"], mask, return_attention=True)
+    torch.testing.assert_close(fast["text_emb"], ref["text_emb"], rtol=0, atol=1e-12)

@@ -336,3 +336,42 @@ def test_msd_learns_alignment_but_alpha_one_does_not():
     assert after >= 0.8 and before < 0.5
     assert _train_retrieval(MSD, alpha=0.0, beta=1.0)[1] >= 0.8  # beta = 1 (key-to-key only) trains
     assert _train_retrieval(MSD, alpha=1.0, beta=0.0, w_uni=0.0) == (before, before)  # no signal at all
+
+
+def test_alpha_reading_b_momentum_teacher_gives_a_gradient_reading_a_does_not():
+    """Reading (a): alpha = 1 distils the online prediction into itself (zero gradient). Reading (b): the alpha
+    term is the momentum encoder's query-to-key distribution, which does move the online encoder."""
+    torch.manual_seed(0)
+    q = rand_unit(4, 6, seed=0).requires_grad_(True)
+    keys = rand_unit(10, 6, seed=1)
+    teacher = rand_unit(4, 6, seed=2)
+    loss_a, _ = msd_loss(q, keys, scale=10.0, alpha=1.0, beta=0.0)
+    (g_a,) = torch.autograd.grad(loss_a, q)
+    assert float(g_a.abs().max()) < 1e-6
+    loss_b, _ = msd_loss(q, keys, scale=10.0, alpha=1.0, beta=0.0, q_teacher=teacher)
+    (g_b,) = torch.autograd.grad(loss_b, q)
+    assert float(g_b.abs().max()) > 1e-3
+    # the target of reading (b) is softmax(s * q_teacher K^T), and a teacher equal to q gives reading (a)'s target
+    torch.testing.assert_close(soft_targets(q, None, keys, scale=10.0, alpha=1.0, beta=0.0, q_teacher=teacher),
+                               F.softmax(10.0 * teacher @ keys.T, dim=1))
+    same, _ = msd_loss(q, keys, scale=10.0, alpha=0.3, beta=0.7, q_teacher=q.detach())
+    torch.testing.assert_close(same, msd_loss(q, keys, scale=10.0, alpha=0.3, beta=0.7)[0])
+    with pytest.raises(ValueError, match="q_teacher"):
+        msd_loss(q, keys, scale=10.0, q_teacher=teacher[:2])
+
+
+def test_msd_alpha_teacher_option():
+    with pytest.raises(ValueError, match="alpha_teacher"):
+        MSD(TinyDual(), alpha_teacher="both")
+    with pytest.raises(ValueError, match="targets='msd'"):
+        MSD(TinyDual(), targets="mm_moco", alpha_teacher="momentum")
+    batch = dict(image=torch.rand(4, 1, 16, 16), text=REPORTS[:4], index=torch.arange(4))
+    losses = {}
+    for reading in ("online", "momentum"):
+        torch.manual_seed(0)
+        m = MSD(TinyDual(), alpha=1.0, beta=0.0, w_uni=0.0, queue_size=8, image_augment=None, text_augment=None,
+                alpha_teacher=reading)
+        out = m.training_step(batch)
+        losses[reading] = float(out["loss"])
+    # before any update the momentum encoder is the online encoder and the views are equal: same target
+    assert losses["online"] == pytest.approx(losses["momentum"], abs=1e-6)

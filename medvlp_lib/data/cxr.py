@@ -13,14 +13,15 @@ Splits come from :func:`medvlp_lib.data.reports.split_ids` (hash of seed and rep
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .render import (DEGRADE_PRESETS, MASK_NAMES, SITE_PRESETS, Degradation, SiteShift, bits_to_masks, check_size,
-                     render_batch, resolve_preset)
+from ..utils import check_seed
+from .real.common import check_index
+from .render import (DEGRADE_PRESETS, MASK_NAMES, SITE_PRESETS, Degradation, SiteShift, check_size, render_batch,
+                     resolve_preset)
 from .reports import LABELS, ReportCorpus, load_reports, split_ids, unit_hash
 
 __all__ = ["CXRDataset", "SPLITS"]
@@ -130,7 +131,7 @@ class CXRDataset(Dataset):
     def __init__(self, split: str = "train", size: int = 64, seed: int = 0, n: int | None = None,
                  site: SiteShift | str | None = None, degrade: Degradation | str | None = None,
                  corpus: ReportCorpus | None = None, progress: bool = True):
-        size = check_size(size)
+        size, seed = check_size(size), check_seed(seed)
         site = resolve_preset(site, SITE_PRESETS, SiteShift, "site")
         degrade = resolve_preset(degrade, DEGRADE_PRESETS, Degradation, "degrade")
         corpus = corpus if corpus is not None else load_reports()
@@ -148,9 +149,7 @@ class CXRDataset(Dataset):
         return len(self.uids)
 
     def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for CXRDataset of length {len(self)}")
-        i = int(i) % len(self)
+        i = check_index(i, len(self), "CXRDataset")
         return dict(
             image=torch.from_numpy(self.images[i].astype(np.float32) / 255.0)[None],
             text=self.texts[i],

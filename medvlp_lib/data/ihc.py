@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from ..utils import check_seed
 from .natural import skimage_data_dir
 from .pathology import Cohort, CohortConfig, Slide, simulate_omics
 
@@ -209,6 +210,7 @@ def ihc_cohort(features: np.ndarray, n_bags: int = 64, bag_size: int = 64, seed:
     bag, indices into the whole image's tiles), ``split_col``, ``encoder`` (embedding info) and ``n_patches``.
     Deterministic in ``seed``.
     """
+    seed = check_seed(seed)
     for nm, v, lo in (("n_bags", n_bags, 4), ("bag_size", bag_size, 1), ("n_genes", n_genes, 1),
                       ("n_modules", n_modules, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:

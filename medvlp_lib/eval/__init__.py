@@ -10,14 +10,14 @@ from tqdm.auto import tqdm
 from ..utils import get_device
 from .attention import attention_quality, attention_scores
 from .probe import linear_probe_auc, multiclass_probe_accuracy, stratified_subsample
-from .retrieval import normalise_text, retrieval_recall
+from .retrieval import class_precision_at_k, normalise_text, retrieval_recall
 from .segmentation import attention_mass_in_mask, dice_aggregate, dice_per_image, dice_summary, pointing_game
 from .zero_shot import binary_auc, label_prompt_embeddings, prompt_similarity, zero_shot_auc, zero_shot_scores
 
 __all__ = ["embed", "zero_shot_auc", "zero_shot_scores", "prompt_similarity", "binary_auc", "retrieval_recall",
            "normalise_text", "linear_probe_auc", "stratified_subsample", "dice_per_image", "dice_aggregate",
            "dice_summary", "pointing_game", "attention_mass_in_mask", "attention_scores", "attention_quality",
-           "multiclass_probe_accuracy", "label_prompt_embeddings"]
+           "multiclass_probe_accuracy", "label_prompt_embeddings", "class_precision_at_k"]
 
 
 @torch.no_grad()

@@ -117,7 +117,6 @@ def zero_shot_real(model, dataset, n_prompts: int | None = None, seed: int = 0, 
 
 
 def _zero_shot_from(model, ds, out: dict, n_prompts, seed) -> dict:
-
     prompt_labels = list(dict.fromkeys([*ds.label_names, "normal"]))
     prompts = label_prompt_embeddings(_text_model(model), prompt_labels, n_prompts=n_prompts, seed=seed)
     res = zero_shot_auc(out["image_emb"], prompts, out["labels"].numpy(), label_names=list(ds.label_names))

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..config import Config, Variant, override
 from ..results import fmt, read_result, summary_entry, write_result
-from ..utils import results_dir
+from ..utils import check_seed, results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
            "variant_table", "late_mean", "binned_curve", "Claim", "claim", "claims", "claims_of", "Config", "Variant",
@@ -215,7 +215,10 @@ def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = N
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     exp = get(name)
     cfg = exp.config(profile, overrides)
-    seeds = tuple(int(s) for s in (seeds if seeds is not None else exp.seeds[profile]))
+    seeds = exp.seeds[profile] if seeds is None else seeds
+    if isinstance(seeds, (str, bytes, int, float)) or not hasattr(seeds, "__iter__"):
+        raise ValueError(f"seeds must be a sequence of non-negative integers, got {seeds!r}")
+    seeds = tuple(check_seed(s, f"seeds[{j}]") for j, s in enumerate(seeds))
     if not seeds:
         raise ValueError("seeds must contain at least one seed")
     t0 = time.time()

@@ -14,7 +14,21 @@ from torch import nn
 
 from .contrastive import clip_loss
 
-__all__ = ["CLIP"]
+__all__ = ["CLIP", "image_text_batch"]
+
+
+def image_text_batch(batch: dict, device: torch.device,
+                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """``(images [B, C, H, W] on device (augmented if augment is given), texts: B strings)`` of an image-report
+    batch ``dict(image=[B, C, H, W], text=list[str], ...)``; the error names what is missing or mismatched."""
+    if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
+        raise ValueError("batch must be a dict with keys 'image' ([B, C, H, W] tensor) and 'text' (list[str]), "
+                         f"got {type(batch).__name__} with keys {list(batch) if isinstance(batch, dict) else None}")
+    images = batch["image"].to(device)
+    texts = list(batch["text"])
+    if images.shape[0] != len(texts):
+        raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
+    return (images if augment is None else augment(images)), texts
 
 
 class CLIP(nn.Module):
@@ -38,15 +52,7 @@ class CLIP(nn.Module):
         self.image_weight = image_weight
 
     def training_step(self, batch: dict) -> dict:
-        if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
-            raise ValueError("batch must be a dict with keys 'image' ([B, 1, H, W] tensor) and 'text' (list[str]), "
-                             f"got {type(batch).__name__} with keys {list(batch) if isinstance(batch, dict) else None}")
-        images = batch["image"].to(self.model.device)
-        texts = list(batch["text"])
-        if images.shape[0] != len(texts):
-            raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
-        if self.augment is not None:
-            images = self.augment(images)
+        images, texts = image_text_batch(batch, self.model.device, self.augment)
         img, txt = self.model.encode_image(images), self.model.encode_text(texts)
         loss, parts = clip_loss(img.float(), txt.float(), self.model.scale, image_weight=self.image_weight)
         return {"loss": loss, **parts}

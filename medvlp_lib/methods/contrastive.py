@@ -43,16 +43,21 @@ def as_scale(scale, ref: torch.Tensor) -> torch.Tensor:
     return s
 
 
-def similarity_logits(query: torch.Tensor, keys: torch.Tensor, scale=1.0 / 0.07) -> torch.Tensor:
-    """``s * query @ keys.T`` with shape checks: query [B, D], keys [K, D] -> [B, K]."""
-    for name, t in (("query", query), ("keys", keys)):
+def _check_embeddings(a_name: str, a, b_name: str, b) -> None:
+    """Both are 2-D tensors [N, D] with the same D; the errors name the argument."""
+    for name, t in ((a_name, a), (b_name, b)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 2:
             raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
-    if query.shape[1] != keys.shape[1]:
-        raise ValueError(f"query and keys must share the embedding dim: query {tuple(query.shape)}, "
-                         f"keys {tuple(keys.shape)}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{a_name} and {b_name} must share the embedding dim: {a_name} {tuple(a.shape)}, "
+                         f"{b_name} {tuple(b.shape)}")
+
+
+def similarity_logits(query: torch.Tensor, keys: torch.Tensor, scale=1.0 / 0.07) -> torch.Tensor:
+    """``s * query @ keys.T`` with shape checks: query [B, D], keys [K, D] -> [B, K]."""
+    _check_embeddings("query", query, "keys", keys)
     return as_scale(scale, query) * query @ keys.t()
 
 
@@ -133,17 +138,10 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale=1.0 / 0.07,
     :mod:`medvlp_lib.methods.adaptor`). Returns ``(loss, parts)`` with parts ``i2t``, ``t2i`` (the two
     directional losses), ``acc_i2t`` / ``acc_t2i`` (in-batch top-1 accuracy) and ``scale`` (the multiplier used).
     """
-    for name, t in (("image_emb", image_emb), ("text_emb", text_emb)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 2:
-            raise ValueError(f"{name} must be 2-D [B, D], got shape {tuple(t.shape)}")
+    _check_embeddings("image_emb", image_emb, "text_emb", text_emb)
     if image_emb.shape[0] != text_emb.shape[0]:
         raise ValueError(f"image_emb and text_emb must have the same batch size, got {image_emb.shape[0]} "
                          f"and {text_emb.shape[0]}")
-    if image_emb.shape[1] != text_emb.shape[1]:
-        raise ValueError(f"image_emb and text_emb must share the embedding dim, got {image_emb.shape[1]} "
-                         f"and {text_emb.shape[1]}")
     if not 0.0 <= image_weight <= 1.0:
         raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
     logits = similarity_logits(image_emb, text_emb, scale)

@@ -22,6 +22,18 @@ L_multi. (A test asserts the gradient is zero to rounding.) With beta > 0 the ta
 p_k2k, a distribution that puts the most mass on the sample's own key but shares it with keys that
 are *similar to it* (e.g. the many "heart size normal, lungs clear" reports), i.e. a soft label.
 
+Two readings of the alpha term (``alpha_teacher`` of :class:`MSD`, ``q_teacher`` of the losses). The paper
+says only that MSD combines "query-to-key" and "key-to-key" similarity distributions:
+
+* (a) ``alpha_teacher="online"`` (default, the reading above): p_q2k is the *online* prediction, detached. It
+  gives no gradient of its own, so alpha only rescales the weight of the beta term, and alpha = 1 learns nothing
+  ("training failed" as a standstill).
+* (b) ``alpha_teacher="momentum"``: p_q2k is the *momentum* encoder's query-to-key distribution,
+  ``softmax(s * q^m_i K^T)`` with q^m_i the momentum embedding of the query's own sample (ALBEF's teacher
+  without its one-hot part). It does give a gradient, and with alpha = 1 the model distils only its own slow
+  copy, with no positive pair anywhere in the target: a self-referential objective that can drift or collapse
+  (the paper reports that alpha = 1 *diverges*). Chapter 03 runs the (alpha, beta) ablation under both.
+
 Reading of k_i: by default (``k2k="positive"``) k_i is the momentum key of the query's paired sample
 in the *keys'* modality (for an image query, the momentum text embedding of its own report), so
 p_k2k is text-text similarity and needs no cross-modal alignment to be meaningful: this is why
@@ -61,12 +73,13 @@ from torch import nn
 
 from ..data.augment import ImageAugmenter, ReportAugmenter
 from .contrastive import as_scale
-from .momentum import MomentumEncoder, MomentumQueue, momentum_schedule
+from .momentum import MomentumEncoder, MomentumQueue, gather_with_offset, momentum_schedule
 
 __all__ = ["soft_targets", "msd_loss", "mm_moco_loss", "albef_loss", "uni_modal_loss", "combine_losses",
-           "MULTIMODAL_LOSSES", "OWN_ID_MODES", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
+           "MULTIMODAL_LOSSES", "OWN_ID_MODES", "ALPHA_TEACHERS", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
 
 OWN_ID_MODES = ("mask", "positive", "ignore")
+ALPHA_TEACHERS = ("online", "momentum")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -87,6 +100,10 @@ def _check(q: torch.Tensor, keys: torch.Tensor, pos, q_ids, key_ids, own_id: str
             raise ValueError(f"keys has {n} rows but there are {b} queries: the first B rows of keys must be "
                              "the queries' positives (or pass pos=)")
         pos = torch.arange(b, device=q.device)
+    elif isinstance(pos, range):  # checked without reading a tensor (no device sync per call)
+        if len(pos) != b or (b and (min(pos[0], pos[-1]) < 0 or max(pos[0], pos[-1]) >= n)):
+            raise ValueError(f"pos must be [B={b}] indices into keys (0..{n - 1}), got {pos}")
+        pos = torch.arange(pos.start, pos.stop, pos.step, device=q.device)
     else:
         pos = torch.as_tensor(pos, device=q.device, dtype=torch.long)
         if pos.shape != (b,) or (b and (int(pos.min()) < 0 or int(pos.max()) >= n)):
@@ -142,17 +159,26 @@ def _parts(prefix: str, target: torch.Tensor, log_p: torch.Tensor, pos: torch.Te
                 f"{prefix}acc": (p.argmax(1) == pos).to(p.dtype).mean()}
 
 
+def _check_teacher(q: torch.Tensor, q_teacher) -> torch.Tensor:
+    if not isinstance(q_teacher, torch.Tensor) or q_teacher.shape != q.shape:
+        got = tuple(q_teacher.shape) if isinstance(q_teacher, torch.Tensor) else type(q_teacher).__name__
+        raise ValueError(f"q_teacher must have the queries' shape {tuple(q.shape)}, got {got}")
+    return q_teacher.detach().to(q.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------
 # pure losses
 # ----------------------------------------------------------------------------------------------------
 def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tensor, *, scale, alpha: float = 0.3,
-                 beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
-                 own_id: str = "mask") -> torch.Tensor:
+                 beta: float = 0.7, pos=None, q_ids=None, key_ids=None, own_id: str = "mask",
+                 q_teacher: torch.Tensor | None = None) -> torch.Tensor:
     """MSD soft targets ``(alpha * p_q2k + beta * p_k2k) / (alpha + beta)``, detached, shape ``[B, N]``.
 
     ``q [B, D]`` online queries, ``keys [N, D]`` = [momentum batch keys; queue] of the other modality,
     ``k_same [B, D]`` the momentum key of each query's own sample (default ``keys[pos]``, i.e.
-    ``keys[:B]``). Rows sum to 1. ``alpha, beta >= 0`` with ``alpha + beta > 0``.
+    ``keys[:B]``). Rows sum to 1. ``alpha, beta >= 0`` with ``alpha + beta > 0``. ``q_teacher [B, D]``
+    (reading (b), see the module docstring): ``p_q2k`` from the momentum encoder's embedding of the query
+    sample instead of the online query.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
     if alpha < 0 or beta < 0 or alpha + beta <= 0:
@@ -166,7 +192,8 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
         k = keys.detach()
         t = torch.zeros(q.shape[0], keys.shape[0], dtype=q.dtype, device=q.device)
         if alpha > 0:
-            t = t + alpha * F.softmax(_mask(s * q.detach() @ k.T, same, own_id), dim=1)
+            src = _check_teacher(q, q_teacher) if q_teacher is not None else q
+            t = t + alpha * F.softmax(_mask(s * src.detach() @ k.T, same, own_id), dim=1)
         if beta > 0:
             t = t + beta * F.softmax(_mask(s * k_same.detach() @ k.T, same, own_id), dim=1)
         return t / (alpha + beta)
@@ -174,11 +201,15 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
 
 def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
              alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
-             own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+             own_id: str = "mask", reduction: str = "mean",
+             q_teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """``KL(target || p_q2k)`` with :func:`soft_targets` (see module docstring); returns ``(loss, parts)``.
 
-    The stop-gradient part of the target is ``exp(log_softmax(logits)).detach()``, bit-identical to the
-    probabilities the backward pass uses, so alpha = 1, beta = 0 gives a zero gradient up to rounding.
+    Reading (a), ``q_teacher=None``: the alpha part of the target is the online prediction itself,
+    ``exp(log_softmax(logits)).detach()`` -- bit-identical to the probabilities the backward pass uses, so
+    alpha = 1, beta = 0 gives a zero gradient up to rounding. Reading (b), ``q_teacher [B, D]`` = the momentum
+    encoder's embedding of each query's own sample: the alpha part is the momentum query-to-key distribution
+    ``softmax(s q_teacher K^T)`` (ALBEF's teacher without its one-hot part), which does give a gradient.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
     if alpha < 0 or beta < 0 or alpha + beta <= 0:
@@ -187,7 +218,12 @@ def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = torch.zeros_like(log_p)
     if alpha > 0:
-        target = target + alpha * log_p.detach().exp()
+        if q_teacher is None:
+            target = target + alpha * log_p.detach().exp()
+        else:
+            with torch.no_grad():
+                qt = _check_teacher(q, q_teacher)
+                target = target + alpha * F.softmax(_mask(s.detach() * qt @ keys.detach().T, same, own_id), dim=1)
     if beta > 0:
         if k_same is None:
             k_same = keys[pos]
@@ -294,13 +330,36 @@ class Views:
 
 @dataclass
 class Keys:
-    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step)."""
+    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step), and the key sets
+    every query is scored against, concatenated once per step (not once per RFBE sub-batch):
+    ``img_all = [img; img_queue]`` with sample ids ``img_all_ids = [batch ids; img_queue_ids]``, same for text.
+
+    Under ``torch.distributed`` ``img``/``txt`` hold the *global* batch's keys (all ranks, rank order), ``ids``
+    their sample ids and ``offset`` the row of this rank's first query (:func:`_gather_keys`); in one process
+    ``ids`` are the views' ids and ``offset`` is 0.
+    """
     img: torch.Tensor
     txt: torch.Tensor
     img_queue: torch.Tensor
     img_queue_ids: torch.Tensor
     txt_queue: torch.Tensor
     txt_queue_ids: torch.Tensor
+    img_all: torch.Tensor
+    img_all_ids: torch.Tensor
+    txt_all: torch.Tensor
+    txt_all_ids: torch.Tensor
+    ids: torch.Tensor | None = None
+    offset: int = 0
+
+
+def _gather_keys(img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor):
+    """``(img, txt, ids, offset)`` of the global batch under ``torch.distributed`` (all-gathered in rank order,
+    ``offset`` = this rank's first row), so each rank scores its queries against the same key set as one process
+    on the concatenated batch would, with positives at ``offset + i``. Single process: unchanged, offset 0."""
+    img_all, offset = gather_with_offset(img)
+    if img_all is img:
+        return img, txt, ids, 0
+    return img_all, gather_with_offset(txt)[0], gather_with_offset(ids)[0], offset
 
 
 def _default_image_aug():
@@ -329,6 +388,8 @@ class MSD(nn.Module):
     with their sample ids. ``batch`` = dict(image=[B,C,H,W], text=list[str], index=LongTensor[B]).
 
     Defaults follow the paper: alpha 0.3, beta 0.7, w_uni 1, w_multi 10, m 0.995, queue 4096.
+    ``alpha_teacher``: ``"online"`` (reading (a)) or ``"momentum"`` (reading (b)) of the alpha term; see the
+    module docstring.
 
     Views and keys (our reading; the paper does not spell it out): the online encoders embed view 1 of
     each modality (queries), the momentum encoders embed view 2 (keys, which are also what is enqueued).
@@ -344,7 +405,8 @@ class MSD(nn.Module):
     def __init__(self, dual: nn.Module, *, targets: str = "msd", alpha: float = 0.3, beta: float = 0.7,
                  w_uni: float = 1.0, w_multi: float = 10.0, momentum: float = 0.995,
                  momentum_end: float | None = None, total_steps: int | None = None, queue_size: int = 4096,
-                 own_id: str = "mask", k2k: str | None = None, image_augment="default", text_augment="default",
+                 own_id: str = "mask", k2k: str | None = None, alpha_teacher: str = "online",
+                 image_augment="default", text_augment="default",
                  alpha_warmup_steps: int = 0, embed_dim: int | None = None):
         super().__init__()
         for attr in ("encode_image", "encode_text", "scale"):
@@ -357,6 +419,10 @@ class MSD(nn.Module):
         k2k = k2k or ("teacher" if targets == "albef" else "positive")
         if k2k not in ("positive", "teacher"):
             raise ValueError(f"k2k must be 'positive' or 'teacher', got {k2k!r}")
+        if alpha_teacher not in ALPHA_TEACHERS:
+            raise ValueError(f"alpha_teacher must be one of {ALPHA_TEACHERS}, got {alpha_teacher!r}")
+        if alpha_teacher == "momentum" and targets != "msd":
+            raise ValueError("alpha_teacher='momentum' is a reading of MSD's alpha term; it needs targets='msd'")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if (momentum_end is None) != (total_steps is None):
@@ -377,7 +443,7 @@ class MSD(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.targets, self.alpha, self.beta, self.w_uni, self.w_multi = targets, alpha, beta, w_uni, w_multi
         self.momentum, self.momentum_end, self.total_steps = momentum, momentum_end, total_steps
-        self.own_id, self.k2k = own_id, k2k
+        self.own_id, self.k2k, self.alpha_teacher = own_id, k2k, alpha_teacher
         self.alpha_warmup_steps = alpha_warmup_steps
         self.image_augment = _default_image_aug() if image_augment == "default" else image_augment
         self.text_augment = _default_text_aug() if text_augment == "default" else text_augment
@@ -447,32 +513,35 @@ class MSD(nn.Module):
         for s in range(0, b, max(chunk, 1)):
             img.append(self.momentum_encoder.run("encode_image", views.img_k[s:s + chunk]))
             txt.append(self.momentum_encoder.run("encode_text", views.txt_k[s:s + chunk]))
-        return Keys(torch.cat(img), torch.cat(txt), self.image_queue.keys(), self.image_queue.ids(),
-                    self.text_queue.keys(), self.text_queue.ids())
+        img, txt, ids, offset = _gather_keys(torch.cat(img), torch.cat(txt), views.ids)  # global batch (DDP)
+        iq, iq_ids, tq, tq_ids = (self.image_queue.keys(), self.image_queue.ids(), self.text_queue.keys(),
+                                  self.text_queue.ids())
+        return Keys(img, txt, iq, iq_ids, tq, tq_ids, torch.cat([img, iq]), torch.cat([ids, iq_ids]),
+                    torch.cat([txt, tq]), torch.cat([ids, tq_ids]), ids=ids, offset=offset)
 
     def query_loss(self, views: Views, keys: Keys, start: int = 0, end: int | None = None
                    ) -> tuple[torch.Tensor, dict]:
         """Loss (mean over queries ``start:end``) of online queries against the full key set."""
         end = len(views) if end is None else end
         sl = slice(start, end)
+        ksl = slice(keys.offset + start, keys.offset + end)  # the queries' own rows in the (global) key batch
         qi = self.online.encode_image(views.img_q[sl])
         qt = self.online.encode_text(views.txt_q[sl])
         s = self.scale
-        ids = views.ids
-        pos = torch.arange(start, end, device=qi.device)
-        k_img = torch.cat([keys.img, keys.img_queue]).to(qi.dtype)
-        k_txt = torch.cat([keys.txt, keys.txt_queue]).to(qi.dtype)
-        id_img = torch.cat([ids, keys.img_queue_ids])
-        id_txt = torch.cat([ids, keys.txt_queue_ids])
-        common = dict(scale=s, pos=pos, q_ids=ids[sl], own_id=self.own_id)
+        k_img, k_txt = keys.img_all.to(qi.dtype), keys.txt_all.to(qi.dtype)
+        id_img, id_txt = keys.img_all_ids, keys.txt_all_ids
+        common = dict(scale=s, pos=range(ksl.start, ksl.stop), q_ids=views.ids[sl], own_id=self.own_id)
         fn = MULTIMODAL_LOSSES[self.targets]
         alpha = self.current_alpha()
         if self.k2k == "positive":
-            ks_i2t, ks_t2i = keys.txt[sl], keys.img[sl]
+            ks_i2t, ks_t2i = keys.txt[ksl], keys.img[ksl]
         else:  # teacher: the momentum version of the query itself
-            ks_i2t, ks_t2i = keys.img[sl], keys.txt[sl]
-        l_i2t, p_i2t = fn(qi, k_txt, k_same=ks_i2t, alpha=alpha, beta=self.beta, key_ids=id_txt, **common)
-        l_t2i, p_t2i = fn(qt, k_img, k_same=ks_t2i, alpha=alpha, beta=self.beta, key_ids=id_img, **common)
+            ks_i2t, ks_t2i = keys.img[ksl], keys.txt[ksl]
+        teach_i2t, teach_t2i = {}, {}
+        if self.alpha_teacher == "momentum":  # reading (b): the momentum encoder's own query-to-key distribution
+            teach_i2t, teach_t2i = {"q_teacher": keys.img[ksl]}, {"q_teacher": keys.txt[ksl]}
+        l_i2t, p_i2t = fn(qi, k_txt, k_same=ks_i2t, alpha=alpha, beta=self.beta, key_ids=id_txt, **teach_i2t, **common)
+        l_t2i, p_t2i = fn(qt, k_img, k_same=ks_t2i, alpha=alpha, beta=self.beta, key_ids=id_img, **teach_t2i, **common)
         l_multi = (l_i2t + l_t2i) / 2
         parts = {"loss_i2t": l_i2t.detach(), "loss_t2i": l_t2i.detach(),
                  "acc_i2t": p_i2t["acc"], "acc_t2i": p_t2i["acc"],
@@ -490,8 +559,10 @@ class MSD(nn.Module):
         return loss, parts
 
     def set_pending(self, views: Views, keys: Keys) -> None:
-        """Remember this step's keys; :meth:`after_optimizer_step` enqueues them once."""
-        self._pending = (keys.img.detach(), keys.txt.detach(), views.ids.detach())
+        """Remember this step's keys; :meth:`after_optimizer_step` enqueues them once (this rank's rows: the queue
+        all-gathers them, so it receives the global batch in rank order)."""
+        own = slice(keys.offset, keys.offset + len(views))
+        self._pending = (keys.img[own].detach(), keys.txt[own].detach(), views.ids.detach())
 
     # --- trainer contract
     def training_step(self, batch: dict) -> dict:

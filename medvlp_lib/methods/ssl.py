@@ -85,7 +85,7 @@ from ..models.backbones import build_frozen_image_backbone
 from ..models.encoders import ImageEncoder, build_image_encoder, freeze
 from ..models.tile_encoder import TileCNN
 from ..train import fit
-from ..utils import get_device, preserved_rng, seed_everything
+from ..utils import check_seed, get_device, preserved_rng, safe_torch_load, seed_everything
 
 __all__ = ["nt_xent", "SimCLR", "SSLConfig", "SSL_CODE_VERSION", "ssl_cache_path", "ssl_pretraining_images",
            "offline_pretrained_backbone", "embed_tiles"]
@@ -178,14 +178,13 @@ class SSLConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for f in ("size", "steps", "batch_size", "proj_dim"):
+        for f, lo in (("size", 1), ("steps", 1), ("batch_size", 1), ("proj_dim", 1), ("n_radiographs", 0),
+                      ("n_natural", 0)):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"SSLConfig.{f} must be a positive integer, got {v!r}")
-        for f in ("n_radiographs", "n_natural", "split_seed", "render_seed", "seed"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"SSLConfig.{f} must be a non-negative integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"SSLConfig.{f} must be an integer >= {lo}, got {v!r}")
+        for f in ("split_seed", "render_seed", "seed"):
+            check_seed(getattr(self, f), f"SSLConfig.{f}")
         if self.n_radiographs + self.n_natural < 2:
             raise ValueError("SSLConfig needs at least 2 images (n_radiographs + n_natural)")
         if not self.temperature > 0 or not self.lr > 0:
@@ -244,11 +243,18 @@ def _train_ssl(config: SSLConfig, progress: bool = True) -> tuple[dict, dict]:
 
 
 def _load_cached(path: Path, config: SSLConfig) -> dict:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or not {"state_dict", "config", "code_version"} <= set(blob):
-        raise ValueError(f"not an SSL backbone file (keys {sorted(blob) if isinstance(blob, dict) else type(blob)})")
+    """The cached blob, checked: read with ``weights_only=True`` (:func:`~medvlp_lib.utils.safe_torch_load`; a
+    crafted pickle raises :class:`~medvlp_lib.utils.UnsafeFileError` before anything runs); ``ValueError`` naming
+    the file when it is not an SSL backbone file of this config and code version."""
+    blob = safe_torch_load(path, "cached SSL backbone")
+    need = ("state_dict", "config", "code_version")
+    if not isinstance(blob, dict) or not set(need) <= set(blob):
+        got = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{path} is not an SSL backbone file (expected keys {list(need)}, got {got})")
     if blob["config"] != asdict(config) or blob["code_version"] != SSL_CODE_VERSION:
-        raise ValueError("config / code version in the file differ from the request")
+        raise ValueError(f"{path}: config / code version in the file differ from the request")
+    if not isinstance(blob["state_dict"], dict):
+        raise ValueError(f"{path}: 'state_dict' is a {type(blob['state_dict']).__name__}, expected a dict of tensors")
     return blob
 
 

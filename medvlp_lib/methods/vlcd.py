@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.encoders import LOGIT_SCALE_INIT, MAX_SCALE, freeze, scale_from_logit
+from .clip import image_text_batch
 from .contrastive import clip_loss
 
 __all__ = ["predistill_loss", "gnd_loss", "feature_distill_loss", "vlcd_loss", "Predistill", "VLCD",
@@ -442,15 +443,7 @@ class VLCD(_FrozenHolder):
         return F.normalize(self.student(images), dim=-1)
 
     def training_step(self, batch: dict) -> dict:
-        if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
-            raise ValueError("batch must be a dict with keys 'image' ([B, C, H, W] tensor) and 'text' (list[str]), "
-                             f"got {type(batch).__name__} with keys {list(batch) if isinstance(batch, dict) else None}")
-        images = batch["image"].to(self.logit_scale.device)
-        texts = list(batch["text"])
-        if images.shape[0] != len(texts):
-            raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
-        if self.augment is not None:
-            images = self.augment(images)
+        images, texts = image_text_batch(batch, self.logit_scale.device, self.augment)
         s = self.student(images).float()
         v = self.encode_text(texts).float()
         t = None

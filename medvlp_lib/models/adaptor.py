@@ -33,6 +33,25 @@ The training loss and method live in :mod:`medvlp_lib.methods.adaptor` (the weig
 Attention maps: :meth:`Adaptor.forward` with ``return_attention=True`` returns, per layer, the head-averaged
 ``img2txt`` [B, 1+N_v, N_t] and ``txt2img`` [B, N_t, 1+N_v] weights; :func:`word_to_image_attention`
 turns the text->image weights of a word into an ``h x w`` map over the radiograph.
+
+Two computations of the same function
+-------------------------------------
+Training and embedding (``return_attention=False``, the default) take a fast path that computes only what the
+two embeddings depend on; ``return_attention=True`` takes the reference path (``nn.MultiheadAttention`` with an
+explicit softmax, every token of every layer). Both give the same embeddings up to float rounding (a test checks
+it in float64). The fast path saves work in three exact ways:
+
+* **packing**: every per-token operation (projections, feed-forward, LayerNorm) runs on the real text tokens only
+  (``M = sum(mask)`` rows instead of ``B * N_t``); only the attention products see the padded ``[B, N_t]`` layout,
+  with the key padding mask. Padded text tokens are never keys (masked) and their query outputs are never read,
+  so what they hold cannot matter.
+* **scaled dot-product attention**: ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, no
+  ``[B, heads, N_q, N_k]`` weights kept for averaging) with ``nn.MultiheadAttention``'s own weights.
+* **[CLS]-only last text update**: after the last layer only ``T[:, 0]`` is read, and text queries do not
+  interact (cross-attention only), so the last layer updates the text ``[CLS]`` alone. The image tokens are
+  updated in full (the text ``[CLS]`` attends to all of them).
+
+Text position 0 is always computed (it is what is pooled), even where the mask marks it as padding.
 """
 from __future__ import annotations
 
@@ -43,11 +62,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import LOGIT_SCALE_INIT, ProjectionHead, count_parameters, scale_from_logit
+from .encoders import (LOGIT_SCALE_INIT, ImageEncoder, ProjectionHead, TextEncoder, count_parameters,
+                       default_text_encoder_path, scale_from_logit)
 
 __all__ = ["CrossAttentionBlock", "Adaptor", "trainable_parameter_table", "paper_scale_parameter_table",
            "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings",
-           "find_word_tokens"]
+           "find_word_tokens", "paper_scale_backbones"]
 
 
 def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
@@ -64,15 +84,19 @@ def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
 class CrossAttentionBlock(nn.Module):
     """Post-LN cross-attention + feed-forward block: queries ``x`` attend to ``context``.
 
-    ``x <- LN1(x + Drop(MHA(x, ctx, ctx)))``, ``x <- LN2(x + Drop(W2 GELU(W1 x)))``.
+    ``x <- LN1(x + Drop(MHA(x, ctx, ctx)))``, ``x <- LN2(x + Drop(W2 GELU(W1 x)))``, with
+    ``MHA(x, c, c) = concat_h softmax((x W_q^h)(c W_k^h)^T / sqrt(d_h) + mask) (c W_v^h) W_o``.
     ``context_mask`` (bool [B, N_ctx], True = real token) masks padded context tokens.
-    Returns ``(x, attn)`` with ``attn`` the head-averaged attention weights [B, N_x, N_ctx].
+    :meth:`forward` returns ``(x, attn)`` with ``attn`` the head-averaged attention weights [B, N_x, N_ctx]
+    (explicit softmax); the fast path uses :meth:`query`, :meth:`keys_values`, :meth:`attend` and :meth:`update`
+    (scaled dot-product attention, no weights), which compute the same ``x`` from the same parameters.
     """
 
     def __init__(self, width: int, num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0):
         super().__init__()
         if width % num_heads:
             raise ValueError(f"width ({width}) must be divisible by num_heads ({num_heads})")
+        self.width, self.num_heads = width, num_heads
         self.attn = nn.MultiheadAttention(width, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(width)
         self.ffn = nn.Sequential(nn.Linear(width, ffn_mult * width), nn.GELU(), nn.Dropout(dropout),
@@ -88,6 +112,40 @@ class CrossAttentionBlock(nn.Module):
         x = self.norm1(x + self.drop(a))
         x = self.norm2(x + self.drop(self.ffn(x)))
         return x, w
+
+    # --- the fast path: the same block in pieces, so that per-token work can run on packed tokens [M, d]
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W_q + b_q``: [..., d] -> [..., d] (``nn.MultiheadAttention``'s own input projection)."""
+        d = self.width
+        return F.linear(x, self.attn.in_proj_weight[:d], self.attn.in_proj_bias[:d])
+
+    def keys_values(self, context: torch.Tensor) -> torch.Tensor:
+        """``[c W_k + b_k, c W_v + b_v]`` in one product: [..., d] -> [..., 2d]."""
+        d = self.width
+        return F.linear(context, self.attn.in_proj_weight[d:], self.attn.in_proj_bias[d:])
+
+    def attend(self, q: torch.Tensor, kv: torch.Tensor, context_mask: torch.Tensor | None = None,
+               select: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Multi-head attention of projected queries ``q`` [B, N_q, d] over projected keys / values ``kv``
+        [B, N_k, 2d] with ``torch.nn.functional.scaled_dot_product_attention``; ``context_mask`` bool [B, N_k]
+        (True = real key). Returns the heads concatenated, before the output projection: [B, N_q, d], or only the
+        query rows ``select = (batch index [M], query index [M])`` as [M, d]."""
+        B, nq, d = q.shape
+        h = self.num_heads
+        k, v = kv.split(d, dim=-1)
+        q, k, v = (t.reshape(B, t.shape[1], h, d // h).transpose(1, 2) for t in (q, k, v))
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.attn.dropout if self.training else 0.0)
+        if select is not None:
+            return o.transpose(1, 2)[select].reshape(-1, d)    # one gather, no [B, N_q, d] copy first
+        return o.transpose(1, 2).reshape(B, nq, d)
+
+    def update(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The rest of the block on attention output ``a`` (before ``W_o``): ``LN1(x + Drop(a W_o))``, then the
+        feed-forward sub-layer; any leading shape ([M, d] packed tokens or [B, N, d])."""
+        x = self.norm1(x + self.drop(self.attn.out_proj(a)))
+        return self.norm2(x + self.drop(self.ffn(x)))
 
 
 class _AdaptorLayer(nn.Module):
@@ -152,12 +210,15 @@ class Adaptor(nn.Module):
 
     def forward(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor | None = None,
                 return_attention: bool = False) -> dict:
-        """Return ``dict(image_emb [B, E], text_emb [B, E], image_tokens, text_tokens[, attentions])``.
+        """Return ``dict(image_emb [B, E], text_emb [B, E], image_tokens [B, 1+N_v, width][, text_tokens,
+        attentions])``.
 
         ``img_tokens`` [B, N_v, image_dim] (a 4-D CNN map [B, C, h, w] is flattened), ``txt_tokens``
-        [B, N_t, text_dim], ``txt_mask`` bool [B, N_t] (True = real token; default all True). With
-        ``return_attention``: ``attentions`` = list over layers of ``dict(img2txt [B, 1+N_v, N_t],
-        txt2img [B, N_t, 1+N_v])`` (index 0 of the image axis is the image ``[CLS]`` when present).
+        [B, N_t, text_dim], ``txt_mask`` bool [B, N_t] (True = real token; default all True). Without
+        ``return_attention``: the fast path (see the module docstring). With ``return_attention``: the reference
+        path, which also returns ``text_tokens`` [B, N_t, width] (the final state of every text position) and
+        ``attentions`` = list over layers of ``dict(img2txt [B, 1+N_v, N_t], txt2img [B, N_t, 1+N_v])`` (index 0
+        of the image axis is the image ``[CLS]`` when present).
         """
         if isinstance(img_tokens, torch.Tensor) and img_tokens.ndim == 4:
             img_tokens = tokens_from_feature_map(img_tokens)
@@ -178,17 +239,43 @@ class Adaptor(nn.Module):
         v = self.image_in(img_tokens.to(dtype))
         if self.image_cls is not None:
             v = torch.cat([self.image_cls.expand(v.shape[0], -1, -1), v], dim=1)
+        if not return_attention:
+            return self._fast(v, txt_tokens.to(dtype), txt_mask)
         t = self.text_in(txt_tokens.to(dtype))
         attns = []
         for layer in self.layers:
             v, t, a_vt, a_tv = layer(v, t, txt_mask)
             attns.append({"img2txt": a_vt, "txt2img": a_tv})
-        out = {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
-               "text_emb": F.normalize(self.text_out(t[:, 0]), dim=-1),
-               "image_tokens": v, "text_tokens": t}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
+                "text_emb": F.normalize(self.text_out(t[:, 0]), dim=-1),
+                "image_tokens": v, "text_tokens": t, "attentions": attns}
+
+    def _fast(self, v: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor) -> dict:
+        """The fast path of :meth:`forward` (module docstring): ``v`` [B, 1+N_v, d] projected image tokens,
+        ``txt_tokens`` [B, N_t, d_t], ``txt_mask`` bool [B, N_t]."""
+        B, nt = txt_mask.shape
+        keep = txt_mask.clone()
+        keep[:, 0] = True                                      # position 0 is pooled: always computed
+        rows, cols = keep.nonzero(as_tuple=True)               # packed order: row-major
+        first = keep.sum(1).cumsum(0) - keep.sum(1)            # index of (b, 0) in the packed tokens
+        t = self.text_in(txt_tokens[rows, cols])               # [M, d]
+
+        def padded(x):                                         # packed [M, c] -> [B, N_t, c] (zeros elsewhere)
+            return x.new_zeros(B, nt, x.shape[-1]).index_put((rows, cols), x)
+
+        for i, layer in enumerate(self.layers):
+            blk = layer.img_block                              # image tokens attend to the (real) text tokens
+            v = blk.update(v, blk.attend(blk.query(v), padded(blk.keys_values(t)), txt_mask))
+            blk = layer.txt_block                              # text tokens attend to the updated image tokens
+            kv = blk.keys_values(v)
+            if i < len(self.layers) - 1:
+                a = blk.attend(padded(blk.query(t)), kv, select=(rows, cols))
+                t = blk.update(t, a)
+            else:                                              # only the text [CLS] is read after the last layer
+                t0 = t[first][:, None]
+                t = blk.update(t0, blk.attend(blk.query(t0), kv))[:, 0]
+        return {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
+                "text_emb": F.normalize(self.text_out(t), dim=-1), "image_tokens": v}
 
 
 @torch.no_grad()
@@ -277,29 +364,32 @@ def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Modul
     return rows
 
 
-class _Sized(nn.Module):
-    def __init__(self, module: nn.Module, out_dim: int):
-        super().__init__()
-        self.module, self.out_dim = module, int(out_dim)
+def paper_scale_backbones(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
+                          max_length: int = 128, in_chans: int = 1) -> tuple[ImageEncoder, TextEncoder]:
+    """Randomly initialised backbones of the paper's *sizes* (no download; enough to count parameters and FLOPs):
+    a timm ``image_arch`` (default ResNet-50, 2048-d) and a BERT-base-shaped text encoder (``text_layers`` x
+    ``text_width``, 30,522-token vocabulary, ~110M parameters at the defaults) with the packaged MiniLM's BERT
+    WordPiece tokenizer (the same uncased vocabulary), truncating at ``max_length`` tokens. Both trainable."""
+    import timm
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    img = timm.create_model(image_arch, pretrained=False, num_classes=0, in_chans=in_chans)
+    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers,
+                     num_attention_heads=max(1, text_width // 64),
+                     intermediate_size=4 * text_width, max_position_embeddings=max(512, max_length))
+    tok = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
+    txt = BertModel(cfg, add_pooling_layer=False)
+    return (ImageEncoder(img, f"{image_arch}-random"),
+            TextEncoder(txt, tok, f"bert-{text_layers}x{text_width}-random", trainable="all", max_length=max_length))
 
 
 def paper_scale_parameter_table(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
                                 **kwargs) -> list[dict]:
-    """:func:`trainable_parameter_table` on randomly initialised backbones of the paper's *sizes* (no weights
-    are needed to count parameters): a timm ``image_arch`` (default ResNet-50, 2048-d) and a BERT-base-shaped
-    text encoder (``text_layers`` x ``text_width``, 30,522-token vocabulary, ~110M parameters), with the
-    paper's Adaptor (width 768, 12 heads). ``kwargs`` go to :func:`trainable_parameter_table`.
+    """:func:`trainable_parameter_table` on :func:`paper_scale_backbones` (random weights of the paper's sizes),
+    with the paper's Adaptor (width 768, 12 heads). ``kwargs`` go to :func:`trainable_parameter_table`.
     """
-    import timm
-    from transformers import BertConfig, BertModel
-
-    img = timm.create_model(image_arch, pretrained=False, num_classes=0, in_chans=1)
-    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers,
-                     num_attention_heads=max(1, text_width // 64),
-                     intermediate_size=4 * text_width)
-    txt = BertModel(cfg, add_pooling_layer=False)
     kwargs.setdefault("num_heads", 12)
-    return trainable_parameter_table(_Sized(img, img.num_features), _Sized(txt, text_width), **kwargs)
+    return trainable_parameter_table(*paper_scale_backbones(image_arch, text_layers, text_width), **kwargs)
 
 
 def word_to_image_attention(attentions: Sequence[dict], word_index: int | Sequence[int], grid_hw: tuple[int, int],

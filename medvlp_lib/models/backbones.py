@@ -15,6 +15,7 @@ downloaded, the library also pretrains its own image backbone with SimCLR and ca
 """
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import safe_torch_load
 from .encoders import TextEncoder, WeightsNotAvailableError, build_image_encoder, build_text_encoder, freeze
 
 __all__ = ["XRV_BACKBONES", "XRVImageBackbone", "build_frozen_image_backbone", "build_frozen_text_backbone"]
@@ -97,6 +99,50 @@ class XRVImageBackbone(nn.Module):
         return self.pool(self.forward_features(x))
 
 
+def _xrv_safe_globals() -> list:
+    """The classes a torchxrayvision DenseNet weights file (a whole pickled model) may name: its own module
+    classes and torch's layers. Nothing else is unpickled (``weights_only=True``)."""
+    import torchxrayvision as xrv
+
+    m = xrv.models
+    return [m.DenseNet, m._DenseBlock, m._DenseLayer, m._Transition, nn.Conv2d, nn.BatchNorm2d, nn.ReLU,
+            nn.MaxPool2d, nn.AvgPool2d, nn.Linear, nn.Sequential, nn.ModuleDict, collections.OrderedDict, set]
+
+
+class _TorchvisionHolder(nn.Module):
+    """What :class:`XRVImageBackbone` reads from a torchxrayvision ResNet: its torchvision model as ``.model``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+
+def _load_xrv_classifier(kind: str, weights: str, path: Path) -> nn.Module:
+    """torchxrayvision's DenseNet / ResNet with the weights in ``path``, read with ``weights_only=True``.
+
+    torchxrayvision itself unpickles these files without the weights-only restriction, so a crafted file in its
+    cache folder would run code; here the ResNet state dict goes through :func:`medvlp_lib.utils.safe_torch_load`
+    and the DenseNet file (a pickled model) is unpickled with only :func:`_xrv_safe_globals` allowed."""
+    import torchvision
+    import torchxrayvision as xrv
+
+    labels = xrv.models.model_urls[weights]["labels"]
+    if kind == "resnet":
+        arch = torchvision.models.resnet101 if weights.startswith("resnet101") else torchvision.models.resnet50
+        net = arch(num_classes=len(labels), weights=None)
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.load_state_dict(safe_torch_load(path, f"torchxrayvision weights for {weights!r}"))
+        return _TorchvisionHolder(net).eval()
+    model = xrv.models.DenseNet(num_classes=len(labels))
+    with torch.serialization.safe_globals(_xrv_safe_globals()):
+        saved = safe_torch_load(path, f"torchxrayvision weights for {weights!r}")
+    state = saved.state_dict() if isinstance(saved, nn.Module) else saved
+    if not isinstance(state, dict):
+        raise ValueError(f"torchxrayvision weights file {path} holds {type(saved).__name__}, not a model or state dict")
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def _build_xrv(name: str, cache_dir=None, resize: bool = True) -> XRVImageBackbone:
     import torchxrayvision as xrv
 
@@ -108,12 +154,11 @@ def _build_xrv(name: str, cache_dir=None, resize: bool = True) -> XRVImageBackbo
             f"time. On a machine with internet run `wget {url} -O {path}` (or `python -c \"import torchxrayvision "
             f"as xrv; xrv.{'autoencoders.ResNetAE' if kind == 'ae' else 'models.get_model'}(weights='{weights}')\"`) "
             f"and copy the file there, or use medvlp_lib.methods.ssl.offline_pretrained_backbone().")
-    cd = str(path.parent) + os.sep
-    if kind == "ae":
-        model = xrv.autoencoders.ResNetAE(weights=weights, cache_dir=cd)
+    if kind == "ae":  # torchxrayvision reads the autoencoder's state dict with weights_only=True itself
+        model = xrv.autoencoders.ResNetAE(weights=weights, cache_dir=str(path.parent) + os.sep)
         res = int(xrv.autoencoders.model_urls[weights]["resolution"])
     else:
-        model = xrv.models.get_model(weights, cache_dir=cd)
+        model = _load_xrv_classifier(kind, weights, path)
         res = int(xrv.models.model_urls[weights].get("resolution", 224 if kind == "densenet" else 512))
     return XRVImageBackbone(model, kind, name, res, resize=resize)
 

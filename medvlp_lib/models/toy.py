@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import scale_from_logit
+from .encoders import DualEncoderBase
 
 __all__ = ["ToyDualEncoder", "NORMS", "hashed_tokens", "toy_batch", "TOY_REPORTS"]
 
@@ -73,7 +73,7 @@ def _norm(kind: str, channels: int, groups: int) -> nn.Module:
     return nn.BatchNorm2d(channels)
 
 
-class ToyDualEncoder(nn.Module):
+class ToyDualEncoder(DualEncoderBase):
     """A small dual encoder (see the module docstring); ``dtype`` float32 or float64 (gradient checks)."""
 
     def __init__(self, embed_dim: int = 16, *, channels: Sequence[int] = (8,), strides: Sequence[int] | None = None,
@@ -107,15 +107,6 @@ class ToyDualEncoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         self.to(dtype)
 
-    @property
-    def scale(self) -> torch.Tensor:
-        """The similarity multiplier ``exp(logit_scale)``, capped (the library's convention)."""
-        return scale_from_logit(self.logit_scale)
-
-    @property
-    def device(self) -> torch.device:
-        return self.logit_scale.device
-
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.img(x.to(self.logit_scale.dtype)), dim=-1)
 
@@ -123,6 +114,3 @@ class ToyDualEncoder(nn.Module):
         ids, offsets = hashed_tokens(texts, self.vocab)
         dev = self.logit_scale.device
         return F.normalize(self.txt(self.tok(ids.to(dev), offsets.to(dev))), dim=-1)
-
-    def forward(self, images: torch.Tensor, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_image(images), self.encode_text(texts)
