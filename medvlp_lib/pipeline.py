@@ -7,16 +7,20 @@ enough to read in a notebook with ``??`` and says which pieces it composes.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from .config import Config, require
 from .data import CXRDataset
 from .eval import embed, label_prompt_embeddings, linear_probe_auc, retrieval_recall, zero_shot_auc
 from .methods.clip import CLIP
-from .models.encoders import DualEncoder, build_image_encoder, build_text_encoder
+from .models.encoders import DualEncoder, build_image_encoder, build_text_encoder, parse_trainable
 from .utils import get_device, seed_everything
 
-__all__ = ["load_benchmark", "build_dual_encoder", "build_clip", "embed_dataset", "evaluate_dual_encoder"]
+__all__ = ["DualEncoderConfig", "load_benchmark", "build_dual_encoder", "build_clip", "embed_dataset",
+           "evaluate_dual_encoder"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -27,16 +31,46 @@ def load_benchmark(image_size: int = 64, n_train: int | None = None, n_test: int
     return train, test
 
 
-def build_dual_encoder(cfg: dict, seed: int):
-    """Image encoder (timm) + text encoder (Hugging Face; default: the packaged MiniLM) + projections."""
+@dataclass(frozen=True, kw_only=True)
+class DualEncoderConfig(Config):
+    """What :func:`build_dual_encoder` builds; chapter configurations that train a dual encoder extend it.
+
+    ``image_encoder``: a timm name (``pretrained``: ImageNet weights from the local cache); ``text_encoder``: a
+    Hugging Face name or folder (``None``: the packaged MiniLM); ``image_trainable`` / ``text_trainable``:
+    ``"all"``, ``"none"`` or ``"last:N"``; ``embed_dim`` and ``proj`` (``"mlp"`` | ``"linear"``): the heads.
+    """
+    image_encoder: str = "resnet18"
+    text_encoder: str | None = None
+    pretrained: bool = False
+    image_trainable: str = "all"
+    text_trainable: str = "none"
+    embed_dim: int = 128
+    proj: Literal["mlp", "linear"] = "mlp"
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self, positive=("embed_dim",))
+        for name in ("image_trainable", "text_trainable"):
+            try:
+                parse_trainable(getattr(self, name))
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}.{name}: {err}") from None
+
+
+def build_dual_encoder(cfg: DualEncoderConfig, seed: int):
+    """Image encoder (timm) + text encoder (Hugging Face; default: the packaged MiniLM) + projections, as
+    ``cfg`` (a :class:`DualEncoderConfig` or a chapter configuration extending it) says, seeded by ``seed``."""
+    if not isinstance(cfg, DualEncoderConfig):
+        raise TypeError(f"cfg must be a DualEncoderConfig (or a chapter config extending it), got "
+                        f"{type(cfg).__name__}")
     seed_everything(seed)
-    image = build_image_encoder(cfg["image_encoder"], pretrained=cfg.get("pretrained", False), in_chans=1,
-                                trainable=cfg.get("image_trainable", "all"))
-    text = build_text_encoder(cfg.get("text_encoder"), trainable=cfg.get("text_trainable", "none"))
-    return DualEncoder(image, text, embed_dim=cfg.get("embed_dim", 128), proj=cfg.get("proj", "mlp"))
+    image = build_image_encoder(cfg.image_encoder, pretrained=cfg.pretrained, in_chans=1,
+                                trainable=cfg.image_trainable)
+    text = build_text_encoder(cfg.text_encoder, trainable=cfg.text_trainable)
+    return DualEncoder(image, text, embed_dim=cfg.embed_dim, proj=cfg.proj)
 
 
-def build_clip(cfg: dict, seed: int):
+def build_clip(cfg: DualEncoderConfig, seed: int):
     """The CLIP baseline method (symmetric InfoNCE, learnable temperature) on a fresh dual encoder."""
     return CLIP(build_dual_encoder(cfg, seed))
 

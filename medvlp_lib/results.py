@@ -14,8 +14,9 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ import torch
 from .utils import git_commit, results_dir
 
 __all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std", "summary_entry",
-           "compare", "fmt"]
+           "compare", "fmt", "Z", "Comparison", "Judgement", "judge", "claim_verdict", "ONE_SEED", "Wording",
+           "judge_claim"]
 
 def _process_start() -> float:
     """Unix time at which this process started (Linux ``/proc``), else the time this module was imported."""
@@ -162,7 +164,11 @@ def summary_entry(values) -> dict:
     return {"mean": mean, "std": std, "n": len(vals), "values": vals}
 
 
-def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = 2.0) -> tuple[bool, float, float]:
+Z = 2.0
+"""How many standard errors of the difference make an effect count in :func:`compare` (the verdict rule)."""
+
+
+def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = Z) -> tuple[bool, float, float]:
     """Is ``a`` better than ``b`` beyond seed noise?
 
     ``a``/``b`` are summary entries ``{"mean", "std", "n"}``. The effect counts when the difference of means
@@ -182,3 +188,127 @@ def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = 2.0) -> 
 def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
     """``"mean ± std"`` of a summary entry, both multiplied by ``scale`` (100: fractions as percentages)."""
     return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------------------- verdicts
+# The claims ledger's verdicts are decided here and nowhere else. A claim declares its comparisons (which summary
+# entries, the direction, superiority or non-inferiority) and its wording; :func:`judge` decides each comparison,
+# :func:`claim_verdict` the claim. Changing the rule (e.g. to a paired confidence interval over seeds) changes
+# these two functions only.
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison a claim declares before the run: is ``a`` better than ``b`` (``"superiority"``), or not
+    worse than ``b`` by more than ``margin`` (``"non-inferiority"``), in the direction ``higher_is_better``?
+
+    ``a`` and ``b`` are summary entries (:func:`summary_entry`: ``mean``, ``std``, ``n``, ``values`` over seeds)
+    or keys of the record's ``summary`` (resolved by :func:`judge`); ``margin`` is in the metric's units.
+    """
+    a: dict | str
+    b: dict | str
+    kind: Literal["superiority", "non-inferiority"] = "superiority"
+    higher_is_better: bool = True
+    margin: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in ("superiority", "non-inferiority"):
+            raise ValueError(f"Comparison.kind must be 'superiority' or 'non-inferiority', got {self.kind!r}")
+        if not (isinstance(self.margin, (int, float)) and self.margin >= 0):
+            raise ValueError(f"Comparison.margin must be a number >= 0, got {self.margin!r}")
+        if self.kind == "superiority" and self.margin:
+            raise ValueError("a superiority comparison has no margin (margin is for non-inferiority)")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What :func:`judge` decided for one :class:`Comparison`.
+
+    ``diff``: ``a - b`` in the claimed direction (positive = ``a`` better); ``se``: its standard error (NaN with a
+    single seed); ``supports``: the comparison supports the claim; ``opposes``: ``b`` is better than ``a``
+    (beyond the margin) beyond seed noise.
+    """
+    comparison: Comparison
+    diff: float
+    se: float
+    supports: bool
+    opposes: bool
+
+
+def judge(comparison: Comparison, summary: dict | None = None, z: float = Z) -> Judgement:
+    """Decide one comparison (the rule of :func:`compare`: the difference of means against ``z`` Welch standard
+    errors; one seed is never evidence).
+
+    * superiority: supports when ``a`` beats ``b`` by more than ``z`` standard errors;
+    * non-inferiority: supports unless ``b`` beats ``a`` by more than ``margin`` plus ``z`` standard errors;
+    * both: opposes when ``b`` beats ``a`` (by more than ``margin``) by more than ``z`` standard errors.
+
+    ``summary`` resolves comparison entries given as keys (a missing key is a ``KeyError`` naming it).
+    """
+    def entry(x):
+        if isinstance(x, str):
+            if summary is None or x not in summary:
+                raise KeyError(f"the record's summary has no entry {x!r}")
+            return summary[x]
+        return x
+
+    c = comparison
+    a, b = entry(c.a), entry(c.b)
+    holds, diff, se = compare(a, b, c.higher_is_better, z)
+    opposes = bool(se == se and -diff - c.margin > z * se and -diff > c.margin)  # se != se: NaN, one seed
+    supports = holds if c.kind == "superiority" else not opposes
+    return Judgement(c, float(diff), float(se), bool(supports), opposes)
+
+
+def claim_verdict(judgements) -> str:
+    """The verdict of a claim from its judgements: ``reproduced`` when every comparison supports it, else
+    ``not reproduced``; ``pending`` when a non-inferiority comparison has no noise estimate (one seed: "not worse"
+    cannot be judged, while a superiority comparison is then simply not shown)."""
+    judgements = list(judgements)
+    if not judgements:
+        raise ValueError("a claim needs at least one comparison")
+    if any(j.comparison.kind == "non-inferiority" and j.se != j.se for j in judgements):
+        return "pending"
+    return "reproduced" if all(j.supports for j in judgements) else "not reproduced"
+
+
+ONE_SEED = "one seed gives no seed noise to judge against; run the cpu profile with >= 2 seeds"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """The explanation of a claim's verdict: format strings over the judgements' numbers.
+
+    ``reproduced`` / ``not_reproduced`` / ``pending`` by verdict; ``opposed`` (optional) replaces
+    ``not_reproduced`` when a comparison goes the other way beyond noise. Fields: ``{d1}``, ``{se1}``, ``{neg1}``
+    (= ``-d1``), ``{d2}``, ... per comparison in order (``{d}``, ``{se}``, ``{neg}`` for the first), multiplied by
+    ``scale`` (100: fractions as points), plus any keyword given to :meth:`explain`.
+    """
+    reproduced: str
+    not_reproduced: str
+    opposed: str | None = None
+    pending: str = ONE_SEED
+    scale: float = 100.0
+
+    def explain(self, verdict: str, judgements, **extra) -> str:
+        judgements = list(judgements)
+        values = {}
+        for i, j in enumerate(judgements, 1):
+            values.update({f"d{i}": j.diff * self.scale, f"se{i}": j.se * self.scale, f"neg{i}": -j.diff * self.scale})
+        values.update(d=values["d1"], se=values["se1"], neg=values["neg1"], **extra)
+        if verdict == "reproduced":
+            text = self.reproduced
+        elif verdict == "pending":
+            text = self.pending
+        elif self.opposed is not None and any(j.opposes for j in judgements):
+            text = self.opposed
+        else:
+            text = self.not_reproduced
+        return text.format(**values)
+
+
+def judge_claim(ours: str, comparisons, wording: Wording, summary: dict | None = None,
+                **extra) -> tuple[str, str, str]:
+    """``(ours, verdict, explanation)`` of a claim: every comparison judged (:func:`judge`), the verdict from
+    :func:`claim_verdict`, the explanation from ``wording`` (``extra``: more format fields)."""
+    judgements = [judge(c, summary) for c in comparisons]
+    verdict = claim_verdict(judgements)
+    return ours, verdict, wording.explain(verdict, judgements, **extra)

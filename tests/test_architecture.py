@@ -17,7 +17,7 @@ PKG = Path(medvlp_lib.__file__).parent
 
 # lowest first; a module may import only from a strictly lower layer or from its own package
 LAYERS = {
-    "utils": 0,
+    "utils": 0, "config": 0,              # config: typed frozen configurations (imports nothing of the library)
     "stats": 1,                          # the verdict protocol's statistics (pure numpy / scipy)
     "results": 2,                        # results files, summaries, verdict helpers
     "data": 3, "models": 3, "train": 3,  # siblings: never import one another

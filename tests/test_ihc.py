@@ -184,7 +184,7 @@ def test_momkd_trains_on_the_cohort_and_scores_every_tile_of_the_image(tiled):
 
     _, tiles, _, feats = tiled
     co = ihc_cohort(feats, 12, 64, seed=0)
-    cfg = dict(experiments.get("momkd_main").config("fast"), feature_dim=feats.shape[1], epochs=1)
+    cfg = experiments.get("momkd_main").config("fast", {"feature_dim": int(feats.shape[1]), "epochs": 1})
     model, history = X.fit_method("momkd", co, co.info["train_idx"], cfg, seed=0)
     assert len(history) >= 1
     out = model.predict(co.info["whole_slide"])

@@ -1,7 +1,9 @@
 """Named experiments with profiles and seeds, runnable from the command line and from notebooks.
 
-An experiment is a function ``fn(cfg: dict, seed: int) -> dict`` of metrics (nested dicts of numbers
-are flattened to ``"a/b"`` keys). Each experiment declares its configuration per profile:
+An experiment is a function ``fn(cfg, seed: int) -> dict`` of metrics (nested dicts of numbers are flattened to
+``"a/b"`` keys). Each experiment declares its configuration per profile, as instances of one typed, frozen
+configuration class per chapter (:class:`medvlp_lib.config.Config`; e.g. ``clip_baseline.ClipConfig``), the
+profiles derived from one another with ``replace``, so a misspelled key is an error:
 
 * ``fast`` — what CI and the book build execute (seconds to a couple of minutes on CPU);
 * ``cpu``  — a laptop run large enough for the paper's effect, if it exists, to show above seed noise;
@@ -10,16 +12,21 @@ are flattened to ``"a/b"`` keys). Each experiment declares its configuration per
 
 ``run(name, profile, seeds)`` runs every seed, aggregates mean +/- std per metric and writes
 ``results/<name>.json`` (``cpu``/``gpu``) or ``results/tmp/<name>__fast.json`` (``fast``, not committed),
-with the command that regenerates it, the commit, the seeds and the wall time.
+with the command that regenerates it, the commit, the seeds, the wall time and the configuration as a plain dict
+(``cfg.to_dict()``; ``Experiment.config_of(record)`` reads it back).
+
+A chapter's module also declares the paper's claims its results test (:func:`claim`, decorating the function
+that turns the results file into ``(ours, verdict, explanation)`` with :func:`medvlp_lib.results.judge_claim`);
+:mod:`medvlp_lib.ledger` collects them.
 
 Command line::
 
-    python -m medvlp_lib.experiments list
-    python -m medvlp_lib.experiments run clip_batch_size --profile cpu --seeds 0 1 2
+    python -m medvlp_lib.experiments list [NAME ...]
+    python -m medvlp_lib.experiments run clip_batch_size --profile cpu --seeds 0 1 2 [--set epochs=3 ...]
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import importlib
 import shlex
 import time
@@ -28,11 +35,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import Config, Variant, override
 from ..results import fmt, read_result, summary_entry, write_result
 from ..utils import check_seed, results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
-           "variant_table", "late_mean", "binned_curve"]
+           "variant_table", "late_mean", "binned_curve", "Claim", "claim", "claims", "claims_of", "Config", "Variant",
+           "PROFILES"]
 
 PROFILES = ("fast", "cpu", "gpu")
 _REGISTRY: dict[str, "Experiment"] = {}
@@ -47,36 +56,95 @@ def _modules() -> list[str]:
 
 @dataclass
 class Experiment:
+    """A named experiment: ``fn(cfg, seed) -> metrics`` and one configuration per profile (same class)."""
     name: str
-    fn: Callable[[dict, int], dict]
-    profiles: dict[str, dict]
+    fn: Callable[[Config, int], dict]
+    profiles: dict[str, Config]
     seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"fast": (0,), "cpu": (0, 1, 2), "gpu": (0, 1, 2)})
     description: str = ""
 
-    def config(self, profile: str, overrides: dict | None = None) -> dict:
+    @property
+    def config_class(self) -> type:
+        return type(self.profiles["cpu"])
+
+    def config(self, profile: str, overrides: dict | None = None) -> Config:
+        """The configuration of ``profile`` with ``overrides`` (field names, dotted into nested configurations:
+        ``{"ssl.steps": 5}``); an unknown key is a ``ValueError`` naming it and the known keys."""
         if profile not in self.profiles:
             raise ValueError(f"experiment {self.name!r} has no profile {profile!r}; it has {sorted(self.profiles)}")
-        cfg = copy.deepcopy(self.profiles[profile])
-        for key, value in (overrides or {}).items():
-            if key not in cfg:
-                raise ValueError(f"unknown override {key!r} for experiment {self.name!r}; known keys: {sorted(cfg)}")
-            cfg[key] = value
-        return cfg
+        return override(self.profiles[profile], overrides, f"experiment {self.name!r}", what="override")
+
+    def config_of(self, record: dict) -> Config:
+        """The configuration a results file of this experiment recorded (``record["config"]``), typed again."""
+        return self.config_class.from_dict(record["config"])
 
 
-def register(name: str, profiles: dict[str, dict], seeds: dict | None = None, description: str = ""):
-    """Decorator registering ``fn(cfg, seed) -> metrics`` under ``name``."""
+def register(name: str, profiles: dict[str, Config], seeds: dict | None = None, description: str = ""):
+    """Decorator registering ``fn(cfg, seed) -> metrics`` under ``name`` with one configuration per profile."""
     missing = [p for p in PROFILES if p not in profiles]
     if missing:
         raise ValueError(f"experiment {name!r} must define every profile; missing {missing}")
+    extra = sorted(set(profiles) - set(PROFILES))
+    if extra:
+        raise ValueError(f"experiment {name!r} has unknown profiles {extra}; profiles are {PROFILES}")
+    classes = {p: type(c) for p, c in profiles.items()}
+    if not all(isinstance(c, Config) for c in profiles.values()) or len(set(classes.values())) != 1:
+        raise TypeError(f"experiment {name!r}: every profile must be an instance of one Config subclass, got "
+                        + ", ".join(f"{p}: {c.__name__}" for p, c in classes.items()))
 
     def deco(fn):
-        exp = Experiment(name, fn, profiles, description=description or (fn.__doc__ or "").strip().split("\n")[0])
+        exp = Experiment(name, fn, dict(profiles), description=description or (fn.__doc__ or "").strip().split("\n")[0])
         if seeds:
             exp.seeds = {**exp.seeds, **seeds}
         _REGISTRY[name] = exp
         return fn
     return deco
+
+
+# ------------------------------------------------------------------------------------------------- claims
+@dataclass
+class Claim:
+    """One paper claim in the ledger: what the paper says, its number, and the results file that tests it.
+
+    ``evaluate(record) -> (ours, verdict, explanation)`` turns that file into a verdict (with
+    :func:`medvlp_lib.results.judge_claim`); ``why_not_testable`` marks a claim this book cannot test.
+    """
+    id: str
+    paper: str
+    chapter: str
+    claim: str
+    paper_value: str
+    result: str | None = None
+    evaluate: Callable[[dict], tuple[str, str, str]] | None = None
+    why_not_testable: str = ""
+
+
+_CLAIMS: dict[str, Claim] = {}
+_CLAIM_MODULES: dict[str, str] = {}
+
+
+def claim(id: str, *, paper: str, chapter: str, claim: str, paper_value: str, result: str):
+    """Decorator declaring a ledger claim evaluated by the decorated ``fn(record) -> (ours, verdict, why)``
+    against ``results/<result>.json``; returns ``fn`` unchanged."""
+    def deco(fn):
+        module = getattr(fn, "__module__", "")
+        if id in _CLAIMS and _CLAIM_MODULES[id] != module:
+            raise ValueError(f"claim {id!r} is declared in two modules ({_CLAIM_MODULES[id]}, {module})")
+        _CLAIMS[id] = Claim(id, paper, chapter, claim, paper_value, result, fn)
+        _CLAIM_MODULES[id] = module
+        return fn
+    return deco
+
+
+def claims_of(module: str) -> dict[str, Callable]:
+    """Claim id -> evaluator for the claims declared in ``module`` (a module's ``CLAIMS`` dict)."""
+    return {cid: c.evaluate for cid, c in _CLAIMS.items() if _CLAIM_MODULES[cid] == module}
+
+
+def claims() -> list[Claim]:
+    """Every declared claim, in chapter order (declaration order within a chapter)."""
+    _load_all()
+    return sorted(_CLAIMS.values(), key=lambda c: c.chapter)
 
 
 def _load_all():
@@ -85,19 +153,8 @@ def _load_all():
 
 
 def claim_evaluators() -> dict:
-    """Claim id -> evaluator contributed by experiment modules through a module-level ``CLAIMS`` dict.
-
-    Each chapter's experiment module owns the functions that turn its results into ledger verdicts
-    (``CLAIMS = {"msd-vs-mmmoco": fn}``, ``fn(record) -> (ours, verdict, explanation)``), so the ledger
-    itself (``medvlp_lib.ledger``) only lists the claims.
-    """
-    out = {}
-    for mod in _modules():
-        for cid, fn in getattr(importlib.import_module(mod), "CLAIMS", {}).items():
-            if cid in out:
-                raise ValueError(f"claim {cid!r} has evaluators in two experiment modules")
-            out[cid] = fn
-    return out
+    """Claim id -> evaluator ``fn(record) -> (ours, verdict, explanation)`` of every declared claim."""
+    return {c.id: c.evaluate for c in claims()}
 
 
 def names() -> list[str]:
@@ -140,7 +197,7 @@ def result_name(name: str, profile: str) -> str:
     return name if profile != "fast" else f"tmp/{name}__fast"
 
 
-def _seed_worker(name: str, cfg: dict, seed: int) -> dict:
+def _seed_worker(name: str, cfg: Config, seed: int) -> dict:
     """One seed in a worker process (one thread, so parallel seeds do not fight over the cores)."""
     import torch
     torch.set_num_threads(1)
@@ -174,22 +231,22 @@ def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = N
         if verbose:
             print(f"[{name}] profile={profile} seeds={list(seeds)} in {min(jobs, len(seeds))} processes", flush=True)
         with ProcessPoolExecutor(min(int(jobs), len(seeds)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {seed: pool.submit(_seed_worker, name, copy.deepcopy(cfg), seed) for seed in seeds}
+            futures = {seed: pool.submit(_seed_worker, name, cfg, seed) for seed in seeds}
             per_seed = {seed: fut.result() for seed, fut in futures.items()}
     else:
         for seed in seeds:
             if verbose:
                 print(f"[{name}] profile={profile} seed={seed}", flush=True)
-            per_seed[seed] = exp.fn(copy.deepcopy(cfg), seed)
+            per_seed[seed] = exp.fn(cfg, seed)
     wall = time.time() - t0
-    record = {"experiment": name, "description": exp.description, "config": cfg,
+    record = {"experiment": name, "description": exp.description, "config": cfg.to_dict(),
               "per_seed": {str(s): m for s, m in per_seed.items()}, "summary": _summarise(per_seed)}
     command = "python -m medvlp_lib.experiments run {} --profile {} --seeds {}".format(
         name, profile, " ".join(map(str, seeds)))
     if int(jobs) > 1:
         command += f" --jobs {int(jobs)}"
     if overrides:
-        command += " --set " + " ".join(shlex.quote(f"{k}={v!r}") for k, v in overrides.items())
+        command += " --set " + " ".join(shlex.quote(f"{k}={_literal(_field(cfg, k))!r}") for k in overrides)
     if write:
         rname = result_name(name, profile)
         directory = results_dir() / "tmp" if profile == "fast" else results_dir()
@@ -199,6 +256,24 @@ def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = N
         if verbose:
             print(f"[{name}] wrote {path} ({wall:.0f}s)", flush=True)
     return record
+
+
+def _field(cfg, key: str):
+    """The value of a (dotted) configuration key in ``cfg``, as the run used it."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _literal(value):
+    """``value`` as plain Python literals (dataclasses as dicts), so its ``repr`` parses back with ``--set``."""
+    if dataclasses.is_dataclass(value):
+        return _literal(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_literal(v) for v in value)
+    return value
 
 
 def load(name: str, profile: str = "cpu") -> dict:
