@@ -345,7 +345,9 @@ def test_the_book_extra_holds_every_import_of_the_chapters_and_the_library():
     have = _requirement_closure(declared)
     dists = packages_distributions()
     build_only = {"myst_nb": "medvlp_lib/book.py, only when the book's runner executes a chapter",
-                  "pydicom": "real DICOM datasets only (gpu profile); the loader's ImportError names the package"}
+                  "pydicom": "real DICOM datasets only (gpu profile); the loader's ImportError names the package",
+                  "xgboost": "the public MoMKD gene selection's own classifier, optional (method='xgboost'); "
+                             "scikit-learn's is the default"}
     sources = {p: "\n".join(c.source for c in nbrun._read(p).cells if c.cell_type == "code")
                for p in nbrun.notebook_sources(ROOT)}
     sources.update({p: p.read_text() for p in (ROOT / "medvlp_lib").rglob("*.py") if p.name != "notebooks.py"})

@@ -146,7 +146,7 @@ def test_momkd_trains_on_the_selected_omics(clam):
     root, cohort, table = clam
     (tr, te), _ = cv_folds(cohort.case_ids, cohort.labels, k=2, seed=0)
     fold, sel = omics_cohort(cohort, table, train_idx=tr, n_genes=8, seed=0)
-    cfg = dict(PROFILES_MAIN["fast"], epochs=1, hidden_dim=16, shared_dim=8, n_slots=2)
+    cfg = PROFILES_MAIN["fast"].replace(epochs=1, hidden_dim=16, shared_dim=8, n_slots=2)
     model, history = fit_method("momkd", fold, tr, cfg, seed=0)
     assert model.omics_dim == 8 and len(history) > 0
     out = predict_cohort(model, fold, te)
