@@ -138,7 +138,8 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
     """The verdict of one claim by the written rule (module docstring): ``(verdict, reason)``.
 
     * ``superiority``: needs ``estimate`` (differences in the paper's direction) and ``paper_effect`` > 0 (the
-      paper's effect in our metric's units and direction);
+      paper's effect in our metric's units and direction; ``None`` when the paper states none in this metric:
+      then only the opposite direction beyond noise contradicts);
     * ``non-inferiority``: needs ``estimate`` and ``margin`` > 0;
     * ``threshold``: needs ``value`` and ``threshold`` (``higher_is_better`` says which side meets it).
     """
@@ -158,13 +159,16 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
                            f"{min_n}")
     ci = f"95 % CI [{estimate.lo:+.4g}, {estimate.hi:+.4g}], n = {estimate.n}"
     if kind == "superiority":
-        if paper_effect is None or not math.isfinite(paper_effect) or paper_effect <= 0:
+        if paper_effect is not None and (not math.isfinite(paper_effect) or paper_effect <= 0):
             raise ValueError(f"a superiority claim needs the paper's effect > 0 in the paper's direction, got "
                              f"{paper_effect!r}")
         if estimate.lo > 0:
             return "reproduced", f"the paper's direction: {ci} lies above 0"
         if estimate.hi < 0:
             return "contradicted", f"the opposite direction beyond noise: {ci} lies below 0"
+        if paper_effect is None:  # the claim row states no effect in this metric: only the direction can decide
+            return "inconclusive", (f"{ci} holds 0 (no paper effect is stated in this metric); the minimal "
+                                    f"detectable effect at this n is {estimate.mde:.4g}")
         if estimate.hi < paper_effect:
             return "contradicted", f"{ci} excludes the paper's effect {paper_effect:+.4g}"
         return "inconclusive", (f"{ci} holds both 0 and the paper's effect {paper_effect:+.4g}; the minimal "

@@ -55,8 +55,9 @@ def test_superiority_reproduced_contradicted_inconclusive():
     # wide CI holding both 0 and the paper's effect
     v, why = decide("superiority", estimate=est([0.2, -0.15, 0.1, -0.05, 0.0]), paper_effect=paper)
     assert v == "inconclusive" and "minimal detectable effect" in why
-    with pytest.raises(ValueError, match="paper's effect"):
-        decide("superiority", estimate=est([0.1] * 5), paper_effect=None)
+    # no effect stated in this metric: only the opposite direction contradicts
+    v, why = decide("superiority", estimate=est([0.001, -0.002, 0.003, 0.0, -0.001]), paper_effect=None)
+    assert v == "inconclusive" and "no paper effect" in why
     with pytest.raises(ValueError, match="paper's effect"):
         decide("superiority", estimate=est([0.1] * 5), paper_effect=-0.1)
 

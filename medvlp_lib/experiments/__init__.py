@@ -107,7 +107,9 @@ class Claim:
     """One paper claim in the ledger: what the paper says, its number, and the results file that tests it.
 
     ``evaluate(record) -> (ours, verdict, explanation)`` turns that file into a verdict (with
-    :func:`medvlp_lib.results.judge_claim`); ``why_not_testable`` marks a claim this book cannot test.
+    :func:`medvlp_lib.results.judge_claim`, whose :class:`~medvlp_lib.results.ClaimResult` also carries the
+    protocol's numbers); ``why_not_testable`` marks a claim this book cannot test. ``scale`` and ``unit`` say how
+    the ledger shows the paired difference (default: fractions as points, x100).
     """
     id: str
     paper: str
@@ -117,20 +119,24 @@ class Claim:
     result: str | None = None
     evaluate: Callable[[dict], tuple[str, str, str]] | None = None
     why_not_testable: str = ""
+    scale: float = 100.0
+    unit: str = "points"
 
 
 _CLAIMS: dict[str, Claim] = {}
 _CLAIM_MODULES: dict[str, str] = {}
 
 
-def claim(id: str, *, paper: str, chapter: str, claim: str, paper_value: str, result: str):
+def claim(id: str, *, paper: str, chapter: str, claim: str, paper_value: str, result: str, scale: float = 100.0,
+          unit: str = "points"):
     """Decorator declaring a ledger claim evaluated by the decorated ``fn(record) -> (ours, verdict, why)``
-    against ``results/<result>.json``; returns ``fn`` unchanged."""
+    against ``results/<result>.json`` (and ``results/gpu/<result>.json``); returns ``fn`` unchanged. ``scale`` /
+    ``unit``: how the ledger shows the claim's paired difference (e.g. ``scale=1, unit="slots"``)."""
     def deco(fn):
         module = getattr(fn, "__module__", "")
         if id in _CLAIMS and _CLAIM_MODULES[id] != module:
             raise ValueError(f"claim {id!r} is declared in two modules ({_CLAIM_MODULES[id]}, {module})")
-        _CLAIMS[id] = Claim(id, paper, chapter, claim, paper_value, result, fn)
+        _CLAIMS[id] = Claim(id, paper, chapter, claim, paper_value, result, fn, scale=scale, unit=unit)
         _CLAIM_MODULES[id] = module
         return fn
     return deco
@@ -186,10 +192,10 @@ def _summarise(per_seed: dict[int, dict]) -> dict[str, dict]:
     keys = sorted(set().union(*[set(f) for f in flat.values()])) if flat else []
     summary = {}
     for key in keys:
-        vals = [flat[s][key] for s in flat if key in flat[s] and np.isfinite(flat[s][key])]
-        if not vals:
+        seeds = [s for s in flat if key in flat[s] and np.isfinite(flat[s][key])]
+        if not seeds:
             continue
-        summary[key] = summary_entry(vals)
+        summary[key] = summary_entry([flat[s][key] for s in seeds], seeds=seeds)
     return summary
 
 

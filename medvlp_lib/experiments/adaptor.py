@@ -72,7 +72,7 @@ from ..models.encoders import build_image_encoder
 from ..models.segmentation import FrozenBackboneSegmenter
 from ..models.students import build_student
 from ..pipeline import DualEncoderConfig, build_clip, build_dual_encoder, embed_dataset, load_benchmark
-from ..results import Comparison, Wording, claim_verdict, fmt, judge, judge_claim
+from ..results import ONE_SEED, Comparison, Wording, claim_verdict, fmt, judge, judge_claim
 from ..train import fit
 from ..utils import get_device, seed_everything
 from ..viz.embeddings import project_2d, silhouette
@@ -552,7 +552,7 @@ def _claim_params(rec: dict) -> tuple[str, str, str]:
     if red > 90.0:
         return text, "reproduced", f"Counted from the modules: the paper-size Adaptor trains {red:.1f} % fewer parameters."
     lo, hi = 100 * (1 - adp / 135.0), 100 * (1 - adp / 173.0)
-    return text, "not reproduced", (f"Counted from the modules, the paper's Adaptor (width 768, 2 shared cross-attention "
+    return text, "contradicted", (f"Counted from the modules, the paper's Adaptor (width 768, 2 shared cross-attention "
                                     f"layers) has {adp:.1f} M parameters, {red:.1f} % fewer than end-to-end training of "
                                     f"ResNet-50 + BERT-base: large, but short of 'over 90 %' (against the paper's "
                                     f"135-173 M comparators it would be {lo:.1f}-{hi:.1f} %; the paper's ~12 M needs a "
@@ -572,18 +572,21 @@ def _weak(se: float, points: float = 5.0) -> str:
     return ""
 
 
-_ONE_SEED = "one seed gives no seed noise to judge 'competitive' against; run the cpu profile with >= 2 seeds"
+_ONE_SEED = ONE_SEED
+COMPETITIVE_MARGIN = 0.02
+"""Non-inferiority margin of "competitive" (2 AUC / Dice points), pre-registered before the re-run (issue 12)."""
 
 
 def _competitive(rec: dict, key: str, adaptor: str, what: str, context: str, wording: Wording) -> tuple[str, str, str]:
     """The claim "the Adaptor is competitive": its summary entry ``key.format(adaptor)`` is not worse than the
-    best (by mean) of CLIP's and MSD's (non-inferiority, margin 0). ``what`` / ``context`` word "ours"; wording
-    fields ``{best}`` (the rival's name) and ``{weak}``."""
+    best (by mean) of CLIP's and MSD's by more than :data:`COMPETITIVE_MARGIN` (non-inferiority, the margin stated
+    before the re-run). ``what`` / ``context`` word "ours"; wording fields ``{best}`` (the rival's name) and
+    ``{weak}``."""
     s = rec["summary"]
     a, c, m = (s[key.format(k)] for k in (adaptor, "clip", "msd"))
     ours = f"{what} {fmt(a)}, CLIP {fmt(c)}, MSD {fmt(m)}; {context} (n={a['n']} seeds)"
     best_name, best = max((("CLIP", c), ("MSD", m)), key=lambda t: t[1]["mean"])
-    j = judge(Comparison(a, best, kind="non-inferiority"))
+    j = judge(Comparison(a, best, kind="non-inferiority", margin=COMPETITIVE_MARGIN))
     verdict = claim_verdict([j])
     return ours, verdict, wording.explain(verdict, [j], best=best_name, weak=_weak(j.se))
 
@@ -625,7 +628,7 @@ _CLUSTERS = Wording(
 
 
 @claim("adaptor-clusters", paper="Adaptor", chapter="08", claim="the Adaptor improves cluster separation (t-SNE/UMAP)",
-       paper_value="t-SNE, COVIDx", result="adaptor_downstream")
+       paper_value="t-SNE, COVIDx", result="adaptor_downstream", scale=1.0, unit="silhouette")
 def _claim_clusters(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     a, f = s["silhouette/adaptor/space"], s["silhouette/frozen/space"]

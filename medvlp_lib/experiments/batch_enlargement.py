@@ -224,9 +224,9 @@ def claim_rfbe_memory(rec: dict) -> tuple[str, str, str]:
                                     f"{naive:.1f}x; the paper's absolute number (~9 GB at 224 px on a GPU) is not "
                                     f"testable here, its shape is.")
     if naive < NAIVE_GROWTH_MIN:
-        return ours, "not reproduced", (f"naive memory grew only {naive:.2f}x, so this benchmark cannot tell flat "
+        return ours, "inconclusive", (f"naive memory grew only {naive:.2f}x, so this benchmark cannot tell flat "
                                         f"from growing memory")
-    return ours, "not reproduced", (f"RFBE's memory grew {net:.2f}x (> {target}x) from batch {lo} to {hi}: what "
+    return ours, "contradicted", (f"RFBE's memory grew {net:.2f}x (> {target}x) from batch {lo} to {hi}: what "
                                     f"still scales with the effective batch (inputs, keys, augmentation) is not "
                                     f"negligible at this model size")
 

@@ -540,7 +540,7 @@ _SLOTS = Wording(
 
 
 @claim("momkd-slots", paper="MoMKD", chapter="05", claim="harder tasks keep more active memory slots",
-       paper_value="HER2 (hard) more active slots than PR/ODX (easy); no numbers", result="momkd_main")
+       paper_value="HER2 (hard) more active slots than PR/ODX (easy); no numbers", result="momkd_main", scale=1.0, unit="active slots")
 def _claim_slots(rec: dict) -> tuple[str, str, str]:
     s, c = rec["summary"], rec["config"]
     easy, hard = active_slots(s, ""), active_slots(s, "hard_")

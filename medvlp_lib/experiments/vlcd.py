@@ -447,6 +447,10 @@ def vlcd_lambda(cfg: VLCDLambdaConfig, seed: int) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # Claims
 # ----------------------------------------------------------------------------------------------------
+MATCH_MARGIN = 0.02
+"""Non-inferiority margin of "students match the teacher" (2 AUC points), pre-registered before the re-run."""
+
+
 @claim("vlcd-match-teacher", paper="VLCD", chapter="06", claim="students match or beat the teacher's AUC",
        paper_value="5 placenta tasks", result="vlcd_students")
 def _claim_match_teacher(rec: dict) -> tuple[str, str, str]:
@@ -456,8 +460,10 @@ def _claim_match_teacher(rec: dict) -> tuple[str, str, str]:
     ours = (f"probe AUC (5 findings): teacher {fmt(teacher)}; VLCD students "
             + ", ".join(f"{STUDENT_NAMES[n]} {fmt(s[f'{n}/vlcd/clean'])}" for n in students)
             + f" (n={teacher['n']} seeds, profile {rec['profile']})")
-    # the claim: no student is worse than the teacher (non-inferiority); "beats it" is reported, not required
-    matches = {n: judge(Comparison(s[f"{n}/vlcd/clean"], teacher, kind="non-inferiority")) for n in students}
+    # the claim: no student is worse than the teacher by more than the pre-registered margin (non-inferiority);
+    # "beats it" is reported, not required
+    matches = {n: judge(Comparison(s[f"{n}/vlcd/clean"], teacher, kind="non-inferiority", margin=MATCH_MARGIN))
+               for n in students}
     worse = [STUDENT_NAMES[n] for n, j in matches.items() if j.opposes]
     better = [STUDENT_NAMES[n] for n in students if judge(Comparison(s[f"{n}/vlcd/clean"], teacher)).supports]
     verdict = claim_verdict(matches.values())
@@ -465,10 +471,13 @@ def _claim_match_teacher(rec: dict) -> tuple[str, str, str]:
         return ours, verdict, ONE_SEED
     if verdict == "reproduced":
         extra = f"; {', '.join(better)} beat it beyond noise" if better else ""
-        return ours, verdict, f"No VLCD student is below the ResNet-50 teacher by more than 2 standard errors{extra}."
-    extra = f"; {', '.join(better)} beat(s) it beyond noise" if better else ""
-    return ours, verdict, (f"{', '.join(worse)} stay(s) below the teacher by more than 2 standard errors at our short "
-                           f"CPU schedule{extra}.")
+        return ours, verdict, (f"Every VLCD student is within {MATCH_MARGIN * 100:.0f} AUC points of the ResNet-50 "
+                               f"teacher or better (one-sided 95 % bound){extra}.")
+    if worse:
+        return ours, verdict, (f"{', '.join(worse)} {'is' if len(worse) == 1 else 'are'} below the teacher by more "
+                               f"than {MATCH_MARGIN * 100:.0f} AUC points beyond noise{extra}.")
+    return ours, verdict, (f"At least one student's one-sided 95 % bound does not clear the {MATCH_MARGIN * 100:.0f}-point "
+                           f"margin{extra}.")
 
 
 @claim("vlcd-efficiency", paper="VLCD", chapter="06", claim="students are 1.7-4x faster with 25-50 % of the parameters",
@@ -492,7 +501,7 @@ def _claim_efficiency(rec: dict) -> tuple[str, str, str]:
         top = max(by_model, key=lambda m: max(by_model[m]["speed"]))
         return ours, "reproduced", (f"Every student is at least 1.7x faster than ResNet-50 on one CPU thread with at "
                                     f"most half its parameters (up to {max(by_model[top]['speed']):.1f}x for {top}).")
-    return ours, "not reproduced", ("Not every student is >= 1.7x faster with <= 50 % of the teacher's parameters "
+    return ours, "contradicted", ("Not every student is >= 1.7x faster with <= 50 % of the teacher's parameters "
                                     "in our measurement (see the efficiency table).")
 
 
