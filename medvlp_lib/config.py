@@ -31,8 +31,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["Config", "Variant", "override", "parse_value", "coerce", "field_type", "require", "describe",
-           "changed_fields"]
+__all__ = ["Config", "ExperimentConfig", "DATA_SOURCES", "weights_field", "weights_of", "Variant", "override",
+           "parse_value", "coerce", "field_type", "require", "describe", "changed_fields"]
 
 
 # ------------------------------------------------------------------------------------------------- variants
@@ -366,3 +366,66 @@ def describe(cfg, base=None, sep: str | None = "  "):
     items = _flat(cfg) if base is None else changed_fields(cfg, base)
     shown = [f"{k}={_show(v)}" for k, v in items.items()]
     return shown if sep is None else (sep.join(shown) or "(same)")
+
+
+# ------------------------------------------------------------------------------------------------- experiments
+DATA_SOURCES = ("embedded", "real")
+"""Where an experiment's data come from: ``"embedded"`` (the offline benchmark that ships with the packages:
+IU X-Ray reports + rendered films, simulated slides, natural crops) or ``"real"`` (the papers' datasets under
+``MEDVLP_DATA``, read by :mod:`medvlp_lib.data.real`)."""
+
+WEIGHT_SOURCES = ("timm", "hf", "xrv")
+
+
+def weights_field(default, source: str, **kwargs):
+    """A configuration field naming pretrained weights (a timm model name, a Hugging Face id, a torchxrayvision
+    weights name, or a tuple of them) from ``source`` (:data:`WEIGHT_SOURCES`). ``python -m medvlp_lib.weights``
+    collects these fields from every experiment's gpu profile to download or check the weights."""
+    if source not in WEIGHT_SOURCES:
+        raise ValueError(f"source must be one of {WEIGHT_SOURCES}, got {source!r}")
+    return dataclasses.field(default=default, metadata={"weights": source, **kwargs.pop("metadata", {})}, **kwargs)
+
+
+def weights_of(cfg) -> list[tuple[str, str, str]]:
+    """``(field path, source, name)`` of every weights field in ``cfg`` (nested configurations included; a
+    ``None`` or empty name means "none needed": the packaged or randomly initialised model)."""
+    out = []
+
+    def walk(obj, prefix):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            source = f.metadata.get("weights")
+            if source is not None:
+                for v in (value if isinstance(value, (tuple, list)) else (value,)):
+                    if isinstance(v, str) and v:
+                        out.append((prefix + f.name, source, v))
+            elif dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+
+    walk(cfg, "")
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentConfig(Config):
+    """Fields every experiment's configuration has (chapter configurations extend it).
+
+    ``data``: ``"embedded"`` or ``"real"`` (:data:`DATA_SOURCES`); every ``gpu`` profile uses ``"real"``.
+    ``num_workers`` / ``amp``: the trainer's DataLoader workers and mixed precision (``None``, ``"bf16"``,
+    ``"fp16"``, ``"auto"``; see :func:`medvlp_lib.train.fit`) -- engineering, not results: they are recorded but
+    do not change what is trained beyond float rounding.
+    """
+    data: Literal["embedded", "real"] = "embedded"
+    num_workers: int = 0
+    amp: Literal["bf16", "fp16", "auto"] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self, non_negative=("num_workers",))
+
+    def smoke(self) -> "ExperimentConfig":
+        """This configuration shrunk to a smoke run of the same code path: the same data source, loaders and
+        model classes, tiny sizes and a few steps (``python -m medvlp_lib.experiments smoke``). Every chapter's
+        configuration overrides it; the base refuses, so a gpu path without a smoke run cannot go unnoticed."""
+        raise TypeError(f"{type(self).__name__} defines no smoke() run: a chapter configuration must say how its gpu "
+                        "path shrinks to a smoke test")

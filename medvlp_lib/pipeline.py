@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from .config import Config, require
+from .config import ExperimentConfig, require
 from .data import CXRDataset
 from .eval import embed, label_prompt_embeddings, linear_probe_auc, retrieval_recall, zero_shot_auc
 from .methods.clip import CLIP
@@ -32,7 +32,7 @@ def load_benchmark(image_size: int = 64, n_train: int | None = None, n_test: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class DualEncoderConfig(Config):
+class DualEncoderConfig(ExperimentConfig):
     """What :func:`build_dual_encoder` builds; chapter configurations that train a dual encoder extend it.
 
     ``image_encoder``: a timm name (``pretrained``: ImageNet weights from the local cache); ``text_encoder``: a

@@ -73,7 +73,7 @@ TIME_RATIO_SAME_WORK = 1.05
 """RFBE / naive time per sample where RFBE runs one sub-batch (batch <= sub-batch), i.e. does naive's work."""
 TIME_RATIO_ABOVE = 1.0
 """RFBE / naive time per sample must be below this above the sub-batch (RFBE faster than naive)."""
-ARCHS = ("small", "paper", "paper-random")
+ARCHS = ("small", "paper", "paper-random", "paper-shape")
 
 _WORDS = ("heart size normal lungs are clear no pneumothorax pleural effusion cardiomegaly opacity left right "
           "lower upper lobe consolidation atelectasis stable mediastinum degenerative changes thoracic spine "
@@ -130,7 +130,9 @@ def build_bench_method(size: int, dim: int = 128, queue: int = 4096, arch: str =
     ``arch``: ``"small"`` -- a :class:`~medvlp_lib.models.toy.ToyDualEncoder` with 3 GroupNorm conv blocks
     (16, 32, 64 channels) and a hashed bag-of-words text tower, ``dim``-d embeddings; ``"paper"`` -- the paper's
     pretrained Swin-Tiny + Bio_ClinicalBERT at ``size`` px (needs the weights in the Hugging Face cache);
-    ``"paper-random"`` -- the same Swin-Tiny with random weights and a 2-layer BERT (offline). Queue ``queue``.
+    ``"paper-random"`` -- the same Swin-Tiny with random weights and a 2-layer BERT (offline); ``"paper-shape"`` --
+    Swin-Tiny and a BERT-base-shaped text encoder (12 layers, 768 wide), both random: the paper's architecture,
+    hence its memory, without any download (the GPU check's default). Queue ``queue``.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
@@ -143,8 +145,11 @@ def build_bench_method(size: int, dim: int = 128, queue: int = 4096, arch: str =
     else:
         from transformers import BertConfig
 
-        dual = build_paper_dual(image_size=size, pretrained=False, embed_dim=dim, text_config=BertConfig(
-            vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512))
+        small = arch == "paper-random"
+        text = BertConfig(vocab_size=30522, hidden_size=128 if small else 768, num_hidden_layers=2 if small else 12,
+                          num_attention_heads=2 if small else 12, intermediate_size=512 if small else 3072)
+        dual = build_paper_dual(image_size=size, pretrained=False, embed_dim=dim if small else PAPER["embed_dim"],
+                                text_config=text)
     return MSD(dual, queue_size=queue, momentum=PAPER["momentum"])
 
 

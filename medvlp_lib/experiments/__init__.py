@@ -11,7 +11,8 @@ profiles derived from one another with ``replace``, so a misspelled key is an er
 * ``gpu``  — the papers' own scale.
 
 ``run(name, profile, seeds)`` runs every seed, aggregates mean +/- std per metric and writes
-``results/<name>.json`` (``cpu``/``gpu``) or ``results/tmp/<name>__fast.json`` (``fast``, not committed),
+``results/<name>.json`` (``cpu``), ``results/gpu/<name>.json`` (``gpu``) or ``results/tmp/<name>__fast.json``
+(``fast``, not committed),
 with the command that regenerates it, the commit, the seeds, the wall time and the configuration as a plain dict
 (``cfg.to_dict()``; ``Experiment.config_of(record)`` reads it back).
 
@@ -19,29 +20,43 @@ A chapter's module also declares the paper's claims its results test (:func:`cla
 that turns the results file into ``(ours, verdict, explanation)`` with :func:`medvlp_lib.results.judge_claim`);
 :mod:`medvlp_lib.ledger` collects them.
 
+Every configuration has ``data`` (``"embedded"`` or ``"real"``: the papers' datasets under ``MEDVLP_DATA``; every
+``gpu`` profile uses ``"real"``), ``num_workers`` and ``amp`` (:class:`medvlp_lib.config.ExperimentConfig`).
+Experiments train through :func:`fit_run`, which adds the run's settings (:class:`RunSettings`: a run folder per
+experiment / seed / model with checkpoints and exact ``--resume``, the device, DataLoader workers, mixed
+precision) to :func:`medvlp_lib.train.fit`. ``--smoke`` runs an experiment's *gpu* code path end to end on tiny
+stand-ins of the same model classes (the configuration's ``smoke()``) against fixture trees written in the
+datasets' official layouts (:mod:`medvlp_lib.data.real.fixtures`); a smoke result never lands in ``results/``.
+
 Command line::
 
     python -m medvlp_lib.experiments list [NAME ...]
     python -m medvlp_lib.experiments run clip_batch_size --profile cpu --seeds 0 1 2 [--set epochs=3 ...]
+    python -m medvlp_lib.experiments run msd_vs_baselines --profile gpu --run-dir runs/ [--resume]
+    torchrun --standalone --nproc_per_node 4 -m medvlp_lib.experiments run msd_vs_baselines --profile gpu
+    python -m medvlp_lib.experiments smoke [NAME ...] [--device cuda]
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib
 import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..config import Config, Variant, override
+from ..config import Config, ExperimentConfig, Variant, override
 from ..results import fmt, read_result, summary_entry, write_result
+from ..train import fit, is_main_process
 from ..utils import check_seed, results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
            "variant_table", "late_mean", "binned_curve", "Claim", "claim", "claims", "claims_of", "Config", "Variant",
-           "PROFILES"]
+           "PROFILES", "RunSettings", "current_run", "fit_run", "results_directory", "smoke"]
 
 PROFILES = ("fast", "cpu", "gpu")
 _REGISTRY: dict[str, "Experiment"] = {}
@@ -52,6 +67,60 @@ _REGISTRY: dict[str, "Experiment"] = {}
 def _modules() -> list[str]:
     import pkgutil
     return [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
+# ------------------------------------------------------------------------------------------------- run settings
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run trains, not what: set by :func:`run` for the experiment's code (read with :func:`current_run`).
+
+    ``run_dir``: a folder for checkpoints -- :func:`fit_run` trains model ``tag`` of seed ``k`` of experiment
+    ``name`` in ``<run_dir>/<name>/seed<k>/<tag>`` and checkpoints every ``ckpt_every`` steps (and at the end);
+    ``resume``: continue every such run from its newest good checkpoint (a finished one is loaded, not trained
+    again); ``device``: e.g. ``"cuda"`` (default: the best available); ``smoke``: this is a smoke run.
+    """
+    name: str = ""
+    seed: int = 0
+    run_dir: Path | None = None
+    resume: bool = False
+    ckpt_every: int = 500
+    device: str | None = None
+    smoke: bool = False
+
+
+_RUN: contextvars.ContextVar[RunSettings] = contextvars.ContextVar("medvlp_run", default=RunSettings())
+
+
+def current_run() -> RunSettings:
+    """The settings of the run in progress (defaults outside :func:`run`: no run folder, no resume)."""
+    return _RUN.get()
+
+
+def fit_run(method, data, *, tag: str, cfg: ExperimentConfig | None = None, **kwargs) -> list[dict]:
+    """:func:`medvlp_lib.train.fit` with the run's settings: a run folder per (experiment, seed, ``tag``) with
+    checkpoints and exact resume when the run has ``run_dir``, the run's device, and ``cfg``'s DataLoader workers
+    and mixed precision. ``tag`` names the model inside one seed (e.g. ``"clip_b16"``, ``"fold2/momkd"``);
+    ``kwargs`` go to ``fit`` unchanged."""
+    if not isinstance(tag, str) or not tag or tag.startswith("/") or ".." in tag.split("/"):
+        raise ValueError(f"tag must be a relative name such as 'clip' or 'fold0/momkd', got {tag!r}")
+    run = current_run()
+    settings = {}
+    if run.run_dir is not None:
+        settings.update(run_dir=Path(run.run_dir) / (run.name or "experiment") / f"seed{run.seed}" / tag,
+                        resume=run.resume, ckpt_every=run.ckpt_every)
+    if run.device is not None and "device" not in kwargs:
+        settings["device"] = run.device
+    if cfg is not None:
+        settings.update(num_workers=cfg.num_workers, amp=cfg.amp)
+    return fit(method, data, **{**settings, **kwargs})
+
+
+def results_directory(profile: str) -> Path:
+    """Where :func:`run` writes a profile's results: ``results/`` (cpu), ``results/gpu/`` (gpu),
+    ``results/tmp/`` (fast)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return results_dir() / {"fast": "tmp", "cpu": "", "gpu": "gpu"}[profile]
 
 
 @dataclass
@@ -203,24 +272,44 @@ def result_name(name: str, profile: str) -> str:
     return name if profile != "fast" else f"tmp/{name}__fast"
 
 
-def _seed_worker(name: str, cfg: Config, seed: int) -> dict:
+def _one_seed(name: str, cfg: Config, seed: int, settings: RunSettings) -> dict:
+    token = _RUN.set(dataclasses.replace(settings, name=name, seed=seed))
+    try:
+        return get(name).fn(cfg, seed)
+    finally:
+        _RUN.reset(token)
+
+
+def _seed_worker(name: str, cfg: Config, seed: int, settings: RunSettings) -> dict:
     """One seed in a worker process (one thread, so parallel seeds do not fight over the cores)."""
     import torch
     torch.set_num_threads(1)
-    return get(name).fn(cfg, seed)
+    return _one_seed(name, cfg, seed, settings)
 
 
 def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = None, write: bool = True,
-        verbose: bool = True, jobs: int = 1) -> dict:
+        verbose: bool = True, jobs: int = 1, *, run_dir=None, resume: bool = False, ckpt_every: int = 500,
+        device: str | None = None, smoke: bool = False, directory=None) -> dict:
     """Run a named experiment for every seed and (optionally) write its results file; returns the record.
 
     ``jobs > 1`` runs seeds in that many worker processes, one thread each; every seed is seeded on its own,
     so the metrics do not depend on ``jobs`` beyond float summation order across thread counts.
+    ``run_dir`` / ``resume`` / ``ckpt_every`` / ``device``: :class:`RunSettings` for the experiment's training.
+    ``smoke=True`` runs the gpu profile's configuration shrunk by its ``smoke()`` (profile must be ``"gpu"``) and
+    needs ``directory`` for the results (never ``results/``). Under ``torch.distributed`` only rank 0 writes.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     exp = get(name)
     cfg = exp.config(profile, overrides)
+    if smoke:
+        if profile != "gpu":
+            raise ValueError(f"a smoke run exercises the gpu profile's code path; got profile={profile!r}")
+        if write and directory is None:
+            raise ValueError("a smoke run writes its results to a directory you give (directory=...), never results/")
+        cfg = cfg.smoke()
+    settings = RunSettings(run_dir=Path(run_dir) if run_dir is not None else None, resume=bool(resume),
+                           ckpt_every=int(ckpt_every), device=device, smoke=bool(smoke))
     seeds = exp.seeds[profile] if seeds is None else seeds
     if isinstance(seeds, (str, bytes, int, float)) or not hasattr(seeds, "__iter__"):
         raise ValueError(f"seeds must be a sequence of non-negative integers, got {seeds!r}")
@@ -237,13 +326,13 @@ def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = N
         if verbose:
             print(f"[{name}] profile={profile} seeds={list(seeds)} in {min(jobs, len(seeds))} processes", flush=True)
         with ProcessPoolExecutor(min(int(jobs), len(seeds)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {seed: pool.submit(_seed_worker, name, cfg, seed) for seed in seeds}
+            futures = {seed: pool.submit(_seed_worker, name, cfg, seed, settings) for seed in seeds}
             per_seed = {seed: fut.result() for seed, fut in futures.items()}
     else:
         for seed in seeds:
             if verbose:
                 print(f"[{name}] profile={profile} seed={seed}", flush=True)
-            per_seed[seed] = exp.fn(cfg, seed)
+            per_seed[seed] = _one_seed(name, cfg, seed, settings)
     wall = time.time() - t0
     record = {"experiment": name, "description": exp.description, "config": cfg.to_dict(),
               "per_seed": {str(s): m for s, m in per_seed.items()}, "summary": _summarise(per_seed)}
@@ -253,9 +342,12 @@ def run(name: str, profile: str = "fast", seeds=None, overrides: dict | None = N
         command += f" --jobs {int(jobs)}"
     if overrides:
         command += " --set " + " ".join(shlex.quote(f"{k}={_literal(_field(cfg, k))!r}") for k in overrides)
-    if write:
+    if smoke:
+        command += " --smoke"
+        record["smoke"] = True
+    if write and is_main_process():
         rname = result_name(name, profile)
-        directory = results_dir() / "tmp" if profile == "fast" else results_dir()
+        directory = Path(directory) if directory is not None else results_directory(profile)
         path = write_result(rname.split("/")[-1], record, profile=profile, seeds=seeds, command=command,
                             wall_time_s=wall, directory=directory)
         record["path"] = str(path)
@@ -282,13 +374,79 @@ def _literal(value):
     return value
 
 
+def _same_metrics(a: dict, b: dict) -> list[str]:
+    """Summary keys whose means differ between two records of the same run (beyond float rounding)."""
+    sa, sb = a["summary"], b["summary"]
+    return sorted(k for k in set(sa) | set(sb) if k not in sa or k not in sb or
+                  not np.isclose(sa[k]["mean"], sb[k]["mean"], rtol=1e-5, atol=1e-7, equal_nan=True))
+
+
+def smoke(selected=None, *, device: str | None = None, out=None, seeds=(0,), check_resume: bool = True,
+          verbose: bool = True) -> dict:
+    """Run every experiment's *gpu* code path end to end on tiny stand-ins (``cfg.smoke()``): the real-data
+    loaders on fixture trees written in the official layouts (:func:`medvlp_lib.data.real.fixtures.write_all`,
+    with ``MEDVLP_DATA`` pointing at them), the DataLoader, checkpoints in a run folder, evaluation and results
+    writing -- then, with ``check_resume``, the same run again with ``resume=True``, which must load the finished
+    checkpoints and give the same metrics.
+
+    ``out``: a folder for the fixtures, runs, caches and results (default: a new temporary folder); nothing is
+    written to ``results/``. Returns ``{"device", "out", "experiments": {name: {"ok", "seconds", "error"?,
+    "resume_mismatch"?}}}``; an experiment that fails is recorded, not raised, so one report covers all.
+    """
+    import os
+    import tempfile
+    import traceback
+
+    from ..data.real.fixtures import write_all
+
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="medvlp-smoke-"))
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = out / "data"
+    if not data_root.exists():
+        write_all(data_root)
+    saved = {k: os.environ.get(k) for k in ("MEDVLP_DATA", "MEDVLP_CACHE")}
+    os.environ["MEDVLP_DATA"], os.environ["MEDVLP_CACHE"] = str(data_root), str(out / "cache")
+    report = {"device": device or "auto", "out": str(out), "experiments": {}}
+    try:
+        for name in selected or names():
+            t0 = time.time()
+            entry: dict = {"ok": False}
+            try:
+                kw = dict(profile="gpu", seeds=seeds, smoke=True, run_dir=out / "runs", device=device, ckpt_every=2,
+                          verbose=False)
+                first = run(name, directory=out / "results", **kw)
+                if check_resume:
+                    again = run(name, directory=out / "results_resumed", resume=True, **kw)
+                    diff = _same_metrics(first, again)
+                    if diff:
+                        entry["resume_mismatch"] = diff[:10]
+                entry["ok"] = not entry.get("resume_mismatch")
+            except Exception as err:  # noqa: BLE001 -- one report for every experiment
+                entry["error"] = f"{type(err).__name__}: {err}"
+                entry["traceback"] = traceback.format_exc(limit=8)
+            entry["seconds"] = round(time.time() - t0, 2)
+            report["experiments"][name] = entry
+            if verbose:
+                status = "ok" if entry["ok"] else ("resume differs" if "resume_mismatch" in entry else "FAILED")
+                print(f"[smoke] {name:<24} {status:<15} {entry['seconds']:7.1f} s"
+                      + (f"  {entry['error']}" if "error" in entry else ""), flush=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return report
+
+
 def load(name: str, profile: str = "cpu") -> dict:
-    """Read the results file of experiment ``name`` for ``profile``."""
+    """Read the results file of experiment ``name`` for ``profile`` (:func:`results_directory`)."""
     if profile == "fast":
-        return read_result(f"{name}__fast", directory=results_dir() / "tmp")
-    rec = read_result(name)
+        return read_result(f"{name}__fast", directory=results_directory("fast"))
+    rec = read_result(name, directory=results_directory(profile))
     if rec.get("profile") != profile:
-        raise ValueError(f"results/{name}.json holds profile {rec.get('profile')!r}, not {profile!r}")
+        raise ValueError(f"{results_directory(profile) / name}.json holds profile {rec.get('profile')!r}, not "
+                         f"{profile!r}")
     return rec
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import Config, require
+from ..config import ExperimentConfig, require
 from ..methods.msd import MSD
 from ..methods.rfbe import chunked_views, rfbe_step
 from ..models.paper_msd import PAPER, build_paper_dual
@@ -138,7 +138,7 @@ def gradient_check(norm: str = "groupnorm", batch: int = 24, sub_batch: int = 8,
 
 
 @dataclass(frozen=True, kw_only=True)
-class RFBEConfig(Config):
+class RFBEConfig(ExperimentConfig):
     """Chapter 04's gradient check (:func:`gradient_check`) for each image-tower normalisation in ``norms``: a
     ``batch`` split into sub-batches of ``sub_batch``, ``image_size`` px, queues of ``queue_size`` filled by
     ``prefill_steps`` steps, MSD's (or a baseline's) ``targets``."""

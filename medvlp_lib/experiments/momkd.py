@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import Config, Variant, coerce, field_type, require
+from ..config import ExperimentConfig, Variant, coerce, field_type, require
 from ..data.pathology import SlideBatches, cv_folds, simulate_cohort, simulate_external_cohort
 from ..data.real.clam_features import read_clam
 from ..eval import attention_quality, binary_auc
@@ -77,7 +77,7 @@ def preset(name: str) -> Variant:
 
 # --------------------------------------------------------------------------------------------- config
 @dataclass(frozen=True, kw_only=True)
-class MoMKDConfig(Config):
+class MoMKDConfig(ExperimentConfig):
     """Chapter 05: the simulated cohorts (or real CLAM feature folders), the models and the cross-validation.
 
     Cohort (:func:`medvlp_lib.data.pathology.simulate_cohort`): ``n_cases`` internal and ``external_cases``

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config, require
+from ..config import ExperimentConfig, require
 from ..data import DEGRADE_PRESETS, CXRDataset
 from ..data.cache import cache_root
 from ..data.natural import NaturalCrops
@@ -68,7 +68,7 @@ STUDENT_NAMES = {"mobilenetv3": "MobileNetV3-Large", "efficientnet_b0": "Efficie
 
 
 @dataclass(frozen=True, kw_only=True)
-class VLCDConfig(Config):
+class VLCDConfig(ExperimentConfig):
     """Chapter 06, what every VLCD experiment shares (and what :func:`run_variant` memoises on): the data
     (``image_size``, ``n_train`` / ``n_test``, ``data_seed``; the probe ``findings``, the ``degrade`` preset of the
     phone captures), the teacher (``teacher_steps`` CLIP steps at ``teacher_batch``, ``teacher_lr``), the student

@@ -26,7 +26,8 @@ from torch import nn
 from ..utils import safe_torch_load
 from .encoders import TextEncoder, WeightsNotAvailableError, build_image_encoder, build_text_encoder, freeze
 
-__all__ = ["XRV_BACKBONES", "XRVImageBackbone", "build_frozen_image_backbone", "build_frozen_text_backbone"]
+__all__ = ["XRV_BACKBONES", "XRVImageBackbone", "build_frozen_image_backbone", "build_frozen_text_backbone",
+           "xrv_weights_file"]
 
 
 # name -> (kind, torchxrayvision weights name)
@@ -45,8 +46,15 @@ XRV_BACKBONES: dict[str, tuple[str, str]] = {
 # --------------------------------------------------------------------------------------------------
 # torchxrayvision backbones
 # --------------------------------------------------------------------------------------------------
-def _xrv_weights_file(weights: str, kind: str, cache_dir: str | os.PathLike | None) -> tuple[Path, str]:
+def xrv_weights_file(weights: str, kind: str | None = None, cache_dir: str | os.PathLike | None = None
+                     ) -> tuple[Path, str]:
+    """``(path, url)`` of a torchxrayvision weights file: where the library looks for it (``cache_dir`` or
+    torchxrayvision's cache folder) and where it can be downloaded. ``kind``: ``"ae"`` for the autoencoders
+    (default: inferred from :data:`XRV_BACKBONES` / the name)."""
     import torchxrayvision as xrv
+
+    if kind is None:
+        kind = "ae" if weights in xrv.autoencoders.model_urls else "classifier"
 
     urls = xrv.autoencoders.model_urls if kind == "ae" else xrv.models.model_urls
     url = urls[weights]["weights_url"]
@@ -147,7 +155,7 @@ def _build_xrv(name: str, cache_dir=None, resize: bool = True) -> XRVImageBackbo
     import torchxrayvision as xrv
 
     kind, weights = XRV_BACKBONES[name]
-    path, url = _xrv_weights_file(weights, kind, cache_dir)
+    path, url = xrv_weights_file(weights, kind, cache_dir)
     if not path.is_file():
         raise WeightsNotAvailableError(
             f"torchxrayvision weights for {name!r} are not on disk: expected {path}. Nothing is downloaded at run "
