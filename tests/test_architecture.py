@@ -26,7 +26,7 @@ LAYERS = {
     "viz": 6,
     "pipeline": 7,
     "experiments": 8,
-    "ledger": 9,
+    "ledger": 9, "weights": 9,  # weights: lists/checks/downloads what the experiments name
     "notebooks": 10, "book": 10,        # the papermill runner / the chapters' helpers (glue, figures, tables)
 }
 
