@@ -19,6 +19,8 @@ import html
 import os
 import warnings
 
+from .viz.plots import VERDICT_COLOURS
+
 __all__ = ["glue", "building_book", "setup_notebook", "figure_png", "min_font_pt", "legible_scale", "drawn_width_in",
            "verdict_table_html", "collapsed", "COLUMN_PX", "MIN_FONT_PX", "VERDICT_COLOURS"]
 
@@ -32,8 +34,6 @@ MIN_FONT_PX = 9.0
 #: largest factor ``figure_png`` enlarges a figure's text by
 MAX_TEXT_SCALE = 2.5
 
-VERDICT_COLOURS = {"reproduced": "#1e7b34", "not reproduced": "#b02a37", "contradicted": "#b02a37",
-                   "inconclusive": "#8a6d00", "not testable here": "#5c636a", "pending": "#8a6d00"}
 
 #: third-party warnings that carry no information for a reader of the book: (message regex, category, source)
 QUIET_WARNINGS = (

@@ -64,3 +64,32 @@ def test_binned_curve_averages_equal_bins_and_skips_missing_keys():
     assert binned_curve(hist, points=4) == [0.5, 2.5, 4.5, 6.5]
     assert binned_curve(hist, points=20) == [float(i) for i in range(8)]  # short histories stay unbinned
     assert binned_curve(hist, key="other") == [1.0]
+
+
+def test_forest_plot_draws_each_paired_claim_with_its_interval_effect_and_margin():
+    import math
+
+    from medvlp_lib.viz import VERDICT_COLOURS, forest_plot
+
+    rows = [
+        {"id": "a", "verdict": "reproduced", "diff": 3.0, "lo": 1.0, "hi": 5.0, "effect": 2.0, "margin": math.nan,
+         "n": 5, "unit": "AUC points"},
+        {"id": "b", "verdict": "inconclusive", "diff": 0.5, "lo": -2.0, "hi": 3.0, "effect": 2.0, "margin": 2.0,
+         "n": 5, "unit": "AUC points"},
+        {"id": "c", "verdict": "pending", "diff": math.nan, "lo": math.nan, "hi": math.nan, "effect": math.nan,
+         "margin": math.nan, "n": 0, "unit": ""},
+    ]
+    fig = forest_plot(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a (n=5, AUC points)", "b (n=5, AUC points)"]
+    assert "not shown (1): c" in ax.get_title(loc="left")
+    lines = ax.get_lines()
+    intervals = [tuple(l.get_xdata()) for l in lines if l.get_linestyle() == "-" and len(l.get_xdata()) == 2
+                 and l.get_xdata()[0] != l.get_xdata()[1]]
+    assert (1.0, 5.0) in intervals and (-2.0, 3.0) in intervals
+    crosses = [l for l in lines if l.get_marker() == "x"]
+    assert [float(l.get_xdata()[0]) for l in crosses] == [2.0, 2.0]
+    assert any(l.get_linestyle() == "--" and list(l.get_xdata()) == [-2.0, -2.0] for l in lines)
+    dots = {l.get_color() for l in lines if l.get_marker() == "o" and len(l.get_xdata()) == 1}
+    assert dots == {VERDICT_COLOURS["reproduced"], VERDICT_COLOURS["inconclusive"]}
+    matplotlib.pyplot.close(fig)

@@ -6,7 +6,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["image_grid", "overlay_mask", "loss_curves", "bar_with_errors", "sweep_plot"]
+__all__ = ["image_grid", "overlay_mask", "loss_curves", "bar_with_errors", "sweep_plot", "forest_plot",
+           "VERDICT_COLOURS"]
 
 
 def overlay_mask(ax, mask: np.ndarray, color=(1.0, 0.15, 0.1), alpha: float = 0.35):
@@ -136,3 +137,57 @@ def sweep_plot(xs: Sequence[float], entries: Sequence[Mapping[str, float]], ax=N
     if label is not None:
         ax.legend(frameon=False, fontsize=8)
     return ax.figure
+
+
+VERDICT_COLOURS = {"reproduced": "#1e7b34", "contradicted": "#b02a37", "inconclusive": "#8a6d00",
+                   "not testable here": "#5c636a", "pending": "#6f42c1", "not reproduced": "#b02a37"}
+"""One colour per ledger verdict (the ledger table and the forest plot use the same)."""
+
+
+def forest_plot(rows, ax=None, width: float = 10.0):
+    """The claims ledger as a forest plot: per claim, the paired difference (ours, in the claim's unit, e.g. AUC
+    points) with its 95 % CI, the paper's effect (a cross) and a non-inferiority margin (a bar at ``-margin``),
+    coloured by verdict (:data:`VERDICT_COLOURS`).
+
+    ``rows``: dicts (or a DataFrame's records) with ``id``, ``verdict``, ``diff``, ``lo``, ``hi``, ``effect``,
+    ``margin``, ``n`` and ``unit`` as :func:`medvlp_lib.ledger.evaluate_claims` returns them. Claims without a
+    paired difference (pending, not testable, measurements) are left out and named in the title. Returns the
+    figure.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = [dict(r) for r in (rows.reset_index().to_dict("records") if hasattr(rows, "reset_index") else rows)]
+    shown = [r for r in rows if np.isfinite(r.get("diff", np.nan))]
+    left = [r["id"] for r in rows if r not in shown]
+    if ax is None:
+        with sns.axes_style("whitegrid"):   # a local style: later figures keep the book's defaults
+            fig, ax = plt.subplots(figsize=(width, 0.42 * max(len(shown), 1) + 1.6))
+    else:
+        fig = ax.figure
+    for y, r in enumerate(shown):
+        colour = VERDICT_COLOURS.get(r["verdict"], "#5c636a")
+        lo, hi = r.get("lo", np.nan), r.get("hi", np.nan)
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.plot([lo, hi], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+        ax.plot(r["diff"], y, "o", color=colour, ms=7, zorder=3)
+        if np.isfinite(r.get("effect", np.nan)):
+            ax.plot(r["effect"], y, "x", color="black", ms=8, mew=2, zorder=4)
+        if np.isfinite(r.get("margin", np.nan)):
+            ax.plot([-r["margin"]] * 2, [y - 0.3, y + 0.3], color="black", lw=1.5, ls="--")
+    ax.axvline(0.0, color="grey", lw=1)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([f"{r['id']} (n={r.get('n', 0)}, {r.get('unit') or 'points'})" for r in shown])
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference, ours (95 % CI); x = the paper's effect; dashed = non-inferiority margin")
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2.2, label=v) for v, c in VERDICT_COLOURS.items()
+               if v != "not reproduced" and any(r["verdict"] == v for r in shown)]
+    if handles:
+        ax.legend(handles=handles, loc="lower right", frameon=True, fontsize=10)
+    title = f"{len(shown)} claims with a paired difference"
+    if left:
+        title += f"; not shown ({len(left)}): " + ", ".join(left)
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=11, loc="left")
+    sns.despine(ax=ax, left=True)
+    fig.tight_layout()
+    return fig
