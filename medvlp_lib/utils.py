@@ -130,13 +130,15 @@ def results_dir() -> Path:
 
 
 def git_commit() -> str:
-    """The current git commit (with ``-dirty`` if the tree has uncommitted changes), or ``"unknown"``."""
+    """The current git commit (with ``-dirty`` if tracked files other than ``results/`` have uncommitted changes),
+    or ``"unknown"``. Results files are outputs, not code: one re-run writes many of them at one commit."""
     root = project_root()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        dirty = [line for line in status if line.strip() and not line[3:].startswith("results/")]
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

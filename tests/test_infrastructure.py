@@ -192,3 +192,26 @@ def test_recorded_command_is_the_one_a_reader_types(tmp_path):
                                     check=True).stdout.strip()
     assert run("-m", "pkgx.tool", "--seeds", "0 1") == "python -m pkgx.tool --seeds '0 1'"
     assert run("pkgx/tool.py", "--quick") == "python pkgx/tool.py --quick"
+
+
+def test_git_commit_is_dirty_for_code_changes_but_not_for_results_files(tmp_path, monkeypatch):
+    import subprocess
+
+    from medvlp_lib import utils
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(utils, "project_root", lambda: tmp_path)
+    sha = utils.git_commit()
+    assert len(sha) == 40
+    (tmp_path / "results" / "a.json").write_text('{"new": 1}')       # a re-run writes results at one commit
+    assert utils.git_commit() == sha
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert utils.git_commit() == sha + "-dirty"

@@ -1,0 +1,82 @@
+"""Re-run every cpu-profile experiment at one clean commit (the verdict protocol's re-run), resumable.
+
+    python tools/rerun_cpu.py [--jobs 2] [--only NAME ...] [--dry-run]
+
+Refuses a dirty work tree (a results file must name a clean commit). Runs each experiment with its cpu seeds,
+``--run-dir runs/cpu-<commit>`` and ``--resume``, so a session that ends mid-way loses at most ``ckpt_every``
+steps per model: run the same command again, at the same commit (e.g. in a worktree checked out there), and it
+continues. Experiments whose ``results/<name>.json`` already comes from this commit with the cpu seeds are
+skipped. The order is by the wall time of the committed results file (shortest first, unknown last), so
+finished files can be committed as early as possible.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def done_at(name: str, commit: str, seeds) -> bool:
+    path = ROOT / "results" / f"{name}.json"
+    if not path.is_file():
+        return False
+    rec = json.loads(path.read_text())
+    return rec.get("commit") == commit and set(map(int, rec.get("seeds", []))) >= set(seeds)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from medvlp_lib import experiments
+
+    commit = _git("rev-parse", "HEAD")
+    dirty = [line for line in _git("status", "--porcelain", "--untracked-files=no").splitlines()
+             if not line[3:].startswith("results/")]
+    if dirty and not args.dry_run:
+        print("refusing to run: the work tree has uncommitted changes (a results file must name a clean commit):\n  "
+              + "\n  ".join(dirty), file=sys.stderr)
+        return 2
+    names = args.only or experiments.names()
+    plan = []
+    for name in names:
+        exp = experiments.get(name)
+        seeds = exp.seeds["cpu"]
+        if done_at(name, commit, seeds):
+            print(f"[rerun] {name:<24} done at {commit[:10]}")
+            continue
+        plan.append((name, seeds))
+    def old_wall(item):
+        path = ROOT / "results" / f"{item[0]}.json"
+        return json.loads(path.read_text()).get("wall_time_s", float("inf")) if path.is_file() else float("inf")
+    plan.sort(key=old_wall)
+    print(f"[rerun] {len(plan)} experiment(s) to run at {commit[:10]}: {', '.join(n for n, _ in plan)}")
+    if args.dry_run:
+        return 0
+    for name, seeds in plan:
+        t0 = time.time()
+        cmd = [sys.executable, "-m", "medvlp_lib.experiments", "run", name, "--profile", "cpu", "--seeds",
+               *map(str, seeds), "--jobs", str(args.jobs), "--run-dir", str(ROOT / "runs" / f"cpu-{commit[:10]}"),
+               "--resume"]
+        print("[rerun] " + " ".join(cmd[1:]), flush=True)
+        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        print(f"[rerun] {name}: exit {rc} after {time.time() - t0:.0f}s", flush=True)
+        if rc:
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
