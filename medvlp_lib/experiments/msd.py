@@ -48,12 +48,13 @@ from typing import Literal
 from ..config import Variant, require
 from ..methods.msd import ALBEF, MSD, MMMoCo
 from ..methods.rfbe import RFBE
-from ..pipeline import build_clip, build_dual_encoder, evaluate_dual_encoder, load_benchmark
+from ..models.paper_msd import PAPER
+from ..pipeline import evaluate_pretraining, load_pretraining
 from ..results import Comparison, Wording, claim_verdict, fmt, judge, judge_claim
-from ..train import fit
-from . import binned_curve, claim, claims_of, register
+from . import binned_curve, claim, claims_of, fit_run, register
 from .clip_baseline import PROFILES as _CLIP_PROFILES
-from .clip_baseline import CXRTrainConfig, train_summary
+from .clip_baseline import SEEDS
+from .clip_baseline import CXRTrainConfig, build_cxr_clip, build_cxr_dual, train_summary
 
 __all__ = ["METHODS", "MSDConfig", "MSDAlphaBetaConfig", "MSDLossWeightsConfig", "MSDMomentumQueueConfig",
            "MSDBatchSizeConfig", "PROFILES", "build_method", "train_and_evaluate", "variant_key", "msd_vs_baselines",
@@ -71,7 +72,9 @@ class MSDConfig(CXRTrainConfig):
     momentum methods' settings: ``batch_size``, the ``methods`` trained (and ``augmented``: trained once more
     with the image augmenter on, result key ``<method>_aug``), MSD's target mixture ``alpha`` / ``beta``,
     ALBEF's ``albef_alpha``, the loss weights ``w_uni`` / ``w_multi``, the momentum ``m``, ``queue_size`` keys
-    per modality, what to do with a sample's own stale key in the queue (``own_id``) and the view augmenters."""
+    per modality, what to do with a sample's own stale key in the queue (``own_id``), the reading of MSD's alpha term
+    (``alpha_teacher``: ``"online"`` or ``"momentum"``, :class:`~medvlp_lib.methods.msd.MSD`) and the view
+    augmenters."""
     batch_size: int = 16
     methods: tuple[Method, ...] = METHODS
     alpha: float = 0.3
@@ -82,6 +85,7 @@ class MSDConfig(CXRTrainConfig):
     momentum: float = 0.995
     queue_size: int = 1024
     own_id: Literal["mask", "positive", "ignore"] = "mask"
+    alpha_teacher: Literal["online", "momentum"] = "online"
     text_augment: bool = False
     image_augment: bool = False
     augmented: tuple[Method, ...] = ()
@@ -91,6 +95,10 @@ class MSDConfig(CXRTrainConfig):
         require(self, positive=("batch_size", "queue_size"), non_negative=("alpha", "beta", "w_uni", "w_multi"),
                 unit=("albef_alpha", "momentum"), unique=("methods", "augmented"))
 
+    def smoke(self) -> "MSDConfig":
+        """:meth:`CXRTrainConfig.smoke` at batch 4 with queues of 8 keys (the augmenters stay as configured)."""
+        return super().smoke().replace(batch_size=4, queue_size=8)
+
 
 def _from_clip(profile: str, **changes) -> MSDConfig:
     """Chapter 01's profile (every field but ``batch_sizes``) with the MSD settings' defaults and ``changes``."""
@@ -99,8 +107,9 @@ def _from_clip(profile: str, **changes) -> MSDConfig:
 
 PROFILES = {
     "fast": _from_clip("fast"),
-    "cpu": _from_clip("cpu", n_train=1536, epochs=2, augmented=("msd",)),
-    "gpu": _from_clip("gpu", queue_size=4096, text_augment=True, image_augment=True),
+    "cpu": _from_clip("cpu", n_train=1840, epochs=4, momentum=0.99, augmented=("msd",)),
+    "gpu": _from_clip("gpu", queue_size=PAPER["queue_size"], momentum=PAPER["momentum"], text_augment=True,
+                      image_augment=True),
 }
 
 # per-step scalars of the momentum methods kept as (down-sampled) curves in the results
@@ -110,15 +119,15 @@ _CURVES = ("loss", "loss_multi", "loss_uni", "uni_share", "target_entropy", "acc
 def build_method(kind: str, cfg: MSDConfig, seed: int, steps_per_epoch: int = 1):
     """A fresh training method of ``kind`` (one of :data:`METHODS`) on a dual encoder seeded by ``seed``."""
     if kind == "clip":
-        return build_clip(cfg, seed)
+        return build_cxr_clip(cfg, seed)
     if kind not in METHODS:
         raise ValueError(f"unknown method {kind!r}; choose from {METHODS}")
-    dual = build_dual_encoder(cfg, seed)
+    dual = build_cxr_dual(cfg, seed)
     common = dict(w_uni=cfg.w_uni, w_multi=cfg.w_multi, momentum=cfg.momentum, queue_size=cfg.queue_size,
                   own_id=cfg.own_id, image_augment="default" if cfg.image_augment else None,
                   text_augment="default" if cfg.text_augment else None)
     if kind == "msd":
-        return MSD(dual, alpha=cfg.alpha, beta=cfg.beta, **common)
+        return MSD(dual, alpha=cfg.alpha, beta=cfg.beta, alpha_teacher=cfg.alpha_teacher, **common)
     if kind == "mm_moco":
         return MMMoCo(dual, **common)
     return ALBEF(dual, alpha=cfg.albef_alpha, alpha_warmup_steps=max(1, steps_per_epoch), **common)
@@ -130,7 +139,8 @@ def _dual(method):
     return online if online is not None else method.model
 
 
-def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_batch: int | None = None) -> dict:
+def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_batch: int | None = None,
+                       tag: str | None = None, steps: int | None = None) -> dict:
     """Train one method of ``kind`` for ``cfg.epochs`` epochs at batch ``cfg.batch_size`` and evaluate it (the
     book's standard metrics).
 
@@ -143,15 +153,15 @@ def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_ba
     """
     bs = cfg.batch_size
     steps_per_epoch = max(1, len(train) // bs)
-    steps = max(1, int(cfg.epochs * len(train)) // bs)
+    steps = int(steps) if steps else max(1, int(cfg.epochs * len(train)) // bs)
     method = build_method(kind, cfg, seed, steps_per_epoch)
     text = _dual(method).text_encoder
     if text.frozen:  # encode each report once per process (the cache is shared between models)
         text.precompute(train.texts + test.texts)
     trained = RFBE(method, sub_batch=int(sub_batch)) if sub_batch and int(sub_batch) < bs else method
-    history = fit(trained, train, batch_size=bs, steps=steps, lr=cfg.lr,
-                  weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, seed=seed)
-    metrics = evaluate_dual_encoder(_dual(method), train, test, probe_fractions=cfg.probe_fractions, seed=seed)
+    history = fit_run(trained, train, tag=tag or kind, cfg=cfg, batch_size=bs, steps=steps, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, seed=seed)
+    metrics = evaluate_pretraining(_dual(method), cfg, train, test, seed=seed)
     for frac in cfg.probe_fractions:
         metrics[f"fewshot_gain@{frac:g}"] = metrics[f"probe_auc@{frac:g}"] - metrics["zero_shot_auc"]
     metrics.update(train_summary(history, steps))
@@ -161,12 +171,14 @@ def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_ba
 
 
 @register("msd_vs_baselines", PROFILES,
+          seeds=SEEDS,
           description="CLIP vs MM-MoCo vs ALBEF-style vs MSD at batch 16, equal epochs (chapter 02)")
 def msd_vs_baselines(cfg: MSDConfig, seed: int) -> dict:
-    train, test = load_benchmark(cfg.image_size, cfg.n_train, cfg.n_test, cfg.data_seed)
+    train, test = load_pretraining(cfg)
     out = {kind: train_and_evaluate(kind, cfg, seed, train, test) for kind in cfg.methods}
     for kind in cfg.augmented:  # the same method once more with the image augmenter on
-        out[f"{kind}_aug"] = train_and_evaluate(kind, cfg.replace(image_augment=True), seed, train, test)
+        out[f"{kind}_aug"] = train_and_evaluate(kind, cfg.replace(image_augment=True), seed, train, test,
+                                                tag=f"{kind}_aug")
     return out
 
 
@@ -183,23 +195,32 @@ def variant_key(name: str, value) -> str:
 def _ablation(cfg: MSDConfig, seed: int, variants) -> dict:
     """Train and evaluate MSD once per :class:`~medvlp_lib.config.Variant` (its ``overrides`` are fields of
     :class:`MSDConfig`, plus ``sub_batch`` for RFBE), results filed under the variant's key."""
-    train, test = load_benchmark(cfg.image_size, cfg.n_train, cfg.n_test, cfg.data_seed)
+    train, test = load_pretraining(cfg)
     out = {}
     for v in variants:
         over = dict(v.overrides)
-        sub = over.pop("sub_batch", None)
-        out[v.key] = train_and_evaluate(v.name, cfg.replace(**over), seed, train, test, sub_batch=sub)
+        sub, steps = over.pop("sub_batch", None), over.pop("steps", None)
+        out[v.key] = train_and_evaluate(v.name, cfg.replace(**over), seed, train, test, sub_batch=sub,
+                                        tag=v.key.replace("/", "_"), steps=steps)
     return out
 
 
 @dataclass(frozen=True, kw_only=True)
 class MSDAlphaBetaConfig(MSDConfig):
-    """Chapter 03: MSD once per target mixture ``(alpha, beta)`` in ``alpha_betas``."""
+    """Chapter 03: MSD once per target mixture ``(alpha, beta)`` in ``alpha_betas`` under the reading
+    ``alpha_teacher`` of the profile (keys ``ab_<alpha>_<beta>``), and once more per pair with ``alpha > 0`` in
+    ``other_reading_pairs`` under the other reading (keys ``<reading>/ab_<alpha>_<beta>``; a pair with alpha = 0
+    is the same run under both readings)."""
     alpha_betas: tuple[tuple[float, float], ...] = ()
+    other_reading_pairs: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
-        require(self, non_negative=("alpha_betas",), unique=("alpha_betas",))
+        require(self, non_negative=("alpha_betas", "other_reading_pairs"),
+                unique=("alpha_betas", "other_reading_pairs"))
+
+    def smoke(self) -> "MSDAlphaBetaConfig":
+        return super().smoke().replace(alpha_betas=((0.3, 0.7),), other_reading_pairs=((0.3, 0.7),))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +231,9 @@ class MSDLossWeightsConfig(MSDConfig):
     def __post_init__(self):
         super().__post_init__()
         require(self, non_negative=("w_multis",), unique=("w_multis",))
+
+    def smoke(self) -> "MSDLossWeightsConfig":
+        return super().smoke().replace(w_multis=(10.0,))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,16 +246,25 @@ class MSDMomentumQueueConfig(MSDConfig):
         super().__post_init__()
         require(self, unit=("momenta",), positive=("queue_sizes",), unique=("momenta", "queue_sizes"))
 
+    def smoke(self) -> "MSDMomentumQueueConfig":
+        return super().smoke().replace(momenta=(0.99,), queue_sizes=(16,))
+
 
 @dataclass(frozen=True, kw_only=True)
 class MSDBatchSizeConfig(MSDConfig):
-    """Chapter 03: MSD at each effective batch in ``effective_batches``, RFBE with sub-batches of ``sub_batch``."""
+    """Chapter 03: MSD at each effective batch in ``effective_batches``, RFBE with sub-batches of ``sub_batch``,
+    in two arms: equal epochs (keys ``b_<batch>``) and equal optimiser steps (keys ``eqsteps/b_<batch>``: every
+    batch takes the largest batch's equal-epoch steps, so a smaller batch sees proportionally fewer samples;
+    ``eqsteps/b_<largest>`` is the largest batch's equal-epochs run, filed twice)."""
     effective_batches: tuple[int, ...] = ()
     sub_batch: int = 16
 
     def __post_init__(self):
         super().__post_init__()
         require(self, positive=("effective_batches", "sub_batch"), unique=("effective_batches",))
+
+    def smoke(self) -> "MSDBatchSizeConfig":
+        return super().smoke().replace(effective_batches=(4, 8), sub_batch=4)
 
 
 def _ablation_profiles(cls, **grids) -> dict:
@@ -240,19 +273,36 @@ def _ablation_profiles(cls, **grids) -> dict:
 
 
 _ALPHA_BETA = ((1.0, 0.0), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0.0, 1.0))
+_ALPHA_BETA_CPU = ((1.0, 0.0), (0.5, 0.5), (0.3, 0.7), (0.0, 1.0))
+_OTHER_READING = ((1.0, 0.0), (0.3, 0.7))
+"""The pairs run once more under the other reading of the alpha term: the failure claim's (1, 0) and the
+paper's (0.3, 0.7) (alpha = 0 pairs are the same run under both readings)."""
 
 
-@register("msd_alpha_beta", _ablation_profiles(MSDAlphaBetaConfig, alpha_betas={
-              "fast": ((1.0, 0.0), (0.3, 0.7)), "cpu": _ALPHA_BETA, "gpu": _ALPHA_BETA}),
-          description="MSD soft-target mixture (alpha, beta) from (1, 0) to (0, 1) (chapter 03)")
+def _other_reading(reading: str) -> str:
+    return "momentum" if reading == "online" else "online"
+
+
+@register("msd_alpha_beta", _ablation_profiles(
+              MSDAlphaBetaConfig, alpha_betas={"fast": ((1.0, 0.0), (0.3, 0.7)), "cpu": _ALPHA_BETA_CPU, "gpu": _ALPHA_BETA},
+              other_reading_pairs={"fast": ((1.0, 0.0),), "cpu": _OTHER_READING, "gpu": _OTHER_READING}),
+          seeds=SEEDS,
+          description="MSD soft-target mixture (alpha, beta) from (1, 0) to (0, 1), under both readings of the "
+                      "alpha term (chapter 03)")
 def msd_alpha_beta(cfg: MSDAlphaBetaConfig, seed: int) -> dict:
-    """MSD with target ``alpha p_q2k + beta p_k2k`` for each pair in ``cfg.alpha_betas``."""
-    return _ablation(cfg, seed, [Variant("msd", dict(alpha=a, beta=b), variant_key("ab", (a, b)))
-                                 for a, b in cfg.alpha_betas])
+    """MSD with target ``alpha p_q2k + beta p_k2k`` for each pair in ``cfg.alpha_betas`` under the profile's
+    reading of p_q2k (``cfg.alpha_teacher``; keys ``ab_*``), and for each pair in ``cfg.other_reading_pairs`` under
+    the other reading (keys ``<reading>/ab_*``)."""
+    other = _other_reading(cfg.alpha_teacher)
+    variants = [Variant("msd", dict(alpha=a, beta=b), variant_key("ab", (a, b))) for a, b in cfg.alpha_betas]
+    variants += [Variant("msd", dict(alpha=a, beta=b, alpha_teacher=other), f"{other}/{variant_key('ab', (a, b))}")
+                 for a, b in cfg.other_reading_pairs]
+    return _ablation(cfg, seed, variants)
 
 
 @register("msd_loss_weights", _ablation_profiles(MSDLossWeightsConfig, w_multis={
               "fast": (1.0, 10.0), "cpu": (1.0, 5.0, 10.0, 20.0), "gpu": (1.0, 5.0, 10.0, 20.0)}),
+          seeds=SEEDS,
           description="MSD multi-modal loss weight w_multi with w_uni = 1 (chapter 03)")
 def msd_loss_weights(cfg: MSDLossWeightsConfig, seed: int) -> dict:
     """MSD with ``w_uni = 1`` and each ``w_multi`` in ``cfg.w_multis``; the curves hold the uni-modal share."""
@@ -263,6 +313,7 @@ def msd_loss_weights(cfg: MSDLossWeightsConfig, seed: int) -> dict:
 @register("msd_momentum_queue", _ablation_profiles(
               MSDMomentumQueueConfig, momenta={"fast": (0.99,), "cpu": (0.9, 0.99, 0.995), "gpu": (0.99, 0.995, 0.999)},
               queue_sizes={"fast": (256,), "cpu": (256, 4096), "gpu": (1024, 16384)}),
+          seeds=SEEDS,
           description="MSD momentum m and queue size, one factor at a time (chapter 03)")
 def msd_momentum_queue(cfg: MSDMomentumQueueConfig, seed: int) -> dict:
     """One factor at a time around the profile's (m, queue): every m in ``momenta`` at the profile's queue size
@@ -274,13 +325,25 @@ def msd_momentum_queue(cfg: MSDMomentumQueueConfig, seed: int) -> dict:
 
 @register("msd_batch_size", _ablation_profiles(
               MSDBatchSizeConfig, sub_batch={"fast": 16, "cpu": 16, "gpu": 32},
-              effective_batches={"fast": (16, 64), "cpu": (16, 64, 256, 512), "gpu": (32, 128, 256, 512)}),
-          description="MSD effective batch via RFBE at the memory of one sub-batch, equal epochs (chapter 03)")
+              effective_batches={"fast": (16, 64), "cpu": (16, 64, 256), "gpu": (32, 128, 256, 512)}),
+          seeds=SEEDS,
+          description="MSD effective batch via RFBE at the memory of one sub-batch, at equal epochs (b_*) and at "
+                      "equal optimiser steps (eqsteps/b_*) (chapter 03)")
 def msd_batch_size(cfg: MSDBatchSizeConfig, seed: int) -> dict:
     """MSD at each effective batch in ``cfg.effective_batches``, RFBE with sub-batches of ``cfg.sub_batch`` (so
-    every run has the activation memory of one sub-batch), the same number of epochs for all."""
-    return _ablation(cfg, seed, [Variant("msd", dict(batch_size=b, sub_batch=cfg.sub_batch), variant_key("b", b))
-                                 for b in cfg.effective_batches])
+    every run has the activation memory of one sub-batch): the same number of epochs for all (``b_*``), and the
+    same number of optimiser steps for all (``eqsteps/b_*``: the largest batch's equal-epoch steps)."""
+    train, test = load_pretraining(cfg)
+    largest = max(cfg.effective_batches)
+    eq_steps = max(1, int(cfg.epochs * len(train)) // largest)
+    out = _ablation(cfg, seed, [Variant("msd", dict(batch_size=b, sub_batch=cfg.sub_batch), variant_key("b", b))
+                                for b in cfg.effective_batches])
+    out["eqsteps"] = {
+        variant_key("b", b): (out[variant_key("b", b)] if b == largest else train_and_evaluate(
+            "msd", cfg.replace(batch_size=b), seed, train, test, sub_batch=cfg.sub_batch,
+            tag=f"eqsteps_{variant_key('b', b)}", steps=eq_steps))
+        for b in cfg.effective_batches}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
