@@ -157,7 +157,8 @@ def clip_batch_size(cfg: ClipConfig, seed: int) -> dict:
 _SMALL_BATCH = Wording(
     reproduced="At equal epochs batch 128 beats batch 16 by {d:.1f} R@1 points (> 2 standard errors, {se:.1f}).",
     not_reproduced="The batch-128 advantage ({d:+.1f} R@1 points, standard error {se:.1f}) is not above seed noise "
-                   "on the embedded benchmark.{probe}")
+                   "on the embedded benchmark.{probe}",
+    opposed="At equal epochs batch 16 beats batch 128 by {neg:.1f} R@1 points beyond seed noise.{probe}")
 
 
 def _probe_context(s: dict) -> str:
@@ -174,16 +175,26 @@ def _probe_context(s: dict) -> str:
                if all(steps) else "."))
 
 
+PAPER_EFFECT_SMALL_BATCH = 0.02
+"""The claim row's paper effect in our metric (i2t R@1, fraction): the paper gives no CLIP numbers at two batch
+sizes (its motivation is MM-MoCo's 3.5 % R@1 at batch 16), so we state, before the run, 2 R@1 points (about 8 of
+the 393 test reports) as the smallest drop that "degrades" would mean on the embedded benchmark."""
+
+
 @claim("clip-small-batch", paper="MSD+RFBE", chapter="01", result="clip_batch_size",
        claim="Plain contrastive learning (CLIP) degrades at small batch size",
        paper_value="motivation (MM-MoCo 3.5 % R@1 at batch 16)")
 def _claim_clip_small_batch(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     small, large = s["b16/i2t_R@1"], s["b128/i2t_R@1"]
-    ours = (f"i2t R@1 {fmt(small)} (batch 16) vs {fmt(large)} (batch 128); zero-shot AUC "
+    eq = s.get("eqsteps/b16/i2t_R@1")
+    steps_arm = (f"; at equal optimiser steps {fmt(eq)} (batch 16)" if eq else
+                 "; equal-steps arm: (re-run pending)")
+    ours = (f"equal epochs: i2t R@1 {fmt(small)} (batch 16) vs {fmt(large)} (batch 128){steps_arm}; zero-shot AUC "
             f"{fmt(s['b16/zero_shot_auc'])} vs {fmt(s['b128/zero_shot_auc'])} (n={small['n']} seeds, "
             f"profile {rec['profile']})")
-    return judge_claim(ours, [Comparison(large, small)], _SMALL_BATCH, probe=_probe_context(s))
+    return judge_claim(ours, [Comparison(large, small, paper_effect=PAPER_EFFECT_SMALL_BATCH)], _SMALL_BATCH,
+                       probe=_probe_context(s))
 
 
 CLAIMS = claims_of(__name__)

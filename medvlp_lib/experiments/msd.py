@@ -50,7 +50,7 @@ from ..methods.msd import ALBEF, MSD, MMMoCo
 from ..methods.rfbe import RFBE
 from ..models.paper_msd import PAPER
 from ..pipeline import evaluate_pretraining, load_pretraining
-from ..results import Comparison, Wording, claim_verdict, fmt, judge, judge_claim
+from ..results import ClaimResult, Comparison, Wording, claim_verdict, fmt, judge, judge_claim
 from . import binned_curve, claim, claims_of, fit_run, register
 from .clip_baseline import PROFILES as _CLIP_PROFILES
 from .clip_baseline import SEEDS
@@ -362,6 +362,16 @@ _MSD_VS_MMMOCO = Wording(
                    "noise on the embedded benchmark.")
 
 
+PAPER_EFFECT_MSD_VS_MMMOCO = 0.192
+"""The paper's MSD - MM-MoCo gap in i2t R@1 at batch 16 (22.7 - 3.5 points on MIMIC-CXR, as a fraction)."""
+PAPER_EFFECT_FEWSHOT_GAIN = 0.096
+"""The paper's zero-shot -> 10 % linear-probe gain with MSD (SIIM 83.8 -> 93.4 AUC, as a fraction). The paper
+gives no MM-MoCo 10 % probe number, so that comparison states no effect (only its direction can decide)."""
+PAPER_EFFECT_ALPHA1 = 0.02
+"""The claim row's effect for "alpha = 1 fails": the paper reports failure without a number; we state, before the
+run, 2 zero-shot AUC points (beta = 1 over alpha = 1) as the least that "fails while the other trains" means."""
+
+
 @claim("msd-vs-mmmoco", paper="MSD+RFBE", chapter="02", claim="MSD beats MM-MoCo at batch 16 on R@1",
        paper_value="22.7 vs 3.5 R@1 (MIMIC-CXR)", result="msd_vs_baselines")
 def _claim_msd_vs_mmmoco(rec: dict) -> tuple[str, str, str]:
@@ -370,7 +380,7 @@ def _claim_msd_vs_mmmoco(rec: dict) -> tuple[str, str, str]:
     t_msd, t_moco = s["msd/t2i_R@1"], s["mm_moco/t2i_R@1"]
     ours = (f"i2t R@1 {fmt(msd)} (MSD) vs {fmt(moco)} (MM-MoCo); t2i R@1 {fmt(t_msd)} vs {fmt(t_moco)} "
             f"(batch 16, {_tag(rec, msd)})")
-    return judge_claim(ours, [Comparison(msd, moco)], _MSD_VS_MMMOCO)
+    return judge_claim(ours, [Comparison(msd, moco, paper_effect=PAPER_EFFECT_MSD_VS_MMMOCO)], _MSD_VS_MMMOCO)
 
 
 def _fewshot_explanation(verdict: str, beats, gains) -> str:
@@ -399,7 +409,8 @@ def _claim_msd_fewshot(rec: dict) -> tuple[str, str, str]:
     zero = {"mean": 0.0, "std": 0.0, "n": gain["n"]}
     ours = (f"10 % probe AUC {fmt(msd)} (MSD) vs {fmt(moco)} (MM-MoCo); zero-shot -> 10 % gain "
             f"{fmt(gain)} vs {fmt(gain_moco)} AUC points ({_tag(rec, msd)})")
-    beats, gains = judge(Comparison(msd, moco)), judge(Comparison(gain, zero))
+    beats = judge(Comparison(msd, moco))
+    gains = judge(Comparison(gain, zero, paper_effect=PAPER_EFFECT_FEWSHOT_GAIN))
     verdict = claim_verdict([beats, gains])
     return ours, verdict, _fewshot_explanation(verdict, beats, gains)
 
@@ -423,11 +434,25 @@ _ALPHA1 = Wording(
 
 
 @claim("msd-alpha1-fails", paper="MSD+RFBE", chapter="03", claim="alpha = 1 fails while beta = 1 trains",
-       paper_value="Tables 7/9", result="msd_alpha_beta")
+       paper_value="Tables 7/9 (failure, no number)", result="msd_alpha_beta")
 def _claim_alpha1_fails(rec: dict) -> tuple[str, str, str]:
+    """Judged under the reading of the profile (``alpha_teacher``, default ``"online"``: the paper's equation,
+    alpha times the stop-gradient online prediction); the other reading's (1, 0) run (key
+    ``<reading>/ab_1_0``) is reported next to it, judged the same way, but does not set the verdict."""
     a1, b1 = _ab(rec, (1.0, 0.0)), _ab(rec, (0.0, 1.0))
-    ours = (f"zero-shot AUC {fmt(a1)} with (alpha, beta) = (1, 0) vs {fmt(b1)} with (0, 1) ({_tag(rec, a1)})")
-    return judge_claim(ours, [Comparison(b1, a1)], _ALPHA1)
+    reading = rec["config"].get("alpha_teacher", "online")
+    other = _other_reading(reading)
+    ours = (f"zero-shot AUC {fmt(a1)} with (alpha, beta) = (1, 0) vs {fmt(b1)} with (0, 1), {reading} reading "
+            f"({_tag(rec, a1)})")
+    result = judge_claim(ours, [Comparison(b1, a1, paper_effect=PAPER_EFFECT_ALPHA1)], _ALPHA1)
+    a1_other = rec["summary"].get(f"{other}/{variant_key('ab', (1.0, 0.0))}/{ABLATION_METRIC}")
+    if a1_other is None:
+        extra = f" The {other} reading: (re-run pending)."
+    else:
+        j = judge(Comparison(b1, a1_other, paper_effect=PAPER_EFFECT_ALPHA1))
+        extra = (f" The {other} reading: (1, 0) gives {fmt(a1_other)}, beta = 1 - alpha = 1 = {j.diff * 100:+.1f} AUC "
+                 f"points (standard error {j.se * 100:.1f}): {j.verdict} under that reading.")
+    return ClaimResult(result[0], result[1], result[2] + extra, result.judgements)
 
 
 def _pair(p) -> str:
