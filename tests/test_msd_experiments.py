@@ -145,3 +145,24 @@ def test_ledger_rows_evaluate_without_error():
     rows = {r["id"]: r for r in evaluate_claims()}
     for cid in exp_msd.CLAIMS:
         assert rows[cid]["verdict"] in ("reproduced", "contradicted", "inconclusive", "pending")
+
+
+def test_claim_clip_small_batch_verdicts():
+    from medvlp_lib.experiments import clip_baseline
+    fn = clip_baseline.CLAIMS["clip-small-batch"]
+
+    def rec(diffs, n=FIVE, eqsteps=True):
+        small = [0.10 + 0.01 * k for k in range(n)]
+        s = {"b16/i2t_R@1": _entry(small), "b128/i2t_R@1": _entry(_shift(small, diffs[:n])),
+             "b16/zero_shot_auc": _entry([.6] * n), "b128/zero_shot_auc": _entry([.6] * n)}
+        if eqsteps:
+            s["eqsteps/b16/i2t_R@1"] = _entry([0.05] * n)
+        return {"profile": "cpu", "summary": s}
+
+    ours, verdict, _ = fn(rec([0.05 + e for e in NOISE]))
+    assert verdict == "reproduced" and "equal optimiser steps" in ours
+    assert fn(rec([-0.05 + e for e in NOISE]))[1] == "contradicted"
+    assert fn(rec(NOISE))[1] == "contradicted"            # tight around 0: excludes the stated 2 R@1 points
+    assert fn(rec(WIDE))[1] == "inconclusive"
+    assert fn(rec([0.05] * 3, n=3))[1] == "pending"
+    assert "(re-run pending)" in fn(rec([0.05 + e for e in NOISE], eqsteps=False))[0]
