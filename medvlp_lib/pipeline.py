@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from .config import ExperimentConfig, require
+from .config import ExperimentConfig, require, weights_field
 from .data import CXRDataset
 from .eval import (class_precision_at_k, embed, label_prompt_embeddings, linear_probe_auc, retrieval_recall,
                    zero_shot_auc)
@@ -42,8 +42,8 @@ class DualEncoderConfig(ExperimentConfig):
     ``"all"``, ``"none"`` or ``"last:N"``; ``embed_dim`` and ``proj`` (``"mlp"`` | ``"linear"``): the heads;
     ``chexpert_per_class``: images per class of the CheXpert 5x200 evaluation (200; ``data="real"`` only).
     """
-    image_encoder: str = "resnet18"
-    text_encoder: str | None = None
+    image_encoder: str = weights_field("resnet18", source="timm")
+    text_encoder: str | None = weights_field(None, source="hf")
     pretrained: bool = False
     image_trainable: str = "all"
     text_trainable: str = "none"

@@ -73,40 +73,75 @@ def _entry(values):
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
 
 
-def _ab_record(aucs: dict):
-    return {"profile": "cpu", "config": {"alpha_betas": [list(k) for k in aucs]},
-            "summary": {f"{exp_msd.variant_key('ab', k)}/zero_shot_auc": _entry(v) for k, v in aucs.items()}}
+NOISE = [0.002, -0.001, 0.0, 0.001, -0.002]
+WIDE = [0.30, -0.30, 0.25, -0.25, 0.05]
+BASE = [0.60, 0.61, 0.59, 0.62, 0.60]
+
+
+def _e(values):
+    from medvlp_lib.results import summary_entry
+    return summary_entry(values, seeds=range(len(values)))
+
+
+def _at(shift, noise=NOISE, n=5):
+    return [b + shift + e for b, e in zip(BASE[:n], noise[:n])]
+
+
+def _ab_record(aucs: dict, other: dict | None = None):
+    summary = {f"{exp_msd.variant_key('ab', k)}/zero_shot_auc": _e(v) for k, v in aucs.items()}
+    for k, v in (other or {}).items():
+        summary[f"momentum/{exp_msd.variant_key('ab', k)}/zero_shot_auc"] = _e(v)
+    return {"profile": "cpu", "config": {"alpha_betas": [list(k) for k in aucs], "alpha_teacher": "online"},
+            "summary": summary}
 
 
 def test_claim_alpha1_fails_verdicts():
     fn = exp_msd.CLAIMS["msd-alpha1-fails"]
-    ours, verdict, why = fn(_ab_record({(1.0, 0.0): [0.50, 0.51, 0.49], (0.0, 1.0): [0.70, 0.72, 0.71]}))
-    assert verdict == "reproduced" and "n=3" in ours and "zero" in why
-    _, verdict, why = fn(_ab_record({(1.0, 0.0): [0.60, 0.70, 0.50], (0.0, 1.0): [0.61, 0.55, 0.66]}))
-    assert verdict == "not reproduced" and "seed noise" in why
+    ours, verdict, why = fn(_ab_record({(1.0, 0.0): _at(0.0), (0.0, 1.0): _at(0.1)}))
+    assert verdict == "reproduced" and "n=5" in ours and "zero" in why and "online reading" in ours
+    assert "momentum reading: (re-run pending)" in why   # an old record without the other reading's run
+    _, verdict, why = fn(_ab_record({(1.0, 0.0): _at(0.1), (0.0, 1.0): _at(0.0)},
+                                    other={(1.0, 0.0): _at(-0.1)}))
+    assert verdict == "contradicted" and "momentum reading: (1, 0) gives" in why
+    assert "reproduced under that reading" in why      # reported, not deciding
+    # equal and tight: the CI excludes the stated 2-point effect
+    assert fn(_ab_record({(1.0, 0.0): _at(0.0), (0.0, 1.0): _at(0.0, [-e for e in NOISE])}))[1] == "contradicted"
+    assert fn(_ab_record({(1.0, 0.0): _at(0.0), (0.0, 1.0): _at(0.0, WIDE)}))[1] == "inconclusive"
+    assert fn(_ab_record({(1.0, 0.0): _at(0.0, n=3), (0.0, 1.0): _at(0.1, n=3)}))[1] == "pending"
 
 
 def test_claim_best_ab_verdicts():
     fn = exp_msd.CLAIMS["msd-best-ab"]
-    base = {(1.0, 0.0): [0.5] * 3, (0.7, 0.3): [0.60, 0.61, 0.62], (0.5, 0.5): [0.62, 0.63, 0.64],
-            (0.0, 1.0): [0.64, 0.65, 0.66]}
-    _, verdict, why = fn(_ab_record({**base, (0.3, 0.7): [0.75, 0.76, 0.77]}))
+    base = {(1.0, 0.0): _at(-0.1), (0.5, 0.5): _at(0.02), (0.0, 1.0): _at(0.04)}
+    _, verdict, why = fn(_ab_record({**base, (0.3, 0.7): _at(0.15)}))
     assert verdict == "reproduced" and "(0, 1)" in why
-    _, verdict, why = fn(_ab_record({**base, (0.3, 0.7): [0.60, 0.72, 0.66]}))
-    assert verdict == "not reproduced" and "within seed noise" in why  # first, but not separated
-    _, verdict, why = fn(_ab_record({**base, (0.3, 0.7): [0.55, 0.56, 0.57]}))
-    assert verdict == "not reproduced" and "(0, 1) ranks first" in why
+    _, verdict, why = fn(_ab_record({**base, (0.3, 0.7): _at(0.04, WIDE)}))
+    assert verdict == "inconclusive"
+    _, verdict, why = fn(_ab_record({**base, (0.3, 0.7): _at(-0.05)}))
+    assert verdict == "contradicted" and "(0, 1) ranks first" in why
+    short = {k: v[:3] for k, v in base.items()}
+    assert fn(_ab_record({**short, (0.3, 0.7): _at(0.15, n=3)}))[1] == "pending"
 
 
 def test_claim_wmulti_verdicts():
     fn = exp_msd.CLAIMS["msd-wmulti"]
-    rec = lambda w10, w1: {"profile": "cpu", "summary": {"w_10/zero_shot_auc": _entry(w10),  # noqa: E731
-                                                         "w_1/zero_shot_auc": _entry(w1)}}
-    assert fn(rec([0.70, 0.71, 0.72], [0.60, 0.61, 0.62]))[1] == "reproduced"
-    _, verdict, why = fn(rec([0.60, 0.61, 0.62], [0.70, 0.71, 0.72]))
-    assert verdict == "not reproduced" and "other way" in why
-    _, verdict, why = fn(rec([0.60, 0.70, 0.65], [0.62, 0.66, 0.64]))
-    assert verdict == "not reproduced" and "seed noise" in why
+    rec = lambda w10, w1: {"profile": "cpu", "summary": {"w_10/zero_shot_auc": _e(w10),  # noqa: E731
+                                                         "w_1/zero_shot_auc": _e(w1)}}
+    assert fn(rec(_at(0.1), _at(0.0)))[1] == "reproduced"
+    _, verdict, why = fn(rec(_at(0.0), _at(0.1)))
+    assert verdict == "contradicted" and "other way" in why
+    assert fn(rec(_at(0.0, WIDE), _at(0.0)))[1] == "inconclusive"
+    assert fn(rec(_at(0.1, n=3), _at(0.0, n=3)))[1] == "pending"
+
+
+def test_committed_records_give_pending_or_a_verdict():
+    for cid, name in (("msd-alpha1-fails", "msd_alpha_beta"), ("msd-best-ab", "msd_alpha_beta"),
+                      ("msd-wmulti", "msd_loss_weights")):
+        try:
+            rec = experiments.load(name, "cpu")
+        except FileNotFoundError:
+            continue
+        assert exp_msd.CLAIMS[cid](rec)[1] in ("pending", "reproduced", "contradicted", "inconclusive")
 
 
 def test_ledger_rows_point_at_the_ablation_results():

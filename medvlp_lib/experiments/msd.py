@@ -34,11 +34,14 @@ Profile choices (documented readings, not the paper's values):
   report costs a MiniLM forward pass (about 1 s per step on one core, more than the rest of the step); the
   text views are then identical strings and the text-text uni-modal term only separates the online and
   momentum projection heads. ``gpu`` uses the offline report augmenter (:mod:`medvlp_lib.data.augment`).
-* ``cpu`` trains 2 epochs over half of the training split (``n_train`` 1,536 of 3,155 films, 192 steps at
-  batch 16; chapter 01's ``clip_batch_size`` trains 6 epochs over all of it) and evaluates on the full test
-  split: four methods x three seeds took about 15 minutes with ``--jobs 3`` on two shared cores. (A first
-  1-epoch run, 96 steps, left every momentum method at its initial embedding.) It is therefore a test of *early* training, where the paper's claim is that soft targets let
-  small batches learn at all; the CLIP row is not chapter 01's number.
+* ``cpu`` trains 4 epochs over 1,840 of the 3,155 training films (460 steps at batch 16) with m = 0.99 instead of
+  the paper's 0.995, so that the momentum encoder keeps under 1 % of its initial weights (0.99^460 = 0.0098;
+  0.995 would need 920 steps, which with five seeds does not fit two hours on two cores), five paired seeds
+  (0-4), the loss curves stored (60 bins). Wall-time estimates (``--jobs 2`` on the shared 2-core machine,
+  three rounds of seeds): measured 20 steps of CLIP and MSD at batch 16 in one process (0.7 / 0.64 s per step;
+  6.3 s at batch 128) and one standard evaluation (2-7 min depending on load), extrapolated: msd_vs_baselines
+  (5 models) ~2 h, msd_alpha_beta (5 runs) ~2 h, msd_loss_weights (4) ~1.5 h, msd_momentum_queue (5) ~2 h,
+  msd_batch_size (3 + 2 short) ~1.5 h. (The older runs: 192 steps at m = 0.995, three seeds.)
 """
 from __future__ import annotations
 
@@ -48,12 +51,13 @@ from typing import Literal
 from ..config import Variant, require
 from ..methods.msd import ALBEF, MSD, MMMoCo
 from ..methods.rfbe import RFBE
-from ..pipeline import build_clip, build_dual_encoder, evaluate_dual_encoder, load_benchmark
-from ..results import Comparison, Wording, claim_verdict, fmt, judge, judge_claim
-from ..train import fit
-from . import binned_curve, claim, claims_of, register
+from ..models.paper_msd import PAPER
+from ..pipeline import evaluate_pretraining, load_pretraining
+from ..results import ClaimResult, Comparison, Wording, claim_verdict, fmt, judge, judge_claim
+from . import binned_curve, claim, claims_of, fit_run, register
 from .clip_baseline import PROFILES as _CLIP_PROFILES
-from .clip_baseline import CXRTrainConfig, train_summary
+from .clip_baseline import SEEDS
+from .clip_baseline import CXRTrainConfig, build_cxr_clip, build_cxr_dual, train_summary
 
 __all__ = ["METHODS", "MSDConfig", "MSDAlphaBetaConfig", "MSDLossWeightsConfig", "MSDMomentumQueueConfig",
            "MSDBatchSizeConfig", "PROFILES", "build_method", "train_and_evaluate", "variant_key", "msd_vs_baselines",
@@ -71,7 +75,9 @@ class MSDConfig(CXRTrainConfig):
     momentum methods' settings: ``batch_size``, the ``methods`` trained (and ``augmented``: trained once more
     with the image augmenter on, result key ``<method>_aug``), MSD's target mixture ``alpha`` / ``beta``,
     ALBEF's ``albef_alpha``, the loss weights ``w_uni`` / ``w_multi``, the momentum ``m``, ``queue_size`` keys
-    per modality, what to do with a sample's own stale key in the queue (``own_id``) and the view augmenters."""
+    per modality, what to do with a sample's own stale key in the queue (``own_id``), the reading of MSD's alpha term
+    (``alpha_teacher``: ``"online"`` or ``"momentum"``, :class:`~medvlp_lib.methods.msd.MSD`) and the view
+    augmenters."""
     batch_size: int = 16
     methods: tuple[Method, ...] = METHODS
     alpha: float = 0.3
@@ -82,6 +88,7 @@ class MSDConfig(CXRTrainConfig):
     momentum: float = 0.995
     queue_size: int = 1024
     own_id: Literal["mask", "positive", "ignore"] = "mask"
+    alpha_teacher: Literal["online", "momentum"] = "online"
     text_augment: bool = False
     image_augment: bool = False
     augmented: tuple[Method, ...] = ()
@@ -91,6 +98,10 @@ class MSDConfig(CXRTrainConfig):
         require(self, positive=("batch_size", "queue_size"), non_negative=("alpha", "beta", "w_uni", "w_multi"),
                 unit=("albef_alpha", "momentum"), unique=("methods", "augmented"))
 
+    def smoke(self) -> "MSDConfig":
+        """:meth:`CXRTrainConfig.smoke` at batch 4 with queues of 8 keys (the augmenters stay as configured)."""
+        return super().smoke().replace(batch_size=4, queue_size=8)
+
 
 def _from_clip(profile: str, **changes) -> MSDConfig:
     """Chapter 01's profile (every field but ``batch_sizes``) with the MSD settings' defaults and ``changes``."""
@@ -99,8 +110,9 @@ def _from_clip(profile: str, **changes) -> MSDConfig:
 
 PROFILES = {
     "fast": _from_clip("fast"),
-    "cpu": _from_clip("cpu", n_train=1536, epochs=2, augmented=("msd",)),
-    "gpu": _from_clip("gpu", queue_size=4096, text_augment=True, image_augment=True),
+    "cpu": _from_clip("cpu", n_train=1840, epochs=4, momentum=0.99, augmented=("msd",)),
+    "gpu": _from_clip("gpu", queue_size=PAPER["queue_size"], momentum=PAPER["momentum"], text_augment=True,
+                      image_augment=True),
 }
 
 # per-step scalars of the momentum methods kept as (down-sampled) curves in the results
@@ -110,15 +122,15 @@ _CURVES = ("loss", "loss_multi", "loss_uni", "uni_share", "target_entropy", "acc
 def build_method(kind: str, cfg: MSDConfig, seed: int, steps_per_epoch: int = 1):
     """A fresh training method of ``kind`` (one of :data:`METHODS`) on a dual encoder seeded by ``seed``."""
     if kind == "clip":
-        return build_clip(cfg, seed)
+        return build_cxr_clip(cfg, seed)
     if kind not in METHODS:
         raise ValueError(f"unknown method {kind!r}; choose from {METHODS}")
-    dual = build_dual_encoder(cfg, seed)
+    dual = build_cxr_dual(cfg, seed)
     common = dict(w_uni=cfg.w_uni, w_multi=cfg.w_multi, momentum=cfg.momentum, queue_size=cfg.queue_size,
                   own_id=cfg.own_id, image_augment="default" if cfg.image_augment else None,
                   text_augment="default" if cfg.text_augment else None)
     if kind == "msd":
-        return MSD(dual, alpha=cfg.alpha, beta=cfg.beta, **common)
+        return MSD(dual, alpha=cfg.alpha, beta=cfg.beta, alpha_teacher=cfg.alpha_teacher, **common)
     if kind == "mm_moco":
         return MMMoCo(dual, **common)
     return ALBEF(dual, alpha=cfg.albef_alpha, alpha_warmup_steps=max(1, steps_per_epoch), **common)
@@ -130,7 +142,8 @@ def _dual(method):
     return online if online is not None else method.model
 
 
-def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_batch: int | None = None) -> dict:
+def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_batch: int | None = None,
+                       tag: str | None = None, steps: int | None = None) -> dict:
     """Train one method of ``kind`` for ``cfg.epochs`` epochs at batch ``cfg.batch_size`` and evaluate it (the
     book's standard metrics).
 
@@ -143,15 +156,15 @@ def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_ba
     """
     bs = cfg.batch_size
     steps_per_epoch = max(1, len(train) // bs)
-    steps = max(1, int(cfg.epochs * len(train)) // bs)
+    steps = int(steps) if steps else max(1, int(cfg.epochs * len(train)) // bs)
     method = build_method(kind, cfg, seed, steps_per_epoch)
     text = _dual(method).text_encoder
     if text.frozen:  # encode each report once per process (the cache is shared between models)
         text.precompute(train.texts + test.texts)
     trained = RFBE(method, sub_batch=int(sub_batch)) if sub_batch and int(sub_batch) < bs else method
-    history = fit(trained, train, batch_size=bs, steps=steps, lr=cfg.lr,
-                  weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, seed=seed)
-    metrics = evaluate_dual_encoder(_dual(method), train, test, probe_fractions=cfg.probe_fractions, seed=seed)
+    history = fit_run(trained, train, tag=tag or kind, cfg=cfg, batch_size=bs, steps=steps, lr=cfg.lr,
+                      weight_decay=cfg.weight_decay, warmup_frac=cfg.warmup_frac, seed=seed)
+    metrics = evaluate_pretraining(_dual(method), cfg, train, test, seed=seed)
     for frac in cfg.probe_fractions:
         metrics[f"fewshot_gain@{frac:g}"] = metrics[f"probe_auc@{frac:g}"] - metrics["zero_shot_auc"]
     metrics.update(train_summary(history, steps))
@@ -161,12 +174,15 @@ def train_and_evaluate(kind: str, cfg: MSDConfig, seed: int, train, test, sub_ba
 
 
 @register("msd_vs_baselines", PROFILES,
-          description="CLIP vs MM-MoCo vs ALBEF-style vs MSD at batch 16, equal epochs (chapter 02)")
+          seeds=SEEDS,
+          description="CLIP vs MM-MoCo vs ALBEF-style vs MSD at batch 16, equal epochs (chapter 02). cpu: 460 steps "
+                      "at m 0.99 (m^steps < 1 %), 5 models x 5 seeds, ~2 h with --jobs 2 (module docstring)")
 def msd_vs_baselines(cfg: MSDConfig, seed: int) -> dict:
-    train, test = load_benchmark(cfg.image_size, cfg.n_train, cfg.n_test, cfg.data_seed)
+    train, test = load_pretraining(cfg)
     out = {kind: train_and_evaluate(kind, cfg, seed, train, test) for kind in cfg.methods}
     for kind in cfg.augmented:  # the same method once more with the image augmenter on
-        out[f"{kind}_aug"] = train_and_evaluate(kind, cfg.replace(image_augment=True), seed, train, test)
+        out[f"{kind}_aug"] = train_and_evaluate(kind, cfg.replace(image_augment=True), seed, train, test,
+                                                tag=f"{kind}_aug")
     return out
 
 
@@ -183,23 +199,32 @@ def variant_key(name: str, value) -> str:
 def _ablation(cfg: MSDConfig, seed: int, variants) -> dict:
     """Train and evaluate MSD once per :class:`~medvlp_lib.config.Variant` (its ``overrides`` are fields of
     :class:`MSDConfig`, plus ``sub_batch`` for RFBE), results filed under the variant's key."""
-    train, test = load_benchmark(cfg.image_size, cfg.n_train, cfg.n_test, cfg.data_seed)
+    train, test = load_pretraining(cfg)
     out = {}
     for v in variants:
         over = dict(v.overrides)
-        sub = over.pop("sub_batch", None)
-        out[v.key] = train_and_evaluate(v.name, cfg.replace(**over), seed, train, test, sub_batch=sub)
+        sub, steps = over.pop("sub_batch", None), over.pop("steps", None)
+        out[v.key] = train_and_evaluate(v.name, cfg.replace(**over), seed, train, test, sub_batch=sub,
+                                        tag=v.key.replace("/", "_"), steps=steps)
     return out
 
 
 @dataclass(frozen=True, kw_only=True)
 class MSDAlphaBetaConfig(MSDConfig):
-    """Chapter 03: MSD once per target mixture ``(alpha, beta)`` in ``alpha_betas``."""
+    """Chapter 03: MSD once per target mixture ``(alpha, beta)`` in ``alpha_betas`` under the reading
+    ``alpha_teacher`` of the profile (keys ``ab_<alpha>_<beta>``), and once more per pair with ``alpha > 0`` in
+    ``other_reading_pairs`` under the other reading (keys ``<reading>/ab_<alpha>_<beta>``; a pair with alpha = 0
+    is the same run under both readings)."""
     alpha_betas: tuple[tuple[float, float], ...] = ()
+    other_reading_pairs: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
-        require(self, non_negative=("alpha_betas",), unique=("alpha_betas",))
+        require(self, non_negative=("alpha_betas", "other_reading_pairs"),
+                unique=("alpha_betas", "other_reading_pairs"))
+
+    def smoke(self) -> "MSDAlphaBetaConfig":
+        return super().smoke().replace(alpha_betas=((0.3, 0.7),), other_reading_pairs=((0.3, 0.7),))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +235,9 @@ class MSDLossWeightsConfig(MSDConfig):
     def __post_init__(self):
         super().__post_init__()
         require(self, non_negative=("w_multis",), unique=("w_multis",))
+
+    def smoke(self) -> "MSDLossWeightsConfig":
+        return super().smoke().replace(w_multis=(10.0,))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,16 +250,25 @@ class MSDMomentumQueueConfig(MSDConfig):
         super().__post_init__()
         require(self, unit=("momenta",), positive=("queue_sizes",), unique=("momenta", "queue_sizes"))
 
+    def smoke(self) -> "MSDMomentumQueueConfig":
+        return super().smoke().replace(momenta=(0.99,), queue_sizes=(16,))
+
 
 @dataclass(frozen=True, kw_only=True)
 class MSDBatchSizeConfig(MSDConfig):
-    """Chapter 03: MSD at each effective batch in ``effective_batches``, RFBE with sub-batches of ``sub_batch``."""
+    """Chapter 03: MSD at each effective batch in ``effective_batches``, RFBE with sub-batches of ``sub_batch``,
+    in two arms: equal epochs (keys ``b_<batch>``) and equal optimiser steps (keys ``eqsteps/b_<batch>``: every
+    batch takes the largest batch's equal-epoch steps, so a smaller batch sees proportionally fewer samples;
+    ``eqsteps/b_<largest>`` is the largest batch's equal-epochs run, filed twice)."""
     effective_batches: tuple[int, ...] = ()
     sub_batch: int = 16
 
     def __post_init__(self):
         super().__post_init__()
         require(self, positive=("effective_batches", "sub_batch"), unique=("effective_batches",))
+
+    def smoke(self) -> "MSDBatchSizeConfig":
+        return super().smoke().replace(effective_batches=(4, 8), sub_batch=4)
 
 
 def _ablation_profiles(cls, **grids) -> dict:
@@ -240,19 +277,36 @@ def _ablation_profiles(cls, **grids) -> dict:
 
 
 _ALPHA_BETA = ((1.0, 0.0), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0.0, 1.0))
+_ALPHA_BETA_CPU = ((1.0, 0.0), (0.3, 0.7), (0.0, 1.0))  # the claims' pairs: five runs with the other reading
+_OTHER_READING = ((1.0, 0.0), (0.3, 0.7))
+"""The pairs run once more under the other reading of the alpha term: the failure claim's (1, 0) and the
+paper's (0.3, 0.7) (alpha = 0 pairs are the same run under both readings)."""
 
 
-@register("msd_alpha_beta", _ablation_profiles(MSDAlphaBetaConfig, alpha_betas={
-              "fast": ((1.0, 0.0), (0.3, 0.7)), "cpu": _ALPHA_BETA, "gpu": _ALPHA_BETA}),
-          description="MSD soft-target mixture (alpha, beta) from (1, 0) to (0, 1) (chapter 03)")
+def _other_reading(reading: str) -> str:
+    return "momentum" if reading == "online" else "online"
+
+
+@register("msd_alpha_beta", _ablation_profiles(
+              MSDAlphaBetaConfig, alpha_betas={"fast": ((1.0, 0.0), (0.3, 0.7)), "cpu": _ALPHA_BETA_CPU, "gpu": _ALPHA_BETA},
+              other_reading_pairs={"fast": ((1.0, 0.0),), "cpu": _OTHER_READING, "gpu": _OTHER_READING}),
+          seeds=SEEDS,
+          description="MSD soft-target mixture (alpha, beta) from (1, 0) to (0, 1), under both readings of the "
+                      "alpha term (chapter 03)")
 def msd_alpha_beta(cfg: MSDAlphaBetaConfig, seed: int) -> dict:
-    """MSD with target ``alpha p_q2k + beta p_k2k`` for each pair in ``cfg.alpha_betas``."""
-    return _ablation(cfg, seed, [Variant("msd", dict(alpha=a, beta=b), variant_key("ab", (a, b)))
-                                 for a, b in cfg.alpha_betas])
+    """MSD with target ``alpha p_q2k + beta p_k2k`` for each pair in ``cfg.alpha_betas`` under the profile's
+    reading of p_q2k (``cfg.alpha_teacher``; keys ``ab_*``), and for each pair in ``cfg.other_reading_pairs`` under
+    the other reading (keys ``<reading>/ab_*``)."""
+    other = _other_reading(cfg.alpha_teacher)
+    variants = [Variant("msd", dict(alpha=a, beta=b), variant_key("ab", (a, b))) for a, b in cfg.alpha_betas]
+    variants += [Variant("msd", dict(alpha=a, beta=b, alpha_teacher=other), f"{other}/{variant_key('ab', (a, b))}")
+                 for a, b in cfg.other_reading_pairs]
+    return _ablation(cfg, seed, variants)
 
 
 @register("msd_loss_weights", _ablation_profiles(MSDLossWeightsConfig, w_multis={
               "fast": (1.0, 10.0), "cpu": (1.0, 5.0, 10.0, 20.0), "gpu": (1.0, 5.0, 10.0, 20.0)}),
+          seeds=SEEDS,
           description="MSD multi-modal loss weight w_multi with w_uni = 1 (chapter 03)")
 def msd_loss_weights(cfg: MSDLossWeightsConfig, seed: int) -> dict:
     """MSD with ``w_uni = 1`` and each ``w_multi`` in ``cfg.w_multis``; the curves hold the uni-modal share."""
@@ -263,6 +317,7 @@ def msd_loss_weights(cfg: MSDLossWeightsConfig, seed: int) -> dict:
 @register("msd_momentum_queue", _ablation_profiles(
               MSDMomentumQueueConfig, momenta={"fast": (0.99,), "cpu": (0.9, 0.99, 0.995), "gpu": (0.99, 0.995, 0.999)},
               queue_sizes={"fast": (256,), "cpu": (256, 4096), "gpu": (1024, 16384)}),
+          seeds=SEEDS,
           description="MSD momentum m and queue size, one factor at a time (chapter 03)")
 def msd_momentum_queue(cfg: MSDMomentumQueueConfig, seed: int) -> dict:
     """One factor at a time around the profile's (m, queue): every m in ``momenta`` at the profile's queue size
@@ -274,13 +329,25 @@ def msd_momentum_queue(cfg: MSDMomentumQueueConfig, seed: int) -> dict:
 
 @register("msd_batch_size", _ablation_profiles(
               MSDBatchSizeConfig, sub_batch={"fast": 16, "cpu": 16, "gpu": 32},
-              effective_batches={"fast": (16, 64), "cpu": (16, 64, 256, 512), "gpu": (32, 128, 256, 512)}),
-          description="MSD effective batch via RFBE at the memory of one sub-batch, equal epochs (chapter 03)")
+              effective_batches={"fast": (16, 64), "cpu": (16, 64, 256), "gpu": (32, 128, 256, 512)}),
+          seeds=SEEDS,
+          description="MSD effective batch via RFBE at the memory of one sub-batch, at equal epochs (b_*) and at "
+                      "equal optimiser steps (eqsteps/b_*) (chapter 03)")
 def msd_batch_size(cfg: MSDBatchSizeConfig, seed: int) -> dict:
     """MSD at each effective batch in ``cfg.effective_batches``, RFBE with sub-batches of ``cfg.sub_batch`` (so
-    every run has the activation memory of one sub-batch), the same number of epochs for all."""
-    return _ablation(cfg, seed, [Variant("msd", dict(batch_size=b, sub_batch=cfg.sub_batch), variant_key("b", b))
-                                 for b in cfg.effective_batches])
+    every run has the activation memory of one sub-batch): the same number of epochs for all (``b_*``), and the
+    same number of optimiser steps for all (``eqsteps/b_*``: the largest batch's equal-epoch steps)."""
+    train, test = load_pretraining(cfg)
+    largest = max(cfg.effective_batches)
+    eq_steps = max(1, int(cfg.epochs * len(train)) // largest)
+    out = _ablation(cfg, seed, [Variant("msd", dict(batch_size=b, sub_batch=cfg.sub_batch), variant_key("b", b))
+                                for b in cfg.effective_batches])
+    out["eqsteps"] = {
+        variant_key("b", b): (out[variant_key("b", b)] if b == largest else train_and_evaluate(
+            "msd", cfg.replace(batch_size=b), seed, train, test, sub_batch=cfg.sub_batch,
+            tag=f"eqsteps_{variant_key('b', b)}", steps=eq_steps))
+        for b in cfg.effective_batches}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -299,6 +366,16 @@ _MSD_VS_MMMOCO = Wording(
                    "noise on the embedded benchmark.")
 
 
+PAPER_EFFECT_MSD_VS_MMMOCO = 0.192
+"""The paper's MSD - MM-MoCo gap in i2t R@1 at batch 16 (22.7 - 3.5 points on MIMIC-CXR, as a fraction)."""
+PAPER_EFFECT_FEWSHOT_GAIN = 0.096
+"""The paper's zero-shot -> 10 % linear-probe gain with MSD (SIIM 83.8 -> 93.4 AUC, as a fraction). The paper
+gives no MM-MoCo 10 % probe number, so that comparison states no effect (only its direction can decide)."""
+PAPER_EFFECT_ALPHA1 = 0.02
+"""The claim row's effect for "alpha = 1 fails": the paper reports failure without a number; we state, before the
+run, 2 zero-shot AUC points (beta = 1 over alpha = 1) as the least that "fails while the other trains" means."""
+
+
 @claim("msd-vs-mmmoco", paper="MSD+RFBE", chapter="02", claim="MSD beats MM-MoCo at batch 16 on R@1",
        paper_value="22.7 vs 3.5 R@1 (MIMIC-CXR)", result="msd_vs_baselines")
 def _claim_msd_vs_mmmoco(rec: dict) -> tuple[str, str, str]:
@@ -307,7 +384,7 @@ def _claim_msd_vs_mmmoco(rec: dict) -> tuple[str, str, str]:
     t_msd, t_moco = s["msd/t2i_R@1"], s["mm_moco/t2i_R@1"]
     ours = (f"i2t R@1 {fmt(msd)} (MSD) vs {fmt(moco)} (MM-MoCo); t2i R@1 {fmt(t_msd)} vs {fmt(t_moco)} "
             f"(batch 16, {_tag(rec, msd)})")
-    return judge_claim(ours, [Comparison(msd, moco)], _MSD_VS_MMMOCO)
+    return judge_claim(ours, [Comparison(msd, moco, paper_effect=PAPER_EFFECT_MSD_VS_MMMOCO)], _MSD_VS_MMMOCO)
 
 
 def _fewshot_explanation(verdict: str, beats, gains) -> str:
@@ -336,7 +413,8 @@ def _claim_msd_fewshot(rec: dict) -> tuple[str, str, str]:
     zero = {"mean": 0.0, "std": 0.0, "n": gain["n"]}
     ours = (f"10 % probe AUC {fmt(msd)} (MSD) vs {fmt(moco)} (MM-MoCo); zero-shot -> 10 % gain "
             f"{fmt(gain)} vs {fmt(gain_moco)} AUC points ({_tag(rec, msd)})")
-    beats, gains = judge(Comparison(msd, moco)), judge(Comparison(gain, zero))
+    beats = judge(Comparison(msd, moco))
+    gains = judge(Comparison(gain, zero, paper_effect=PAPER_EFFECT_FEWSHOT_GAIN))
     verdict = claim_verdict([beats, gains])
     return ours, verdict, _fewshot_explanation(verdict, beats, gains)
 
@@ -360,11 +438,25 @@ _ALPHA1 = Wording(
 
 
 @claim("msd-alpha1-fails", paper="MSD+RFBE", chapter="03", claim="alpha = 1 fails while beta = 1 trains",
-       paper_value="Tables 7/9", result="msd_alpha_beta")
+       paper_value="Tables 7/9 (failure, no number)", result="msd_alpha_beta")
 def _claim_alpha1_fails(rec: dict) -> tuple[str, str, str]:
+    """Judged under the reading of the profile (``alpha_teacher``, default ``"online"``: the paper's equation,
+    alpha times the stop-gradient online prediction); the other reading's (1, 0) run (key
+    ``<reading>/ab_1_0``) is reported next to it, judged the same way, but does not set the verdict."""
     a1, b1 = _ab(rec, (1.0, 0.0)), _ab(rec, (0.0, 1.0))
-    ours = (f"zero-shot AUC {fmt(a1)} with (alpha, beta) = (1, 0) vs {fmt(b1)} with (0, 1) ({_tag(rec, a1)})")
-    return judge_claim(ours, [Comparison(b1, a1)], _ALPHA1)
+    reading = rec["config"].get("alpha_teacher", "online")
+    other = _other_reading(reading)
+    ours = (f"zero-shot AUC {fmt(a1)} with (alpha, beta) = (1, 0) vs {fmt(b1)} with (0, 1), {reading} reading "
+            f"({_tag(rec, a1)})")
+    result = judge_claim(ours, [Comparison(b1, a1, paper_effect=PAPER_EFFECT_ALPHA1)], _ALPHA1)
+    a1_other = rec["summary"].get(f"{other}/{variant_key('ab', (1.0, 0.0))}/{ABLATION_METRIC}")
+    if a1_other is None:
+        extra = f" The {other} reading: (re-run pending)."
+    else:
+        j = judge(Comparison(b1, a1_other, paper_effect=PAPER_EFFECT_ALPHA1))
+        extra = (f" The {other} reading: (1, 0) gives {fmt(a1_other)}, beta = 1 - alpha = 1 = {j.diff * 100:+.1f} AUC "
+                 f"points (standard error {j.se * 100:.1f}): {j.verdict} under that reading.")
+    return ClaimResult(result[0], result[1], result[2] + extra, result.judgements)
 
 
 def _pair(p) -> str:
