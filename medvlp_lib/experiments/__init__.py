@@ -129,7 +129,7 @@ class Experiment:
     name: str
     fn: Callable[[Config, int], dict]
     profiles: dict[str, Config]
-    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"fast": (0,), "cpu": (0, 1, 2), "gpu": (0, 1, 2)})
+    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"fast": (0,), "cpu": (0, 1, 2, 3, 4), "gpu": (0, 1, 2, 3, 4)})
     description: str = ""
 
     @property
