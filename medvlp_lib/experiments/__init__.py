@@ -51,6 +51,7 @@ import numpy as np
 
 from ..config import Config, ExperimentConfig, Variant, override
 from ..results import fmt, read_result, summary_entry, write_result
+from ..stats import MIN_SEEDS
 from ..train import fit, is_main_process
 from ..utils import check_seed, results_dir
 
@@ -129,7 +130,8 @@ class Experiment:
     name: str
     fn: Callable[[Config, int], dict]
     profiles: dict[str, Config]
-    seeds: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"fast": (0,), "cpu": (0, 1, 2, 3, 4), "gpu": (0, 1, 2, 3, 4)})
+    seeds: dict[str, tuple[int, ...]] = field(
+        default_factory=lambda: {"fast": (0,), "cpu": tuple(range(MIN_SEEDS)), "gpu": tuple(range(MIN_SEEDS))})
     description: str = ""
 
     @property
