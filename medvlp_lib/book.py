@@ -22,7 +22,7 @@ import warnings
 from .viz.plots import VERDICT_COLOURS
 
 __all__ = ["glue", "building_book", "setup_notebook", "figure_png", "min_font_pt", "legible_scale", "drawn_width_in",
-           "verdict_table_html", "collapsed", "COLUMN_PX", "MIN_FONT_PX", "VERDICT_COLOURS"]
+           "verdict_table_html", "chapter_claims_html", "collapsed", "COLUMN_PX", "MIN_FONT_PX", "VERDICT_COLOURS"]
 
 #: set (to "1") by the book's runner for the kernels it starts
 BOOK_ENV = "MEDVLP_BOOK_BUILD"
@@ -187,13 +187,23 @@ def setup_notebook() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # the claims ledger
 def verdict_table_html(frame, columns=("claim", "paper's number", "ours"), verdict="verdict",
-                       detail="explanation", group="paper", chapter="chapter") -> str:
+                       detail="explanation", group="paper", chapter="chapter", gpu=True) -> str:
     """The ledger as one HTML table that reads at 1280 px: a narrow coloured verdict column, the claim,
-    both numbers, and the explanation in a toggle on the row below.
+    both numbers, the gpu verdict next to them (``gpu``, when the frame has ``gpu verdict``), and the
+    explanation in a toggle on the row below (with the gpu explanation or the command that would produce it).
 
     ``frame`` is ``medvlp_lib.ledger.ledger_frame()`` (any frame with those columns). Rows are grouped
     under a heading row per ``group`` value.
     """
+    if gpu and "gpu verdict" in frame.columns:
+        frame = frame.copy()
+        ours = frame["gpu ours"] if "gpu ours" in frame.columns else [""] * len(frame)
+        frame["gpu (papers' data)"] = [f"{v}: {o}" if o not in ("—", "", None) else str(v)
+                                       for v, o in zip(frame["gpu verdict"], ours)]
+        columns = (*columns, "gpu (papers' data)")
+        if "gpu explanation" in frame.columns:
+            frame[detail] = [f"{d} — at the papers' scale: {g}" if str(g).strip() else str(d)
+                             for d, g in zip(frame[detail], frame["gpu explanation"])]
     missing = [c for c in (*columns, verdict, detail, group) if c not in frame.columns]
     if missing:
         raise KeyError(f"verdict_table_html: frame lacks columns {missing}; it has {list(frame.columns)}")
@@ -223,6 +233,18 @@ def verdict_table_html(frame, columns=("claim", "paper's number", "ours"), verdi
     out.append("</tbody></table>")
     return "\n".join(out)
 
+
+def chapter_claims_html(chapter: str, frame=None) -> str:
+    """The ledger rows of one chapter (``"02"``) as :func:`verdict_table_html`: the cpu verdict and numbers, the gpu
+    verdict beside them, and in each toggle the explanation and the command that reproduces the claim at the
+    papers' scale."""
+    if frame is None:
+        from .ledger import ledger_frame
+        frame = ledger_frame()
+    rows = frame[frame["chapter"] == chapter]
+    if rows.empty:
+        raise KeyError(f"the ledger has no claims for chapter {chapter!r}; chapters: {sorted(set(frame['chapter']))}")
+    return verdict_table_html(rows)
 
 
 def collapsed(summary: str, *parts):
