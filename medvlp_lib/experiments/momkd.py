@@ -611,7 +611,7 @@ def _distill(rec: dict) -> str:
     """Key prefix of the cohort the distillation claims are judged on: the subtype cohort when the record has it
     (decided before the runs: only there do the omics carry information beyond the label, so only there can
     distilling them add something), else the default cohort (records from before issue 12)."""
-    return "subtype_" if "subtype_momkd/auc" in rec["summary"] else ""
+    return "subtype_" if any(k.startswith("subtype_momkd/") for k in rec["summary"]) else ""
 
 
 def _cohort_note(rec: dict, p: str) -> str:
