@@ -17,6 +17,7 @@ torch.set_num_threads(1)
 
 TINY = dict(n_cases=12, external_cases=8, n_patches=(20, 40), feature_dim=16, n_genes=16, n_modules=4, hidden_dim=16,
             shared_dim=8, n_slots=2, epochs=1, folds=2)
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def _cfg(name: str, **extra):
@@ -104,7 +105,7 @@ def test_memory_and_ablation_keys():
         assert 1 <= out[m]["usage_active_pos"] <= 2
     out = E.momkd_ablations(_cfg("momkd_ablations", slot_sizes=(3,)), 0)
     assert set(out) == {"momkd", "momkd_wsi_align_only", "momkd_omics_align_only", "momkd_no_recon",
-                        "momkd_hard_max", "momkd_n_slots3", "cohort"}
+                        "momkd_hard_max", "momkd_public_edges", "momkd_n_slots3", "cohort"}
     assert out["momkd_n_slots3"]["usage_active_pos"] <= 3
 
 
@@ -116,52 +117,153 @@ def test_runs_are_deterministic():
 
 
 # --------------------------------------------------------------------------------------------- evaluators
-def _e(values):
+B = np.array([0.70, 0.72, 0.68, 0.74, 0.71])           # a baseline over the five cpu seeds
+JIT = np.array([0.004, -0.004, 0.002, -0.002, 0.0])     # small seed-to-seed noise of a paired difference
+WILD = np.array([0.15, -0.10, 0.08, -0.05, 0.02])       # large noise: the CI holds 0 and the paper's effect
+
+
+def _e(values, seeds=SEEDS):
     v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)), "n": int(v.size), "values": [float(x) for x in v]}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)), "n": int(v.size), "values": [float(x) for x in v],
+            "seeds": list(seeds)[:v.size]}
 
 
-def _rec(summary, profile="cpu"):
-    return {"summary": summary, "config": {"folds": 5}, "profile": profile}
+def _rec(summary, profile="cpu", **config):
+    return {"summary": summary, "config": {"folds": 5, "n_slots": 8, "subtype_strength": 2.0, **config},
+            "profile": profile}
 
 
-def test_claim_beats():
-    good = _rec({"momkd/auc": _e([0.80, 0.81, 0.82]), "wsi_only/auc": _e([0.70, 0.71, 0.72]),
-                 "abmil/auc": _e([0.72, 0.73, 0.71]), "meanpool/auc": _e([0.6, 0.6, 0.61])})
-    ours, verdict, why = E.CLAIMS["momkd-beats"](good)
-    assert verdict == "reproduced" and "MoMKD 81.0 ± 1.0" in ours and "n=3 seeds" in ours and "cpu" in ours
-    bad = _rec({**good["summary"], "abmil/auc": _e([0.83, 0.84, 0.85])})  # ABMIL better
-    assert E.CLAIMS["momkd-beats"](bad)[1] == "not reproduced"
-    noisy = _rec({**good["summary"], "momkd/auc": _e([0.60, 0.95, 0.90])})  # right sign, within noise
-    assert E.CLAIMS["momkd-beats"](noisy)[1] == "not reproduced"
+# what a paired difference of a - b looks like for each verdict the protocol can reach
+CASES = {"reproduced": 0.08 + JIT,        # CI above 0
+         "contradicted": -0.08 + JIT,     # the opposite direction beyond noise
+         "excludes_effect": JIT / 4,      # tight around 0: the CI excludes the paper's effect -> contradicted
+         "inconclusive": 0.02 + WILD}     # CI holds both 0 and the paper's effect
+VERDICT = {"reproduced": "reproduced", "contradicted": "contradicted", "excludes_effect": "contradicted",
+           "inconclusive": "inconclusive"}
 
 
-def test_claim_shift():
-    s = {"momkd/auc": _e([0.82, 0.83, 0.81]), "momkd/ext_auc": _e([0.80, 0.79, 0.80]),
-         "momkd_fixed_memory/auc": _e([0.82, 0.81, 0.83]), "momkd_fixed_memory/ext_auc": _e([0.70, 0.71, 0.72])}
+def _pair(a_key, b_key, case, base=B):
+    return {a_key: _e(base + CASES[case]), b_key: _e(base)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_claim_beats_every_verdict_on_the_subtype_cohort(case):
+    s = {**_pair("subtype_momkd/auc", "subtype_wsi_only/auc", case),
+         "subtype_abmil/auc": _e(B - 0.01), "subtype_meanpool/auc": _e(B - 0.05),
+         # the label-only default cohort says the opposite: it must not decide
+         "momkd/auc": _e(B - 0.1), "wsi_only/auc": _e(B), "abmil/auc": _e(B)}
+    if case != "reproduced":  # the ABMIL comparison passes; the WSI-only one decides the verdict
+        s["subtype_abmil/auc"] = _e(s["subtype_momkd/auc"]["values"] - np.asarray(0.08 + JIT))
+    ours, verdict, why = E.CLAIMS["momkd-beats"](_rec(s))
+    assert verdict == VERDICT[case], (case, why)
+    assert "subtype cohort" in why and "label-only default cohort: MoMKD 61.0" in ours and "n=5 seeds" in ours
+    if case == "reproduced":
+        assert "MoMKD beats WSI-only by 8.0" in why
+
+
+def test_claim_beats_on_a_record_without_the_subtype_cohort_uses_the_default_one():
+    s = {**_pair("momkd/auc", "wsi_only/auc", "reproduced"), "abmil/auc": _e(B - 0.02), "meanpool/auc": _e(B)}
+    ours, verdict, why = E.CLAIMS["momkd-beats"](_rec(s))
+    assert verdict == "reproduced" and "default cohort" in why
+
+
+def test_pending_below_five_seeds():
+    s = {"momkd/auc": _e([0.80, 0.81, 0.82]), "wsi_only/auc": _e([0.70, 0.71, 0.72]),
+         "abmil/auc": _e([0.72, 0.73, 0.71]), "meanpool/auc": _e([0.6, 0.6, 0.61])}
+    ours, verdict, why = E.CLAIMS["momkd-beats"](_rec(s))
+    assert verdict == "pending" and "at least 5" in why and "Caveat" not in why
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_claim_shift_every_verdict(case):
+    mo_in, mo_ex = B + 0.05, B + 0.02  # momentum drops 3 points
+    fx_in = B + 0.05
+    fx_ex = fx_in - 0.03 - CASES[case]  # the fixed memory's extra drop is the case's difference
+    s = {"momkd/auc": _e(mo_in), "momkd/ext_auc": _e(mo_ex), "momkd_fixed_memory/auc": _e(fx_in),
+         "momkd_fixed_memory/ext_auc": _e(fx_ex)}
     ours, verdict, why = E.CLAIMS["momkd-shift"](_rec(s))
-    assert verdict == "reproduced" and "->" in ours
-    same = dict(s, **{"momkd_fixed_memory/ext_auc": _e([0.80, 0.79, 0.80])})
-    assert E.CLAIMS["momkd-shift"](_rec(same))[1] == "not reproduced"
-    reverse = dict(s, **{"momkd/ext_auc": _e([0.70, 0.71, 0.72]), "momkd_fixed_memory/ext_auc": _e([0.80, 0.79, 0.80])})
-    assert E.CLAIMS["momkd-shift"](_rec(reverse))[1] == "not reproduced"
+    assert verdict == VERDICT[case], (case, why)
+    assert "->" in ours
 
 
-def test_claim_both_align():
-    s = {"momkd/auc": _e([0.80, 0.81, 0.79]), "momkd_wsi_align_only/auc": _e([0.75, 0.74, 0.76]),
-         "momkd_omics_align_only/auc": _e([0.75, 0.76, 0.74])}
-    assert E.CLAIMS["momkd-both-align"](_rec(s))[1] == "reproduced"
-    one = dict(s, **{"momkd_omics_align_only/auc": _e([0.80, 0.81, 0.79])})  # omics-only as good as both
-    assert E.CLAIMS["momkd-both-align"](_rec(one))[1] == "not reproduced"
+@pytest.mark.parametrize("case", list(CASES))
+def test_claim_both_align_every_verdict(case):
+    s = {**_pair("subtype_momkd/auc", "subtype_momkd_wsi_align_only/auc", case),
+         "subtype_momkd_omics_align_only/auc": _e(B - 0.08),
+         "momkd/auc": _e(B), "momkd_wsi_align_only/auc": _e(B), "momkd_omics_align_only/auc": _e(B)}
+    if case != "reproduced":
+        s["subtype_momkd_omics_align_only/auc"] = _e(s["subtype_momkd/auc"]["values"] - np.asarray(0.08 + JIT))
+    ours, verdict, why = E.CLAIMS["momkd-both-align"](_rec(s))
+    assert verdict == VERDICT[case], (case, why)
+    assert "subtype cohort" in why and "label-only default cohort" in ours
 
 
-def test_claim_variance():
-    s = {"momkd/auc_fold_std": _e([0.01, 0.012, 0.011]), "abmil/auc_fold_std": _e([0.05, 0.04, 0.045]),
-         "wsi_only/auc_fold_std": _e([0.04, 0.05, 0.045])}
-    ours, verdict, _ = E.CLAIMS["momkd-variance"](_rec(s))
-    assert verdict == "reproduced" and "MoMKD 1.1 ± 0.1" in ours
-    worse = dict(s, **{"momkd/auc_fold_std": _e([0.06, 0.07, 0.065])})
-    assert E.CLAIMS["momkd-variance"](_rec(worse))[1] == "not reproduced"
+@pytest.mark.parametrize("case", list(CASES))
+def test_claim_variance_every_verdict(case):
+    mo = np.array([0.015, 0.012, 0.018, 0.014, 0.016])
+    # the paper's effect is 2 points of fold std: the cases' differences scaled by 1/4 stay on that scale
+    s = {"subtype_momkd/auc_fold_std": _e(mo), "subtype_abmil/auc_fold_std": _e(mo + CASES[case] / 4),
+         "subtype_wsi_only/auc_fold_std": _e(mo + 0.03 + JIT)}
+    ours, verdict, why = E.CLAIMS["momkd-variance"](_rec(s))
+    assert verdict == VERDICT[case], (case, why)
+    assert "MoMKD 1.5 ± 0.2" in ours
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_claim_no_recon_every_verdict(case):
+    s = {**_pair("subtype_momkd/auc", "subtype_momkd_no_recon/auc", case), "momkd/auc": _e(B),
+         "momkd_no_recon/auc": _e(B)}
+    if case == "excludes_effect":  # the paper's effect is 1.6 points: the CI must sit below it
+        s["subtype_momkd/auc"] = _e(B + JIT / 8)
+    ours, verdict, why = E.CLAIMS["momkd-no-recon"](_rec(s))
+    assert verdict == VERDICT[case], (case, why)
+    empty = E.CLAIMS["momkd-no-recon"](_rec({"momkd/auc": _e(B)}))
+    assert empty[1] == "pending"
+
+
+@pytest.mark.parametrize("case,verdict", [("reproduced", "reproduced"), ("contradicted", "contradicted"),
+                                          ("inconclusive", "inconclusive")])
+def test_claim_slots_every_verdict(case, verdict):
+    # no paper number: only the direction decides (a CI around 0 is inconclusive, never "excludes the effect")
+    easy_neg, easy_pos = np.array([3, 3, 4, 3, 4.0]), np.array([3, 4, 3, 4, 3.0])
+    delta = {"reproduced": 2 + 10 * JIT, "contradicted": -2 + 10 * JIT, "inconclusive": 10 * WILD}[case]
+    u = {"momkd/usage_active_neg": _e(easy_neg), "momkd/usage_active_pos": _e(easy_pos),
+         "hard_momkd/usage_active_neg": _e(easy_neg + delta), "hard_momkd/usage_active_pos": _e(easy_pos)}
+    ours, got, why = E.CLAIMS["momkd-slots"](_rec(u))
+    assert got == verdict, why
+    assert "of 16" in ours
+    assert E.CLAIMS["momkd-slots"](_rec({}))[1] == "pending"
+
+
+def test_every_claim_states_the_paper_effect():
+    assert all(0 < v < 0.1 for v in E.PAPER_EFFECTS.values())
+    assert E.PAPER_EFFECTS["beats_wsi_only"] == pytest.approx(0.057)
+    assert E.PAPER_EFFECTS["shift_extra_drop"] == pytest.approx(0.055)
+
+
+@pytest.mark.parametrize("cid,name", [("momkd-beats", "momkd_main"), ("momkd-variance", "momkd_main"),
+                                      ("momkd-slots", "momkd_main"), ("momkd-shift", "momkd_memory"),
+                                      ("momkd-both-align", "momkd_ablations"), ("momkd-no-recon", "momkd_ablations")])
+def test_committed_records_give_pending_or_a_verdict(cid, name):
+    from medvlp_lib.experiments import load
+    from medvlp_lib.results import VERDICTS
+
+    try:
+        rec = load(name, "cpu")
+    except FileNotFoundError:
+        pytest.skip(f"no committed results/{name}.json")
+    ours, verdict, why = E.CLAIMS[cid](rec)
+    assert verdict in VERDICTS and ours and why
+    if rec["summary"]["momkd/auc"]["n"] < 5:
+        assert verdict == "pending"
+
+
+def test_edge_direction_effect_is_claim_free():
+    s = _pair("momkd_public_edges/auc", "momkd/auc", "inconclusive")
+    eff = E.edge_direction_effect(_rec(s))
+    assert eff["n"] == 5 and eff["lo"] < eff["mean"] < eff["hi"] and eff["mean"] == pytest.approx(0.04)
+    assert E.edge_direction_effect(_rec({"momkd/auc": _e(B)})) is None
+    assert not any("edge" in cid for cid in E.CLAIMS)
 
 
 def test_claim_ids_match_ledger_rows():
@@ -175,70 +277,60 @@ def test_claim_ids_match_ledger_rows():
 
 
 def test_chance_caveat_only_when_nothing_learned():
-    s = {"momkd/auc": _e([0.45, 0.55, 0.52]), "wsi_only/auc": _e([0.48, 0.51, 0.50]),
-         "abmil/auc": _e([0.50, 0.53, 0.49]), "meanpool/auc": _e([0.5, 0.52, 0.47])}
+    chance = np.array([0.49, 0.51, 0.50, 0.52, 0.48])
+    s = {"momkd/auc": _e(chance + JIT), "wsi_only/auc": _e(chance), "abmil/auc": _e(chance - JIT),
+         "meanpool/auc": _e(chance)}
     why = E.CLAIMS["momkd-beats"](_rec(s))[2]
     assert "Caveat" in why and "not shown at this scale" in why
-    learned = dict(s, **{"abmil/auc": _e([0.80, 0.82, 0.79])})
+    learned = dict(s, **{"abmil/auc": _e(B + 0.1)})
     assert "Caveat" not in E.CLAIMS["momkd-beats"](_rec(learned))[2]
 
 
-def test_main_hard_cohort_keys_and_slot_usage():
-    out = E.momkd_main(_cfg("momkd_main", methods=("momkd", "abmil"), hard_signal_strength=0.5), 0)
-    assert {"momkd", "abmil", "hard_momkd", "hard_abmil", "hard_cohort"} <= set(out)
+def test_main_cohorts_keys_and_slot_usage():
+    cfg = _cfg("momkd_main", methods=("momkd", "abmil"), hard_signal_strength=0.5,
+               cohorts=("default", "hard", "subtype"))
+    out = E.momkd_main(cfg, 0)
+    assert {"momkd", "abmil", "hard_momkd", "hard_abmil", "hard_cohort", "subtype_momkd", "subtype_cohort"} <= set(out)
     assert 1 <= out["hard_momkd"]["usage_active_pos"] <= 2 and "usage_active_pos" in out["momkd"]
-    # a weaker signal is a different cohort: same cases and layout, different patch features
-    assert out["hard_momkd"]["auc_folds"] != out["momkd"]["auc_folds"] or \
-        out["hard_abmil"]["auc_folds"] != out["abmil"]["auc_folds"]
+    assert out["subtype_cohort"]["subtype_strength"] == cfg.subtype_strength and out["cohort"]["subtype_strength"] == 0
+    assert out["hard_cohort"]["signal_strength"] == 0.5
+    # the subtype cohort has the default cohort's cases and labels; its patch features differ
+    assert out["subtype_cohort"]["positives"] == out["cohort"]["positives"]
+    assert out["subtype_momkd"]["auc_folds"] != out["momkd"]["auc_folds"] or \
+        out["subtype_abmil"]["auc_folds"] != out["abmil"]["auc_folds"]
 
 
-def test_beats_and_variance_are_judged_on_the_hard_cohort_when_present():
-    easy = {"momkd/auc": _e([0.80, 0.81, 0.82]), "wsi_only/auc": _e([0.70, 0.71, 0.72]),
-            "abmil/auc": _e([0.72, 0.73, 0.71]), "meanpool/auc": _e([0.6, 0.6, 0.61])}
-    hard = {f"hard_{k}": v for k, v in easy.items()}
-    hard["hard_momkd/auc"] = _e([0.60, 0.61, 0.62])  # MoMKD loses on the hard cohort
-    rec = {"summary": {**easy, **hard}, "profile": "cpu",
-           "config": {"folds": 5, "signal_strength": 2.0, "hard_signal_strength": 1.5}}
-    ours, verdict, why = E.CLAIMS["momkd-beats"](rec)
-    assert verdict == "not reproduced" and "hard cohort" in why and "default cohort: MoMKD 81.0" in ours
-    rec["summary"]["hard_momkd/auc"] = _e([0.80, 0.81, 0.82])
-    assert E.CLAIMS["momkd-beats"](rec)[1] == "reproduced"
-    std = {"momkd/auc_fold_std": _e([0.01, 0.012, 0.011]), "abmil/auc_fold_std": _e([0.05, 0.04, 0.045]),
-           "wsi_only/auc_fold_std": _e([0.04, 0.05, 0.045])}
-    rec["summary"].update(std)
-    rec["summary"].update({f"hard_{k}": _e([0.06, 0.07, 0.065]) if k.startswith("momkd") else v
-                           for k, v in std.items()})
-    assert E.CLAIMS["momkd-variance"](rec)[1] == "not reproduced"  # hard cohort decides, not the easy one
+def test_cohort_settings_are_checked():
+    with pytest.raises(ValueError, match="hard_signal_strength is None"):
+        _cfg("momkd_main", cohorts=("default", "hard"), hard_signal_strength=None)
+    with pytest.raises(ValueError, match="simulated"):
+        get("momkd_main").config("gpu", {"cohorts": ("default", "subtype")})
+    with pytest.raises(ValueError, match="data='real'"):
+        _cfg("momkd_main", clam_root="/nowhere")
+    assert [v.key for v in get("momkd_ablations").config("cpu").methods][-1] == "momkd_public_edges"
+    for name in ("momkd_main", "momkd_memory", "momkd_ablations"):
+        assert get(name).seeds["cpu"] == SEEDS
 
 
-def test_claim_no_recon_and_slots():
-    s = {"momkd/auc": _e([0.80, 0.81, 0.79]), "momkd_no_recon/auc": _e([0.75, 0.74, 0.76])}
-    assert E.CLAIMS["momkd-no-recon"](_rec(s))[1] == "reproduced"
-    s["momkd_no_recon/auc"] = _e([0.80, 0.79, 0.81])
-    assert E.CLAIMS["momkd-no-recon"](_rec(s))[1] == "not reproduced"
-    u = {"momkd/usage_active_neg": _e([3, 3, 4]), "momkd/usage_active_pos": _e([3, 4, 3]),
-         "hard_momkd/usage_active_neg": _e([6, 7, 6]), "hard_momkd/usage_active_pos": _e([6, 6, 7])}
-    rec = {"summary": u, "profile": "cpu", "config": {"folds": 5, "n_slots": 8}}
-    ours, verdict, _ = E.CLAIMS["momkd-slots"](rec)
-    assert verdict == "reproduced" and "of 16" in ours and "hard cohort 12.7" in ours
-    rec["summary"] = {**u, "hard_momkd/usage_active_neg": _e([3, 4, 3]), "hard_momkd/usage_active_pos": _e([3, 3, 4])}
-    assert E.CLAIMS["momkd-slots"](rec)[1] == "not reproduced"
-    empty = {"summary": {}, "profile": "cpu", "config": {"folds": 5, "n_slots": 8}}
-    assert E.CLAIMS["momkd-slots"](empty)[1] == "pending"
+def test_public_edges_variant_builds_the_reversed_graph():
+    cfg = _cfg("momkd_ablations")
+    m = E.build_method(E.PUBLIC_EDGES, 16, 16, cfg, 0)
+    assert m.edge_direction == "public_code" and E.build_method("momkd", 16, 16, cfg, 0).edge_direction == "gather"
 
 
 def test_main_runs_on_clam_feature_files(tmp_path):
     """The same experiment code reads real CLAM-layout folders (here: a simulated cohort written to disk)."""
     from medvlp_lib.data.real.clam_features import write_clam
 
-    cfg = _cfg("momkd_main", methods=("momkd", "abmil"), hard_signal_strength=0.5)
+    cfg = _cfg("momkd_main", methods=("momkd", "abmil"))
     internal, external = E.make_cohorts(cfg, 0)
     write_clam(internal, tmp_path / "int")
     write_clam(external, tmp_path / "ext")
-    out = E.momkd_main(cfg.replace(clam_root=str(tmp_path / "int"), clam_external_root=str(tmp_path / "ext")), 0)
-    assert {"momkd", "abmil", "cohort"} <= set(out) and "hard_momkd" not in out  # no hard cohort for real data
+    real = cfg.replace(data="real", clam_root=str(tmp_path / "int"), clam_external_root=str(tmp_path / "ext"))
+    out = E.momkd_main(real, 0)
+    assert {"momkd", "abmil", "cohort"} <= set(out) and "hard_momkd" not in out
     assert out["cohort"]["n_cases"] == 12 and out["cohort"]["external_slides"] == len(external)
     for m in ("momkd", "abmil"):
         assert 0 <= out[m]["auc"] <= 1 and 0 <= out[m]["ext_auc"] <= 1
-    only = E.momkd_main(cfg.replace(methods=("abmil",), clam_root=str(tmp_path / "int")), 0)  # no external folder
+    only = E.momkd_main(real.replace(methods=("abmil",), clam_external_root=str(tmp_path / "none")), 0)
     assert only["abmil"]["ext_auc_folds"] == [] and "ext_auc" not in only["abmil"]
