@@ -583,6 +583,9 @@ def _run_variant(cfg, name, seed, lam, mu, predistill, use_teacher, progress) ->
 # ----------------------------------------------------------------------------------------------------
 # Every table has the student trained alone (key "clip": L_t only, no teacher, no predistillation, same schedule and
 # seeds) next to the distilled variants, so "distillation helps" is a paired comparison in every record.
+_TIMING = (" (timed: 5 steps of each model and one probe in one single-threaded process under a load average of ~13 "
+           "on the 2 cores: teacher 9 s/step, students 1.4-2.2 s/step, probe ~200 s, per-process setup ~17 min; "
+           "extrapolated, so an upper bound)")
 _STUDENTS_PROFILES = _profiles(VLCDStudentsConfig, students={"fast": ("mobilenetv3",), "cpu": tuple(STUDENT_NAMES),
                                                              "gpu": tuple(STUDENT_NAMES)},
                                clip_students={"fast": ("mobilenetv3",), "cpu": tuple(STUDENT_NAMES),
@@ -592,8 +595,8 @@ _STUDENTS_PROFILES = _profiles(VLCDStudentsConfig, students={"fast": ("mobilenet
 @register("vlcd_students", _STUDENTS_PROFILES, seeds=_SEEDS,
           description="VLCD chapter 06: ResNet-50 teacher vs three students, each trained alone (CLIP alone) and with "
                       "VLCD (predistilled, L_t + 0.1 L_gnd). cpu: seeds 0-4, teacher 40 CLIP steps (once), per student "
-                      "16 predistillation + 2 x 32 training steps at 64 px; about 75 min wall with --jobs 2 on the "
-                      "2-core machine (timed: 5 training steps of each model in one process, extrapolated)")
+                      "16 predistillation + 2 x 32 training steps at 64 px; "
+                      "about 100 min wall with --jobs 2 on the 2-core machine" + _TIMING)
 def vlcd_students(cfg: VLCDStudentsConfig, seed: int) -> dict:
     """Teacher and, per student, ``vlcd`` (predistillation + L_t + lam L_gnd) and, for the students in
     ``clip_students``, ``clip`` (the student trained alone: L_t, no teacher, no predistillation); linear-probe AUC
@@ -613,8 +616,7 @@ def vlcd_students(cfg: VLCDStudentsConfig, seed: int) -> dict:
 @register("vlcd_predistill", _profiles(VLCDPredistillConfig, student="mobilenetv3", lam=0.1), seeds=_SEEDS,
           description="VLCD chapter 06: MobileNetV3 VLCD with vs without predistillation, and trained alone, clean vs "
                       "phone images. cpu: seeds 0-4, teacher 40 CLIP steps (once), 16 predistillation + 3 x 32 "
-                      "training steps at 64 px; about 35 min wall with --jobs 2 on the 2-core machine (timed: 5 "
-                      "training steps of each model in one process, extrapolated)")
+                      "training steps at 64 px; about 60 min wall with --jobs 2 on the 2-core machine" + _TIMING)
 def vlcd_predistill(cfg: VLCDPredistillConfig, seed: int) -> dict:
     """``pre`` / ``nopre``: ``L_t + lam L_gnd`` with / without predistillation; ``clip``: the student alone."""
     name = cfg.student
@@ -628,8 +630,7 @@ def vlcd_predistill(cfg: VLCDPredistillConfig, seed: int) -> dict:
                                          "gpu": (0.0, 0.01, 0.1, 1.0, 10.0)}), seeds=_SEEDS,
           description="VLCD chapter 06: lambda sweep, L_gnd vs plain feature distillation, and the student trained "
                       "alone (MobileNetV3). cpu: seeds 0-4, teacher 40 CLIP steps (once), 16 predistillation + 7 x 32 "
-                      "training steps at 64 px; about 55 min wall with --jobs 2 on the 2-core machine (timed: 5 "
-                      "training steps of each model in one process, extrapolated)")
+                      "training steps at 64 px; about 110 min wall with --jobs 2 on the 2-core machine" + _TIMING)
 def vlcd_lambda(cfg: VLCDLambdaConfig, seed: int) -> dict:
     """MobileNetV3 with predistillation, ``L_t + lam L_gnd`` for each lambda, ``L_t + mu L_dist`` (cosine feature
     distillation to the teacher's image embedding, no L_gnd) as the plain-KD alternative, and ``clip``: the student
