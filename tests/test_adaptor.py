@@ -99,8 +99,41 @@ def test_paper_size_adaptor_is_about_12_to_17M():
     assert 12e6 < n < 18e6, n  # paper: ~12M (their exact input widths differ)
 
 
+def test_public_loss_weighting_is_image_weight_quarter():
+    """The public CLIPLossFromSimilarities(image_weight=0.75) on logits_per_text equals our clip_loss with
+    image_weight=0.25 (0.75 on the softmax over images of each text), and AdaptorMethod defaults to it."""
+    torch.manual_seed(3)
+    img, txt = F.normalize(torch.randn(7, 5), dim=-1), F.normalize(torch.randn(7, 5), dim=-1)
+    scale = torch.tensor(10.0)
+    logits_per_text = scale * txt @ img.t()
+
+    def contrastive(logits, dim):   # the public code, verbatim in effect
+        return -torch.diag(F.log_softmax(logits, dim=dim)).mean()
+    public = 0.25 * contrastive(logits_per_text, 0) + 0.75 * contrastive(logits_per_text, 1)
+    ours, _ = clip_loss(img, txt, scale, image_weight=0.25)
+    assert abs(float(public) - float(ours)) < 1e-5
+    assert AdaptorMethod(_small()).image_weight == 0.25
+
+
+def test_adaptor_public_structure_parameter_count():
+    """The public structure (bias-free input projections, 2 shared layers, FFN 2048, no output projection) on
+    768-d tokens has the paper's ~12 M parameters, counted from the module."""
+    from medvlp_lib.models.adaptor import PUBLIC_ADAPTOR
+    kw = {k: v for k, v in PUBLIC_ADAPTOR.items() if k not in ("width", "adaptor_embed_dim")}
+    a = Adaptor(768, 768, width=768, embed_dim=768, add_image_cls=False, **kw)
+    n = sum(p.numel() for p in a.parameters())
+    per_layer = (3 * 768 * 768 + 3 * 768) + (768 * 768 + 768) + (768 * 2048 + 2048 + 2048 * 768 + 768) + 4 * 768
+    assert n == 2 * 768 * 768 + 2 * per_layer + 1
+    assert 12.0e6 < n < 12.5e6
+    with pytest.raises(ValueError, match="embed_dim must equal width"):
+        Adaptor(8, 8, width=16, embed_dim=8, num_heads=2, output_proj=False)
+    out = Adaptor(8, 6, width=16, embed_dim=16, num_heads=2, ffn_dim=24, output_proj=False)(
+        torch.randn(2, 3, 8), torch.randn(2, 4, 6))
+    assert out["image_emb"].shape == (2, 16)
+
+
 def test_loss_matches_naive_reference_and_weights():
-    """The Adaptor's loss is clip_loss with the image->text weight 0.75 (the library's one contrastive loss)."""
+    """The Adaptor's loss is clip_loss (the library's one contrastive loss) with an image->text weight."""
     torch.manual_seed(2)
     img, txt = F.normalize(torch.randn(6, 5), dim=-1), F.normalize(torch.randn(6, 5), dim=-1)
     a = _small()

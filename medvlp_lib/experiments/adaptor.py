@@ -53,11 +53,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
-from ..config import Variant, require
+from ..config import Variant, require, weights_field
 from ..data.cache import cached_embeddings, collate_cached
 from ..eval import attention_scores, dice_per_image, linear_probe_auc, multiclass_probe_accuracy, stratified_subsample
 from ..methods.adaptor import AdaptorMethod
@@ -65,18 +66,18 @@ from ..methods.msd import MSD
 from ..methods.segmentation import SegmentationMethod
 from ..methods.ssl import SSLConfig, offline_pretrained_backbone
 from ..methods.vlcd import VLCD
-from ..models.adaptor import (Adaptor, adaptor_image_embeddings, empty_text_tokens, find_word_tokens,
+from ..models.adaptor import (PUBLIC_ADAPTOR, Adaptor, adaptor_image_embeddings, empty_text_tokens, find_word_tokens,
                               paper_scale_parameter_table, trainable_parameter_table, word_to_image_attention)
 from ..models.backbones import build_frozen_text_backbone
 from ..models.encoders import build_image_encoder
 from ..models.segmentation import FrozenBackboneSegmenter
 from ..models.students import build_student
-from ..pipeline import DualEncoderConfig, build_clip, build_dual_encoder, embed_dataset, load_benchmark
+from ..pipeline import (DualEncoderConfig, build_clip, build_dual_encoder, downstream_datasets, embed_dataset,
+                        load_benchmark, load_pretraining)
 from ..results import ONE_SEED, Comparison, Wording, claim_verdict, fmt, judge, judge_claim
-from ..train import fit
 from ..utils import get_device, seed_everything
 from ..viz.embeddings import project_2d, silhouette
-from . import claim, claims_of, register
+from . import claim, claims_of, fit_run, register
 
 # --------------------------------------------------------------------------------------------------
 # Configuration and profiles
@@ -117,8 +118,13 @@ class AdaptorConfig(DualEncoderConfig):
     adaptor_wd: float = 0.01
     adaptor_epochs: float = 2
     adaptor_batch: int = 64
-    weightings: tuple[Variant, ...] = (Variant("adaptor", {"image_weight": 0.75}, "adaptor"),
-                                       Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper"))
+    adaptor_structure: Literal["book", "public"] = "book"
+    weightings: tuple[Variant, ...] = (Variant("adaptor", {"image_weight": 0.25}, "adaptor"),
+                                       Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper"),
+                                       Variant("adaptor", {"image_weight": 0.75}, "adaptor_i2t"))
+    image_encoders: tuple[str, ...] = weights_field((), source="timm")
+    text_encoders: tuple[str, ...] = weights_field((), source="hf")
+    real_downstream: tuple[str, ...] = ("rsna", "siim")
     e2e_lr: float = 3e-4
     e2e_wd: float = 0.1
     e2e_batch: int = 64
@@ -164,6 +170,38 @@ class AdaptorConfig(DualEncoderConfig):
                     or isinstance(iw, bool) or not 0 <= iw <= 1:
                 raise ValueError(f"AdaptorConfig.weightings: each is Variant('adaptor', {{'image_weight': w}}, key) "
                                  f"with w in [0, 1], got {w!r}")
+        bad = [d for d in self.real_downstream if d not in ("rsna", "siim")]
+        if bad:
+            raise ValueError(f"AdaptorConfig.real_downstream: the Adaptor paper's downstream sets are 'rsna' and "
+                             f"'siim', got {bad}")
+        if self.data == "real" and not (self.image_encoders and self.text_encoders):
+            raise ValueError("AdaptorConfig with data='real' needs image_encoders and text_encoders (the backbone grid; "
+                             "'' = the packaged MiniLM)")
+        if self.adaptor_structure == "public" and self.adaptor_embed_dim != self.adaptor_width:
+            raise ValueError("adaptor_structure='public' has no output projection: adaptor_embed_dim must equal "
+                             f"adaptor_width, got {self.adaptor_embed_dim} and {self.adaptor_width}")
+
+    def smoke(self) -> "AdaptorConfig":
+        """The gpu path (MIMIC-CXR pretraining, RSNA / SIIM probes and SIIM segmentation, the backbone grid, the
+        public Adaptor structure) at toy size: a DINOv2-family ViT-S/14 at 28 px with random weights, the packaged
+        MiniLM as the text encoder (no BERT offline), a width-24 Adaptor for two epochs, 4 decoder steps."""
+        return self.replace(image_size=28, n_train=None, n_test=None, pretrained=False,
+                            image_encoders=("vit_small_patch14_dinov2",), text_encoders=("",),
+                            adaptor_width=24, adaptor_embed_dim=24, adaptor_heads=2, adaptor_epochs=2, adaptor_batch=4,
+                            adaptor_lr=1e-3, seg_steps=4, seg_batch=4, seg_width=8, fractions=(0.5, 1.0),
+                            ssl=SSLConfig(size=28, steps=1), paper_scale_params=False, num_workers=2)
+
+    def adaptor_kwargs(self) -> dict:
+        """Constructor arguments of :class:`~medvlp_lib.models.adaptor.Adaptor` for this configuration
+        (``adaptor_structure="public"``: the public code's structure, :data:`~medvlp_lib.models.adaptor.PUBLIC_ADAPTOR`,
+        at this width)."""
+        kw = dict(width=self.adaptor_width, embed_dim=self.adaptor_embed_dim, num_layers=self.adaptor_layers,
+                  num_heads=self.adaptor_heads)
+        if self.adaptor_structure == "public":
+            kw.update({k: v for k, v in PUBLIC_ADAPTOR.items() if k in ("activation", "input_bias", "output_proj")})
+            kw["ffn_dim"] = PUBLIC_ADAPTOR["ffn_dim"] if self.adaptor_width == PUBLIC_ADAPTOR["width"] \
+                else 4 * self.adaptor_width
+        return kw
 
 
 # cost of each profile: see the module docstring
@@ -177,10 +215,15 @@ PROFILES = {
                          clip_epochs=1, msd_epochs=1, msd_queue=256, vlcd_epochs=1,
                          seg_steps=10, seg_batch=16, paper_scale_params=False, tsne_perplexity=20.0),
     "cpu": _CPU,  # SimCLR 200 steps: 3000 radiographs + 600 natural crops, batch 64: ~5 CPU-minutes, once per machine
-    "gpu": _CPU.replace(image_size=224, n_train=None, seg_steps=2000, adaptor_width=768, adaptor_embed_dim=512,
+    # gpu: MIMIC-CXR-JPG pretraining, RSNA / SIIM downstream, the paper's backbone grid and Adaptor structure
+    "gpu": _CPU.replace(data="real", image_size=224, n_train=None, pretrained=True, seg_steps=2000,
+                        adaptor_structure="public", adaptor_width=768, adaptor_embed_dim=768, adaptor_heads=12,
                         adaptor_lr=2e-5, adaptor_epochs=50, adaptor_batch=1024, clip_epochs=30, msd_epochs=30,
                         e2e_lr=1e-4, ssl=SSLConfig(size=224, steps=5000, batch_size=256), vlcd_epochs=30,
-                        msd_image_augment=True),
+                        msd_image_augment=True, num_workers=8, amp="auto",
+                        image_encoders=("vit_base_patch14_dinov2.lvd142m",),
+                        text_encoders=("emilyalsentzer/Bio_ClinicalBERT", "microsoft/BiomedVLP-CXR-BERT-general",
+                                       "dmis-lab/biobert-v1.1")),
 }
 
 
@@ -217,19 +260,20 @@ def environment(cfg: AdaptorConfig, progress: bool = True) -> dict:
     return env
 
 
-def train_adaptor(env: dict, cfg: AdaptorConfig, seed: int, w_img: float, w_txt: float, progress: bool = True):
+def train_adaptor(env: dict, cfg: AdaptorConfig, seed: int, w_img: float, w_txt: float, progress: bool = True,
+                  tag: str = "adaptor"):
     """An :class:`~medvlp_lib.models.adaptor.Adaptor` trained on the cached frozen embeddings."""
 
     seed_everything(seed)
     c = env["cache_train"]
     adaptor = Adaptor(int(c.array("img_tokens").shape[-1]), int(c.array("txt_tokens").shape[-1]),
-                      width=cfg.adaptor_width, embed_dim=cfg.adaptor_embed_dim, num_layers=cfg.adaptor_layers,
-                      num_heads=cfg.adaptor_heads)
+                      **cfg.adaptor_kwargs())
     if abs(w_img + w_txt - 1.0) > 1e-9:
         raise ValueError(f"the Adaptor's loss weights must sum to 1 (image->text, text->image), got {w_img}, {w_txt}")
     method = AdaptorMethod(adaptor, image_weight=w_img)
-    hist = fit(method, c, batch_size=cfg.adaptor_batch, epochs=cfg.adaptor_epochs, lr=cfg.adaptor_lr,
-               weight_decay=cfg.adaptor_wd, seed=seed, collate_fn=collate_cached, progress=progress)
+    hist = fit_run(method, c, tag=tag, cfg=cfg, batch_size=cfg.adaptor_batch, epochs=cfg.adaptor_epochs,
+                   lr=cfg.adaptor_lr, weight_decay=cfg.adaptor_wd, seed=seed, collate_fn=collate_cached,
+                   progress=progress)
     adaptor.eval()
     return adaptor, hist
 
@@ -245,8 +289,8 @@ def train_clip(env: dict, cfg: AdaptorConfig, seed: int, progress: bool = True):
     method = build_clip(cfg, seed)
     _init_from_ssl(method.model, env)
     method.model.text_encoder.precompute(env["train"].texts + env["test"].texts)
-    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs, lr=cfg.e2e_lr,
-               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    hist = fit_run(method, env["train"], tag="clip", cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs,
+                   lr=cfg.e2e_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -263,8 +307,8 @@ def train_msd(env: dict, cfg: AdaptorConfig, seed: int, progress: bool = True):
     dual.text_encoder.precompute(env["train"].texts + env["test"].texts)
     method = MSD(dual, queue_size=cfg.msd_queue, text_augment=None,
                  image_augment="default" if cfg.msd_image_augment else None)
-    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.msd_epochs, lr=cfg.e2e_lr,
-               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    hist = fit_run(method, env["train"], tag="msd", cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.msd_epochs,
+                   lr=cfg.e2e_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -275,8 +319,8 @@ def train_vlcd(env: dict, cfg: AdaptorConfig, seed: int, teacher, progress: bool
     seed_everything(seed)
     student = build_student(cfg.vlcd_student, embed_dim=cfg.embed_dim, img_size=cfg.image_size)
     method = VLCD(student, teacher=teacher, lam=cfg.vlcd_lam)
-    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.vlcd_epochs, lr=cfg.vlcd_lr,
-               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    hist = fit_run(method, env["train"], tag="vlcd", cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.vlcd_epochs,
+                   lr=cfg.vlcd_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -287,7 +331,7 @@ def train_all(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dict:
     out = {"env": env, "histories": {}}
     for w in cfg.weightings:
         wi = w.overrides["image_weight"]
-        out[w.key], out["histories"][w.key] = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress)
+        out[w.key], out["histories"][w.key] = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress, tag=w.key)
     out["clip"], out["histories"]["clip"] = train_clip(env, cfg, seed, progress)
     out["msd"], out["histories"]["msd"] = train_msd(env, cfg, seed, progress)
     out["vlcd"], out["histories"]["vlcd"] = train_vlcd(env, cfg, seed, out["clip"].model, progress)
@@ -402,8 +446,8 @@ def segmentation(encoders: dict, env, cfg, seed, progress=True) -> dict:
                                             probe_size=cfg.image_size)
             method = SegmentationMethod(model)
             ds = _SegSet(tr, names, rows)
-            fit(method, ds, steps=cfg.seg_steps, batch_size=cfg.seg_batch, lr=cfg.seg_lr, weight_decay=1e-4,
-                seed=seed, progress=progress)
+            fit_run(method, ds, tag=f"seg/{enc_name}@{f:g}", cfg=cfg, steps=cfg.seg_steps, batch_size=cfg.seg_batch,
+                    lr=cfg.seg_lr, weight_decay=1e-4, seed=seed, progress=progress)
             pred = torch.cat([method.predict(x_te[i:i + 128]).cpu() for i in range(0, len(x_te), 128)])
             for k, n in enumerate(names):
                 pos = g_te[:, k].flatten(1).any(1)
@@ -500,10 +544,133 @@ def evaluate_all(models: dict, cfg: AdaptorConfig, seed: int, progress: bool = T
     return metrics, {"features_test": fte, "tsne": coords, "attention": att}
 
 
+
+# --------------------------------------------------------------------------------------------------
+# data="real": MIMIC-CXR pretraining, RSNA / SIIM downstream, the backbone grid (gpu profile)
+# --------------------------------------------------------------------------------------------------
+def short_name(name: str, kind: str) -> str:
+    """A results-key name of a backbone: the timm name without its weights tag, the Hugging Face repo without
+    its owner; ``""`` (the packaged text encoder) is ``minilm``."""
+    if not name:
+        return "minilm" if kind == "text" else "none"
+    return name.split("/")[-1].split(".")[0]
+
+
+def build_real_image_backbone(cfg: AdaptorConfig, name: str):
+    """A frozen timm image backbone (``pretrained`` from the local cache); ViTs at ``cfg.image_size``."""
+    kw = {"img_size": cfg.image_size} if name.startswith(("vit", "deit", "eva")) else {}
+    return build_image_encoder(name, pretrained=cfg.pretrained, in_chans=1, trainable="none", **kw)
+
+
+def _loader(view):
+    """The raw loader under a :class:`~medvlp_lib.pipeline.SplitView` (its ``images`` / ``mask``) and the rows."""
+    base = view.base
+    return getattr(base, "base", base), view.rows
+
+
+def _view_images(view) -> np.ndarray:
+    loader, rows = _loader(view)
+    return loader.images[rows]
+
+
+class _RealSegSet(torch.utils.data.Dataset):
+    """SIIM images and pneumothorax masks of ``rows`` of a split view (items ``image [1, H, W]``, ``mask [1, H, W]``)."""
+
+    def __init__(self, view, rows):
+        self.loader, base_rows = _loader(view)
+        self.rows = base_rows[np.asarray(rows, dtype=np.int64)]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = int(self.rows[i])
+        item = self.loader[r]
+        return {"image": item["image"].float(), "mask": item["mask"].float()[None]}
+
+
+def _real_segmentation(enc, enc_key, tr, te, cfg, seed, progress) -> dict:
+    """SIIM pneumothorax Dice of the frozen backbone + U-Net decoder at each label fraction (decoder trained on the
+    positive films among the fraction, as on the embedded benchmark; Dice over positive test films)."""
+    y = tr.labels.reshape(len(tr), -1)[:, :1]
+    te_loader, te_rows = _loader(te)
+    pos_te = [int(r) for r in te_rows if te_loader.labels[int(r)] > 0.5]
+    x_te = torch.stack([te_loader[r]["image"].float() for r in pos_te]) if pos_te else None
+    g_te = torch.stack([te_loader[r]["mask"] for r in pos_te]) if pos_te else None
+    out = {}
+    for f in cfg.fractions:
+        rows = stratified_subsample(y, f, seed)
+        pos = rows[y[rows, 0] > 0.5]
+        rows = pos if len(pos) else rows
+        seed_everything(seed)
+        model = FrozenBackboneSegmenter(copy.deepcopy(enc), num_classes=1, width=cfg.seg_width,
+                                        probe_size=cfg.image_size)
+        method = SegmentationMethod(model)
+        fit_run(method, _RealSegSet(tr, rows), tag=f"seg/{enc_key}@{f:g}", cfg=cfg, steps=cfg.seg_steps,
+                batch_size=cfg.seg_batch, lr=cfg.seg_lr, weight_decay=1e-4, seed=seed, progress=progress)
+        if x_te is None:
+            out[f"siim_dice@{f:g}"] = float("nan")
+        else:
+            pred = torch.cat([method.predict(x_te[i:i + 64]).cpu() for i in range(0, len(x_te), 64)])
+            out[f"siim_dice@{f:g}"] = float(dice_per_image(pred[:, 0], g_te).float().mean())
+        out[f"n_train@{f:g}"] = int(len(rows))
+    return out
+
+
+def real_downstream(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dict:
+    """The paper's protocol on real data, for every (image, text) backbone pair of the grid.
+
+    Pretraining: the frozen backbones embed MIMIC-CXR-JPG's train split once (:func:`pipeline.load_pretraining`,
+    embedding cache); an Adaptor per loss weighting trains on the cache (:func:`fit_run`, tag
+    ``<image>+<text>/<weighting>``). Downstream (:func:`pipeline.downstream_datasets`, RSNA and SIIM seeded 70/30):
+    a linear head on the frozen features (``frozen/<image>/<set>/auc@f``) and on the Adaptor's image-only
+    ``[CLS]`` state (the empty report as the dummy text, as the thesis code; ``grid/<image>+<text>/<weighting>/
+    <set>/auc@f``) at each label fraction; SIIM segmentation with the frozen backbone + U-Net decoder
+    (``seg/<image>/siim_dice@f``: the Adaptor leaves the image backbone untouched, so this *is* its segmentation).
+    """
+    train, _ = load_pretraining(cfg)
+    down = downstream_datasets(cfg, cfg.real_downstream)
+    out: dict = {"grid": {}, "frozen": {}, "seg": {}, "final_loss": {}}
+    for img_name in cfg.image_encoders:
+        ik = short_name(img_name, "image")
+        img = build_real_image_backbone(cfg, img_name)
+        for ti, txt_name in enumerate(cfg.text_encoders):
+            tk = short_name(txt_name, "text")
+            txt = build_frozen_text_backbone(txt_name or None)
+            cache = cached_embeddings(img, txt, train.images, train.texts, progress=progress)
+            dummy = empty_text_tokens(txt)
+            down_cache = {(d, part): cached_embeddings(img, txt, _view_images(v), [""] * len(v), progress=progress)
+                          for d, (vtr, vte) in down.items() for part, v in (("train", vtr), ("test", vte))}
+            if ti == 0:   # the frozen baseline: pooled backbone features (the text encoder plays no part)
+                for d, (vtr, vte) in down.items():
+                    seed_everything(seed)
+                    auc = linear_probe_auc(down_cache[d, "train"].array("img_pooled").astype(np.float32), vtr.labels,
+                                           down_cache[d, "test"].array("img_pooled").astype(np.float32), vte.labels,
+                                           fractions=cfg.fractions, seeds=(seed,))
+                    out["frozen"].setdefault(ik, {})[d] = {f"auc@{f:g}": auc[f]["mean"] for f in cfg.fractions}
+            for w in cfg.weightings:
+                wi = w.overrides["image_weight"]
+                env = {"cache_train": cache}
+                adaptor, hist = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress, tag=f"{ik}+{tk}/{w.key}")
+                out["final_loss"][f"{ik}+{tk}/{w.key}"] = float(np.mean([h["loss"] for h in hist[-max(1, len(hist) // 10):]]))
+                res = {}
+                for d, (vtr, vte) in down.items():
+                    seed_everything(seed)   # the probe's subsets must not depend on whether training ran or resumed
+                    f_tr, f_te = (adaptor_image_embeddings(adaptor, down_cache[d, p].tensor("img_tokens").float(),
+                                                           dummy)["image_cls"].numpy() for p in ("train", "test"))
+                    auc = linear_probe_auc(f_tr, vtr.labels, f_te, vte.labels, fractions=cfg.fractions, seeds=(seed,))
+                    res[d] = {f"auc@{f:g}": auc[f]["mean"] for f in cfg.fractions}
+                out["grid"].setdefault(f"{ik}+{tk}", {})[w.key] = res
+        if "siim" in down:
+            out["seg"][ik] = _real_segmentation(img, ik, *down["siim"], cfg, seed, progress)
+    return out
+
 @register("adaptor_downstream", PROFILES, description="Adaptor vs end-to-end CLIP / MSD: parameters, 1/10/100 % "
           "classification and segmentation, silhouettes, word attention (chapters 07-08)")
 def adaptor_downstream(cfg: AdaptorConfig, seed: int) -> dict:
 
+    if cfg.data == "real":   # the record's wall time says what it cost; no timings among the metrics
+        return real_downstream(cfg, seed)
     t0 = time.process_time()
     models = train_all(cfg, seed)
     t1 = time.process_time()
@@ -518,9 +685,7 @@ def _parameter_models(cfg: AdaptorConfig) -> dict:
 
     img = build_image_encoder(cfg.image_encoder, pretrained=False, in_chans=1, trainable="none")
     txt = build_frozen_text_backbone(cfg.text_encoder)
-    adaptor = Adaptor(int(img.out_dim), int(txt.out_dim), width=cfg.adaptor_width,
-                      embed_dim=cfg.adaptor_embed_dim, num_layers=cfg.adaptor_layers,
-                      num_heads=cfg.adaptor_heads)
+    adaptor = Adaptor(int(img.out_dim), int(txt.out_dim), **cfg.adaptor_kwargs())
     return {"env": {"image_backbone": img, "text_backbone": txt}, "adaptor": adaptor}
 
 
