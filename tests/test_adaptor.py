@@ -367,12 +367,20 @@ def test_timm_frozen_backbone():
 def test_paper_scale_parameter_table_small_shapes():
     from medvlp_lib.models.adaptor import paper_scale_parameter_table
 
+    # default: the public code's structure (PUBLIC_ADAPTOR: no output projection, so embed_dim = width)
     rows = paper_scale_parameter_table(image_arch="resnet18", text_layers=1, text_width=64, width=32,
-                                       adaptor_embed_dim=16, num_heads=4, embed_dim=8)
+                                       adaptor_embed_dim=32, num_heads=4, embed_dim=8)
     by = {r["method"]: r for r in rows}
-    ref = Adaptor(512, 64, width=32, embed_dim=16, num_heads=4)
+    ref = Adaptor(512, 64, width=32, embed_dim=32, num_heads=4, ffn_dim=2048, activation="relu", input_bias=False,
+                  output_proj=False)
     assert by["Adaptor"]["trainable"] == count_trainable_parameters(ref)
     assert by["CLIP (end-to-end)"]["trainable"] > by["Adaptor"]["frozen"]
+    # the book's structure on request (output projection to a smaller embedding)
+    rows = paper_scale_parameter_table(image_arch="resnet18", text_layers=1, text_width=64, width=32,
+                                       adaptor_embed_dim=16, num_heads=4, embed_dim=8, ffn_dim=None,
+                                       activation="gelu", input_bias=True, output_proj=True)
+    ref = Adaptor(512, 64, width=32, embed_dim=16, num_heads=4)
+    assert {r["method"]: r for r in rows}["Adaptor"]["trainable"] == count_trainable_parameters(ref)
 
 
 def test_image_only_embeddings_with_dummy_text():
