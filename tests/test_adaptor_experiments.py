@@ -189,6 +189,23 @@ def test_claim_seg_verdicts():
     assert CLAIMS["adaptor-seg"](_record(dice_frozen=0.49, dice_clip=0.50, std=0.05))[1] == "inconclusive"
 
 
+def _real_record(adaptor_auc=0.85, clip_auc=0.85, dice_frozen=0.62, dice_clip=0.62, std=0.01, with_clip=True):
+    """A data='real' (gpu) summary: the grid's Adaptor, the frozen backbone's decoder and the end-to-end CLIP."""
+    p = "vit_base_patch14_dinov2+Bio_ClinicalBERT"
+    e = {f"grid/{p}/adaptor/rsna/auc@0.01": adaptor_auc, "seg/vit_base_patch14_dinov2/siim_dice@0.01": dice_frozen}
+    if with_clip:
+        e.update({f"clip/{p}/rsna/auc@0.01": clip_auc, f"seg/{p}/clip/siim_dice@0.01": dice_clip})
+    return {"config": {"adaptor_width": 768}, "summary": {k: _e(m, std, 5, k) for k, m in e.items()}}
+
+
+def test_claims_on_a_real_record_compare_with_the_real_clip():
+    for cid in ("adaptor-1pct", "adaptor-seg"):
+        assert CLAIMS[cid](_real_record())[1] == "reproduced", cid                 # within the 2-point margin
+        ours, verdict, why = CLAIMS[cid](_real_record(adaptor_auc=0.70, dice_frozen=0.30))
+        assert verdict == "contradicted" and "CLIP" in ours, cid
+        assert CLAIMS[cid](_real_record(with_clip=False))[1] == "pending", cid     # no comparator yet
+
+
 def test_committed_record_gives_a_valid_verdict():
     from medvlp_lib.experiments import load
     for cid, res in (("adaptor-1pct", "adaptor_downstream"), ("adaptor-seg", "adaptor_downstream"),

@@ -95,6 +95,10 @@ class AdaptorConfig(DualEncoderConfig):
       ``_batch`` (epochs here and below may be fractional), and the loss ``weightings`` trained (a
       :class:`~medvlp_lib.config.Variant` per Adaptor: ``image_weight`` on the image->text direction, results
       under its key);
+    * ``data="real"`` only: ``real_downstream`` sets, ``real_clip`` (an end-to-end CLIP on MIMIC-CXR per image
+      backbone, with the first text backbone, as the 1 % comparator), ``stream_chunk`` (images read at once --
+      through the DataLoader's workers -- when the frozen backbones embed a dataset: host memory holds one chunk,
+      never the whole dataset);
     * the end-to-end baselines (same backbones; image tower fine-tuned from the SimCLR weights): ``e2e_lr`` /
       ``_wd`` / ``_batch``, ``clip_epochs``, ``msd_epochs``, ``msd_queue``, ``msd_image_augment`` (off on
       fast/cpu like CLIP's: chapter 02 found the crop/rotation augmenter costs MSD much of its zero-shot AUC in
@@ -125,6 +129,8 @@ class AdaptorConfig(DualEncoderConfig):
     image_encoders: tuple[str, ...] = weights_field((), source="timm")
     text_encoders: tuple[str, ...] = weights_field((), source="hf")
     real_downstream: tuple[str, ...] = ("rsna", "siim")
+    real_clip: bool = True
+    stream_chunk: int = 4096
     e2e_lr: float = 3e-4
     e2e_wd: float = 0.1
     e2e_batch: int = 64
@@ -155,7 +161,7 @@ class AdaptorConfig(DualEncoderConfig):
                                 "adaptor_layers", "adaptor_embed_dim", "adaptor_lr", "adaptor_epochs", "adaptor_batch",
                                 "e2e_lr", "e2e_batch", "clip_epochs", "msd_epochs", "msd_queue", "vlcd_epochs",
                                 "vlcd_lr", "fractions", "seg_steps", "seg_batch", "seg_width", "seg_lr",
-                                "tsne_perplexity"),
+                                "tsne_perplexity", "stream_chunk"),
                 non_negative=("data_seed", "adaptor_wd", "e2e_wd", "vlcd_lam"), unit=("fractions",),
                 unique=("fractions", "three_classes", "seg_masks"))
         if self.ssl.size != self.image_size:
@@ -184,12 +190,14 @@ class AdaptorConfig(DualEncoderConfig):
     def smoke(self) -> "AdaptorConfig":
         """The gpu path (MIMIC-CXR pretraining, RSNA / SIIM probes and SIIM segmentation, the backbone grid, the
         public Adaptor structure) at toy size: a DINOv2-family ViT-S/14 at 28 px with random weights, the packaged
-        MiniLM as the text encoder (no BERT offline), a width-24 Adaptor for two epochs, 4 decoder steps."""
+        MiniLM as the text encoder (no BERT offline), a width-24 Adaptor for two epochs, 4 decoder steps, the
+        end-to-end CLIP for one epoch, images embedded in chunks of 8 (so the streaming path is exercised)."""
         return self.replace(image_size=28, n_train=None, n_test=None, pretrained=False,
                             image_encoders=("vit_small_patch14_dinov2",), text_encoders=("",),
                             adaptor_width=24, adaptor_embed_dim=24, adaptor_heads=2, adaptor_epochs=2, adaptor_batch=4,
                             adaptor_lr=1e-3, seg_steps=4, seg_batch=4, seg_width=8, fractions=(0.5, 1.0),
-                            ssl=SSLConfig(size=28, steps=1), paper_scale_params=False, num_workers=2)
+                            ssl=SSLConfig(size=28, steps=1), paper_scale_params=False, num_workers=2,
+                            stream_chunk=8, clip_epochs=1, e2e_batch=4, text_trainable="all")
 
     def adaptor_kwargs(self) -> dict:
         """Constructor arguments of :class:`~medvlp_lib.models.adaptor.Adaptor` for this configuration
@@ -220,7 +228,7 @@ PROFILES = {
                         adaptor_structure="public", adaptor_width=768, adaptor_embed_dim=768, adaptor_heads=12,
                         adaptor_lr=2e-5, adaptor_epochs=50, adaptor_batch=1024, clip_epochs=30, msd_epochs=30,
                         e2e_lr=1e-4, ssl=SSLConfig(size=224, steps=5000, batch_size=256), vlcd_epochs=30,
-                        msd_image_augment=True, num_workers=8, amp="auto",
+                        msd_image_augment=True, num_workers=8, amp="auto", text_trainable="all",
                         image_encoders=("vit_base_patch14_dinov2.lvd142m",),
                         text_encoders=("emilyalsentzer/Bio_ClinicalBERT", "microsoft/BiomedVLP-CXR-BERT-general",
                                        "dmis-lab/biobert-v1.1")),
@@ -266,7 +274,8 @@ def train_adaptor(env: dict, cfg: AdaptorConfig, seed: int, w_img: float, w_txt:
 
     seed_everything(seed)
     c = env["cache_train"]
-    adaptor = Adaptor(int(c.array("img_tokens").shape[-1]), int(c.array("txt_tokens").shape[-1]),
+    first = c[0]   # token widths from one item: a streamed cache is never read whole
+    adaptor = Adaptor(int(first["img_tokens"].shape[-1]), int(first["txt_tokens"].shape[-1]),
                       **cfg.adaptor_kwargs())
     if abs(w_img + w_txt - 1.0) > 1e-9:
         raise ValueError(f"the Adaptor's loss weights must sum to 1 (image->text, text->image), got {w_img}, {w_txt}")
@@ -577,21 +586,134 @@ def short_name(name: str, kind: str) -> str:
     return name.split("/")[-1].split(".")[0]
 
 
-def build_real_image_backbone(cfg: AdaptorConfig, name: str):
-    """A frozen timm image backbone (``pretrained`` from the local cache); ViTs at ``cfg.image_size``."""
+def build_real_image_backbone(cfg: AdaptorConfig, name: str, trainable: str = "none"):
+    """A timm image backbone (``pretrained`` from the local cache; frozen unless ``trainable``); ViTs at
+    ``cfg.image_size``."""
     kw = {"img_size": cfg.image_size} if name.startswith(("vit", "deit", "eva")) else {}
-    return build_image_encoder(name, pretrained=cfg.pretrained, in_chans=1, trainable="none", **kw)
+    return build_image_encoder(name, pretrained=cfg.pretrained, in_chans=1, trainable=trainable, **kw)
 
 
 def _loader(view):
-    """The raw loader under a :class:`~medvlp_lib.pipeline.SplitView` (its ``images`` / ``mask``) and the rows."""
-    base = view.base
+    """The raw loader under a :class:`~medvlp_lib.pipeline.SplitView` (its items carry ``image`` / ``mask``) and
+    the rows; a plain dataset is its own loader with every row."""
+    base = getattr(view, "base", None)
+    if base is None:
+        return view, np.arange(len(view), dtype=np.int64)
     return getattr(base, "base", base), view.rows
 
 
-def _view_images(view) -> np.ndarray:
-    loader, rows = _loader(view)
-    return loader.images[rows]
+class _ImageRows(torch.utils.data.Dataset):
+    """Items ``rows`` of ``loader`` as uint8 images [H, W] (what :func:`cached_embeddings` hashes and embeds)."""
+
+    def __init__(self, loader, rows):
+        self.loader, self.rows = loader, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        x = self.loader[int(self.rows[i])]["image"]
+        return torch.from_numpy(np.round(x[0].numpy() * 255).astype(np.uint8))
+
+
+def _read_images(loader, rows, cfg: AdaptorConfig, as_float: bool = False) -> np.ndarray | torch.Tensor:
+    """The images of ``rows`` read through a DataLoader with ``cfg.num_workers`` workers: uint8 [n, H, W], or
+    float [n, 1, H, W] in [0, 1] with ``as_float``."""
+    dl = torch.utils.data.DataLoader(_ImageRows(loader, rows), batch_size=64, shuffle=False,
+                                     num_workers=cfg.num_workers)
+    x = torch.cat(list(dl)) if len(rows) else torch.zeros(0, cfg.image_size, cfg.image_size, dtype=torch.uint8)
+    return x[:, None].float() / 255.0 if as_float else x.numpy()
+
+
+class StreamedCache(torch.utils.data.Dataset):
+    """An embedding cache built chunk by chunk (:func:`streamed_cache`): the :class:`~medvlp_lib.data.cache.
+    EmbeddingCache` of each chunk of ``stream_chunk`` images, read as one dataset (items as ``EmbeddingCache``'s,
+    ``index`` the row over all chunks). ``parts`` are the chunks; ``grid`` the image token grid."""
+
+    def __init__(self, parts):
+        if not parts:
+            raise ValueError("StreamedCache needs at least one chunk")
+        self.parts = list(parts)
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.grid = tuple(self.parts[0].meta["grid"])
+        self.meta = {"grid": list(self.grid), "n": int(self._starts[-1]), "chunks": [p.key for p in self.parts]}
+
+    def __len__(self):
+        return int(self._starts[-1])
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for StreamedCache of length {len(self)}")
+        i = int(i) % len(self)
+        k = int(np.searchsorted(self._starts, i, side="right") - 1)
+        item = self.parts[k][i - int(self._starts[k])]
+        item["index"] = i
+        return item
+
+    def array(self, name: str) -> np.ndarray:
+        """``name`` over all chunks, in memory: for the small per-image arrays (``img_pooled``, ``txt_pooled``)."""
+        return np.concatenate([np.asarray(p.array(name)) for p in self.parts])
+
+    def token_batches(self, name: str = "img_tokens", batch_size: int = 256):
+        """``name`` as float32 tensors of at most ``batch_size`` rows, in order (one batch in memory at a time)."""
+        for p in self.parts:
+            for i in range(0, len(p), batch_size):
+                yield p.tensor(name, slice(i, i + batch_size))
+
+
+def streamed_cache(image_backbone, text_backbone, loader, rows, texts, cfg: AdaptorConfig,
+                   progress: bool = True) -> StreamedCache:
+    """Frozen embeddings of ``loader``'s ``rows`` (with ``texts``) built ``cfg.stream_chunk`` images at a time:
+    each chunk is read through the DataLoader's workers, embedded and stored as its own
+    :func:`~medvlp_lib.data.cache.cached_embeddings` entry (so an interrupted build resumes at the first missing
+    chunk), and dropped from memory before the next is read."""
+    rows, texts = np.asarray(rows, dtype=np.int64), list(texts)
+    if len(rows) != len(texts) or not len(rows):
+        raise ValueError(f"streamed_cache needs as many texts as rows (> 0), got {len(rows)} rows, {len(texts)} texts")
+    parts = []
+    for i in range(0, len(rows), cfg.stream_chunk):
+        images = _read_images(loader, rows[i:i + cfg.stream_chunk], cfg)
+        parts.append(cached_embeddings(image_backbone, text_backbone, images, texts[i:i + cfg.stream_chunk],
+                                       progress=progress))
+        del images
+    return StreamedCache(parts)
+
+
+@torch.no_grad()
+def _adaptor_probe_features(adaptor, cache: StreamedCache, dummy) -> np.ndarray:
+    """The Adaptor's image ``[CLS]`` state with the dummy text, computed batch by batch over a streamed cache."""
+    return torch.cat([adaptor_image_embeddings(adaptor, t, dummy)["image_cls"]
+                      for t in cache.token_batches()]).numpy()
+
+
+@torch.no_grad()
+def _encoder_features(encoder, loader, rows, cfg: AdaptorConfig, batch_size: int = 256) -> np.ndarray:
+    """Pooled features of an image encoder on ``loader``'s ``rows``, read ``stream_chunk`` images at a time."""
+    dev = get_device()
+    encoder.eval().to(dev)
+    out = []
+    for i in range(0, len(rows), cfg.stream_chunk):
+        x = _read_images(loader, rows[i:i + cfg.stream_chunk], cfg, as_float=True)
+        out += [encoder(x[j:j + batch_size].to(dev)).float().cpu() for j in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def train_real_clip(cfg: AdaptorConfig, img_name: str, txt_name: str, train, seed: int, tag: str,
+                    progress: bool = True):
+    """The end-to-end comparator on real data: CLIP (:func:`pipeline.build_clip`) with the Adaptor's image and
+    text backbones, both fine-tuned (``image_trainable`` / ``text_trainable``) on the MIMIC-CXR pretraining split,
+    images streamed through the DataLoader (:func:`fit_run`, tag ``tag``)."""
+    e2e = cfg.replace(image_encoder=img_name, text_encoder=txt_name or None)
+    method = build_clip(e2e, seed)
+    if img_name.startswith(("vit", "deit", "eva")):   # a ViT at the run's image size (timm's default is 518 px)
+        seed_everything(seed)
+        method.model.image_encoder = build_real_image_backbone(cfg, img_name, trainable=cfg.image_trainable)
+    if cfg.text_trainable == "none":
+        method.model.text_encoder.precompute(list(train.texts), progress=progress)
+    hist = fit_run(method, train, tag=tag, cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs,
+                   lr=cfg.e2e_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    method.eval()
+    return method, hist
 
 
 class _RealSegSet(torch.utils.data.Dataset):
@@ -641,47 +763,67 @@ def _real_segmentation(enc, enc_key, tr, te, cfg, seed, progress) -> dict:
 def real_downstream(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dict:
     """The paper's protocol on real data, for every (image, text) backbone pair of the grid.
 
-    Pretraining: the frozen backbones embed MIMIC-CXR-JPG's train split once (:func:`pipeline.load_pretraining`,
-    embedding cache); an Adaptor per loss weighting trains on the cache (:func:`fit_run`, tag
-    ``<image>+<text>/<weighting>``). Downstream (:func:`pipeline.downstream_datasets`, RSNA and SIIM seeded 70/30):
-    a linear head on the frozen features (``frozen/<image>/<set>/auc@f``) and on the Adaptor's image-only
-    ``[CLS]`` state (the empty report as the dummy text, as the thesis code; ``grid/<image>+<text>/<weighting>/
-    <set>/auc@f``) at each label fraction; SIIM segmentation with the frozen backbone + U-Net decoder
-    (``seg/<image>/siim_dice@f``: the Adaptor leaves the image backbone untouched, so this *is* its segmentation).
+    Pretraining: the frozen backbones embed MIMIC-CXR-JPG's train split (:func:`pipeline.load_pretraining`) chunk
+    by chunk (:func:`streamed_cache`: host memory holds ``stream_chunk`` images, never the split); an Adaptor per
+    loss weighting trains on the cache (:func:`fit_run`, tag ``<image>+<text>/<weighting>``). With ``real_clip``,
+    the end-to-end comparator: CLIP with the same image backbone and the first text backbone, both fine-tuned on
+    the same split (:func:`train_real_clip`, tag ``<image>+<text>/clip``). Downstream
+    (:func:`pipeline.downstream_datasets`, RSNA and SIIM seeded 70/30): a linear head on the frozen features
+    (``frozen/<image>/<set>/auc@f``), on the Adaptor's image-only ``[CLS]`` state (the empty report as the dummy
+    text, as the thesis code; ``grid/<image>+<text>/<weighting>/<set>/auc@f``) and on CLIP's fine-tuned pooled
+    features (``clip/<image>+<text>/<set>/auc@f``) at each label fraction; SIIM segmentation with the frozen
+    backbone + U-Net decoder (``seg/<image>/siim_dice@f``: the Adaptor leaves the image backbone untouched, so this
+    *is* its segmentation) and with CLIP's fine-tuned backbone (``seg/<image>+<text>/clip/siim_dice@f``).
     """
     train, _ = load_pretraining(cfg)
     down = downstream_datasets(cfg, cfg.real_downstream)
     out: dict = {"grid": {}, "frozen": {}, "seg": {}, "final_loss": {}}
+
+    def probe(f_tr, f_te, vtr, vte):
+        seed_everything(seed)   # the probe's subsets must not depend on whether training ran or resumed
+        auc = linear_probe_auc(f_tr, vtr.labels, f_te, vte.labels, fractions=cfg.fractions, seeds=(seed,))
+        return {f"auc@{f:g}": auc[f]["mean"] for f in cfg.fractions}
+
     for img_name in cfg.image_encoders:
         ik = short_name(img_name, "image")
+        seed_everything(cfg.data_seed)   # random-init backbones (smoke) must be the same in every seed and on resume
         img = build_real_image_backbone(cfg, img_name)
         for ti, txt_name in enumerate(cfg.text_encoders):
             tk = short_name(txt_name, "text")
+            seed_everything(cfg.data_seed)
             txt = build_frozen_text_backbone(txt_name or None)
-            cache = cached_embeddings(img, txt, train.images, train.texts, progress=progress)
+            cache = streamed_cache(img, txt, train, np.arange(len(train)), train.texts, cfg, progress)
             dummy = empty_text_tokens(txt)
-            down_cache = {(d, part): cached_embeddings(img, txt, _view_images(v), [""] * len(v), progress=progress)
-                          for d, (vtr, vte) in down.items() for part, v in (("train", vtr), ("test", vte))}
+            down_cache = {}
+            for d, (vtr, vte) in down.items():
+                for part, v in (("train", vtr), ("test", vte)):
+                    loader, rows = _loader(v)
+                    down_cache[d, part] = streamed_cache(img, txt, loader, rows, [""] * len(v), cfg, progress)
             if ti == 0:   # the frozen baseline: pooled backbone features (the text encoder plays no part)
                 for d, (vtr, vte) in down.items():
-                    seed_everything(seed)
-                    auc = linear_probe_auc(down_cache[d, "train"].array("img_pooled").astype(np.float32), vtr.labels,
-                                           down_cache[d, "test"].array("img_pooled").astype(np.float32), vte.labels,
-                                           fractions=cfg.fractions, seeds=(seed,))
-                    out["frozen"].setdefault(ik, {})[d] = {f"auc@{f:g}": auc[f]["mean"] for f in cfg.fractions}
+                    out["frozen"].setdefault(ik, {})[d] = probe(down_cache[d, "train"].array("img_pooled").astype(
+                        np.float32), down_cache[d, "test"].array("img_pooled").astype(np.float32), vtr, vte)
             for w in cfg.weightings:
                 wi = w.overrides["image_weight"]
-                env = {"cache_train": cache}
-                adaptor, hist = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress, tag=f"{ik}+{tk}/{w.key}")
+                adaptor, hist = train_adaptor({"cache_train": cache}, cfg, seed, wi, 1.0 - wi, progress,
+                                              tag=f"{ik}+{tk}/{w.key}")
                 out["final_loss"][f"{ik}+{tk}/{w.key}"] = float(np.mean([h["loss"] for h in hist[-max(1, len(hist) // 10):]]))
+                out["grid"].setdefault(f"{ik}+{tk}", {})[w.key] = {
+                    d: probe(*(_adaptor_probe_features(adaptor, down_cache[d, p], dummy) for p in ("train", "test")),
+                             vtr, vte) for d, (vtr, vte) in down.items()}
+            del cache, down_cache
+            if ti == 0 and cfg.real_clip:
+                clip, hist = train_real_clip(cfg, img_name, txt_name, train, seed, f"{ik}+{tk}/clip", progress)
+                out["final_loss"][f"{ik}+{tk}/clip"] = float(np.mean([h["loss"] for h in hist[-max(1, len(hist) // 10):]]))
+                enc = clip.model.image_encoder
                 res = {}
                 for d, (vtr, vte) in down.items():
-                    seed_everything(seed)   # the probe's subsets must not depend on whether training ran or resumed
-                    f_tr, f_te = (adaptor_image_embeddings(adaptor, down_cache[d, p].tensor("img_tokens").float(),
-                                                           dummy)["image_cls"].numpy() for p in ("train", "test"))
-                    auc = linear_probe_auc(f_tr, vtr.labels, f_te, vte.labels, fractions=cfg.fractions, seeds=(seed,))
-                    res[d] = {f"auc@{f:g}": auc[f]["mean"] for f in cfg.fractions}
-                out["grid"].setdefault(f"{ik}+{tk}", {})[w.key] = res
+                    f_tr, f_te = (_encoder_features(enc, *_loader(v), cfg) for v in (vtr, vte))
+                    res[d] = probe(f_tr, f_te, vtr, vte)
+                out.setdefault("clip", {})[f"{ik}+{tk}"] = res
+                if "siim" in down:
+                    out["seg"][f"{ik}+{tk}/clip"] = _real_segmentation(enc, f"{ik}+{tk}/clip", *down["siim"], cfg,
+                                                                       seed, progress)
         if "siim" in down:
             out["seg"][ik] = _real_segmentation(img, ik, *down["siim"], cfg, seed, progress)
     return out
@@ -693,7 +835,9 @@ def real_downstream(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dic
           "9 decoders x 30 steps; estimated ~30 min wall with --jobs 2 on the shared 2-core machine (measured: the "
           "committed 3-seed record's cpu_seconds, 309 s train + 84 s evaluate per seed on one thread, +~30 s for "
           "the third Adaptor and the joint t-SNEs; 3 rounds of 2 seeds + ~5 min SimCLR/cache warm-up). gpu: "
-          "data='real' (MIMIC-CXR -> RSNA/SIIM), the DINOv2 ViT-B/14 x {ClinicalBERT, CXR-BERT, BioBERT} grid")
+          "data='real' (MIMIC-CXR -> RSNA/SIIM), the DINOv2 ViT-B/14 x {ClinicalBERT, CXR-BERT, BioBERT} grid, "
+          "images streamed in chunks, and an end-to-end CLIP (ViT-B/14 + ClinicalBERT, both fine-tuned 30 epochs) as "
+          "the 1 % comparator")
 def adaptor_downstream(cfg: AdaptorConfig, seed: int) -> dict:
 
     if cfg.data == "real":   # the record's wall time says what it cost; no timings among the metrics
@@ -778,9 +922,24 @@ def _competitive(rec: dict, key: str, adaptor: str, what: str, context: str, wor
     a, c, m = (s[key.format(k)] for k in (adaptor, "clip", "msd"))
     ours = f"{what} {fmt(a)}, CLIP {fmt(c)}, MSD {fmt(m)}; {context} (n={a['n']} seeds)"
     best_name, best = max((("CLIP", c), ("MSD", m)), key=lambda t: t[1]["mean"])
-    j = judge(Comparison(a, best, kind="non-inferiority", margin=COMPETITIVE_MARGIN))
+    return _noninferior(a, best, best_name, ours, wording)
+
+
+def _noninferior(a: dict, b: dict, b_name: str, ours: str, wording: Wording) -> tuple[str, str, str]:
+    j = judge(Comparison(a, b, kind="non-inferiority", margin=COMPETITIVE_MARGIN))
     verdict = claim_verdict([j])
-    return ours, verdict, wording.explain(verdict, [j], best=best_name, weak=_weak(j.se))
+    return ours, verdict, wording.explain(verdict, [j], best=b_name, weak=_weak(j.se))
+
+
+def _real_pair(s: dict, prefix: str, suffix: str) -> str | None:
+    """The first ``<image>+<text>`` pair of a data='real' record with an end-to-end CLIP entry
+    ``<prefix><pair><suffix>`` in its summary."""
+    pairs = sorted(k[len(prefix):-len(suffix)] for k in s if k.startswith(prefix) and k.endswith(suffix))
+    return pairs[0] if pairs else None
+
+
+_NO_REAL_CLIP = ("— (re-run pending: this data='real' record has no end-to-end CLIP at 1 %)", "pending",
+                 "The Adaptor needs an end-to-end comparator trained on the same MIMIC-CXR split (real_clip).")
 
 
 _1PCT = Wording(
@@ -796,17 +955,46 @@ _SEG = Wording(
     pending=_ONE_SEED)
 
 
-@claim("adaptor-1pct", paper="Adaptor", chapter="07", claim="competitive with end-to-end at 1 % labels",
-       paper_value="RSNA AUC 84.4 at 1 %", result="adaptor_downstream")
+PAPER_TABLES = ("the public code's notebooks/tables_figures.ipynb (the thesis tables; the stored paper text "
+                "/work/shared/papers/adaptor_2401.01179.md keeps only the captions of its 3 tables)")
+"""Where the paper's numbers in the two non-inferiority rows come from. The end-to-end comparators' 1 % numbers
+(ConVIRT / GLoRIA / MGCA, the paper's Tables 1-2) are in neither source, so the paper's own gap to them is not
+verified here; the 2-point margin stands on its own."""
+
+
+@claim("adaptor-1pct", paper="Adaptor", chapter="07",
+       claim="competitive with end-to-end at 1 % labels (non-inferiority, margin 2 AUC points; the paper's own gap "
+             "to the end-to-end methods at 1 % is not in the stored text, so unverified)",
+       paper_value="RSNA AUC 84.4 at 1 % (DINOv2-B + BioBERT; 76.3-84.4 over the 15 backbone pairs: thesis table "
+                   "'Classification results (AUROC) on RSNA')", result="adaptor_downstream")
 def _claim_1pct(rec: dict) -> tuple[str, str, str]:
+    s = rec["summary"]
+    if "cls/adaptor/binary_auc@0.01" not in s:   # data='real': RSNA, the grid's first pair vs its CLIP
+        pair = _real_pair(s, "clip/", "/rsna/auc@0.01")
+        if pair is None:
+            return _NO_REAL_CLIP
+        a, c = s[f"grid/{pair}/adaptor/rsna/auc@0.01"], s[f"clip/{pair}/rsna/auc@0.01"]
+        return _noninferior(a, c, "CLIP", f"RSNA AUC at 1 % ({pair}): Adaptor {fmt(a)}, end-to-end CLIP {fmt(c)} "
+                            f"(n={a['n']} seeds)", _1PCT)
     a3, c3 = (rec["summary"][f"cls/{k}/three_class_acc@0.01"] for k in ("adaptor", "clip"))
     return _competitive(rec, "cls/{}/binary_auc@0.01", "adaptor", "opacity AUC at 1 %: Adaptor",
                         f"3-class accuracy Adaptor {fmt(a3)} vs CLIP {fmt(c3)}", _1PCT)
 
 
-@claim("adaptor-seg", paper="Adaptor", chapter="07", claim="segmentation at 1 % labels is competitive",
-       paper_value="SIIM Dice", result="adaptor_downstream")
+@claim("adaptor-seg", paper="Adaptor", chapter="07",
+       claim="segmentation at 1 % labels is competitive (non-inferiority, margin 2 Dice points; the paper's own gap "
+             "to the end-to-end methods at 1 % is not in the stored text, so unverified)",
+       paper_value="SIIM Dice at 1 %: 73.1 (ResNet-AE), 41.9-72.6 (DINOv2-S/B) over the text backbones (thesis "
+                   "table 'Segment results (Dice) on SIIM')", result="adaptor_downstream")
 def _claim_seg(rec: dict) -> tuple[str, str, str]:
+    s = rec["summary"]
+    if "seg/frozen/pleural_effusion_dice@1" not in s:   # data='real': SIIM, frozen backbone vs CLIP's fine-tuned one
+        pair = _real_pair(s, "seg/", "/clip/siim_dice@0.01")
+        if pair is None:
+            return _NO_REAL_CLIP
+        a, c = s[f"seg/{pair.split('+')[0]}/siim_dice@0.01"], s[f"seg/{pair}/clip/siim_dice@0.01"]
+        return _noninferior(a, c, "CLIP", f"SIIM Dice at 1 % ({pair}): Adaptor (frozen backbone) {fmt(a)}, "
+                            f"end-to-end CLIP backbone {fmt(c)} (n={a['n']} seeds)", _SEG)
     full = rec["summary"]["seg/frozen/pleural_effusion_dice@1"]
     return _competitive(rec, "seg/{}/pleural_effusion_dice@0.01", "frozen", "effusion Dice at 1 %: Adaptor (frozen "
                         "backbone)", f"Adaptor at 100 %: {fmt(full)}", _SEG)
