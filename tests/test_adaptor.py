@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -486,3 +488,46 @@ def test_fast_path_pools_position_zero_even_when_masked():
         fast = a(b["img_tokens"], b["txt_tokens"], mask)
         ref = a(b["img_tokens"], b["txt_tokens"], mask, return_attention=True)
     torch.testing.assert_close(fast["text_emb"], ref["text_emb"], rtol=0, atol=1e-12)
+
+
+def test_streamed_cache_matches_the_whole_cache_and_reads_one_chunk_at_a_time(tmp_path, monkeypatch):
+    """streamed_cache (the real path's bounded-memory embedding) gives the items cached_embeddings gives on the
+    whole set, and never asks the loader for more than stream_chunk images per read."""
+    from medvlp_lib.data.cache import cached_embeddings
+    from medvlp_lib.experiments import adaptor as ad
+    from medvlp_lib.methods.ssl import SSLConfig
+    from medvlp_lib.models.backbones import build_frozen_text_backbone
+
+    monkeypatch.setenv("MEDVLP_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(11, 32, 32, generator=g) * 255).round().to(torch.uint8)
+    texts = [f"report {i}: small left effusion" if i % 2 else "" for i in range(11)]
+
+    class Loader(torch.utils.data.Dataset):
+        reads = []
+
+        def __len__(self):
+            return len(imgs)
+
+        def __getitem__(self, i):
+            self.reads.append(i)
+            return {"image": imgs[i][None].float() / 255.0}
+
+    torch.manual_seed(0)
+    img = build_frozen_image_backbone("resnet18", pretrained=False)
+    txt = build_frozen_text_backbone(None)
+    cfg = ad.PROFILES["fast"].replace(stream_chunk=4, num_workers=0, image_size=32, ssl=SSLConfig(size=32))
+    loader, reads_per_chunk, read = Loader(), [], ad._read_images
+    monkeypatch.setattr(ad, "_read_images", lambda lo, rows, c, **kw: reads_per_chunk.append(len(rows)) or
+                        read(lo, rows, c, **kw))
+    streamed = ad.streamed_cache(img, txt, loader, np.arange(11), texts, cfg, progress=False)
+    whole = cached_embeddings(img, txt, imgs.numpy(), texts, progress=False)
+    assert len(streamed) == 11 and len(streamed.parts) == 3 and streamed.grid == whole.grid
+    for i in (0, 3, 4, 10, -1):
+        a, b = streamed[i], whole[i]
+        assert a["index"] == b["index"]
+        for k in ("img_tokens", "img_pooled", "txt_pooled", "txt_mask"):
+            assert torch.equal(a[k], b[k]), (i, k)
+    np.testing.assert_array_equal(streamed.array("img_pooled"), whole.array("img_pooled"))
+    assert torch.equal(torch.cat(list(streamed.token_batches(batch_size=3))), whole.tensor("img_tokens"))
+    assert sorted(loader.reads) == list(range(11)) and reads_per_chunk == [4, 4, 3]   # each image once, by chunk

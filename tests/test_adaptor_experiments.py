@@ -141,7 +141,7 @@ def _record(adaptor_auc=0.80, clip_auc=0.80, msd_auc=0.78, sil_adaptor=0.20, sil
          "seg/clip/pleural_effusion_dice@0.01": (dice_clip, std),
          "seg/msd/pleural_effusion_dice@0.01": (dice_msd, std), "seg/frozen/pleural_effusion_dice@1": (0.7, std)}
     s = {k: _e(m, sd, n, k) for k, (m, sd) in e.items()}
-    return {"config": {"adaptor_width": 128}, "summary": s}
+    return {"config": {"adaptor_width": 128, "adaptor_structure": "book"}, "summary": s}
 
 
 def test_claim_params_verdicts():
@@ -151,6 +151,9 @@ def test_claim_params_verdicts():
     rec = _record()
     del rec["summary"]["params/paper_scale/reduction_pct"]
     assert CLAIMS["adaptor-params"](rec)[1] == "not testable here"
+    rec = _record()   # a record from before the public-structure count: pending, not a verdict on another module
+    del rec["config"]["adaptor_structure"]
+    assert CLAIMS["adaptor-params"](rec)[1] == "pending"
 
 
 def test_claim_1pct_verdicts():

@@ -878,6 +878,10 @@ def _claim_params(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     if "params/paper_scale/reduction_pct" not in s:
         return "—", "not testable here", "the record holds no paper-scale parameter count"
+    if "adaptor_structure" not in rec.get("config", {}):
+        return ("— (re-run pending: this record counts the book's Adaptor on ResNet-50, not the public code's on "
+                "DINOv2 ViT-B/14)", "pending", "Re-run `python -m medvlp_lib.experiments run adaptor_params --profile "
+                "cpu` (seconds): the record predates the count of the Adaptor as the public code builds it.")
     red = s["params/paper_scale/reduction_pct"]["mean"]
     adp = s["params/paper_scale/adaptor/trainable"]["mean"] / 1e6
     e2e = s["params/paper_scale/clip/trainable"]["mean"] / 1e6
