@@ -3,8 +3,9 @@
 One run per seed trains, on the same data and the same two backbones,
 
 * the **Adaptor** on the embedding cache (frozen offline SimCLR ResNet-18 + frozen MiniLM; image tokens from
-  ``layer3``, a 4 x 4 grid at 64 px), once with the public code's loss weights 0.75 / 0.25 (``adaptor``) and
-  once with the paper's symmetric reading 0.5 / 0.5 (``adaptor_paper``);
+  ``layer3``, a 4 x 4 grid at 64 px), once per loss weighting: the public code's (0.75 on the softmax over
+  images of each text, i.e. ``image_weight=0.25``: ``adaptor``), the paper's symmetric reading 0.5 / 0.5
+  (``adaptor_paper``) and the reverse 0.75 / 0.25 (``adaptor_i2t``);
 * **CLIP end-to-end** (:func:`medvlp_lib.pipeline.build_clip`, image backbone initialised from the same SimCLR
   weights and fine-tuned; the text tower stays the frozen MiniLM, as everywhere in this book on CPU);
 * the **MSD** model (:class:`medvlp_lib.methods.msd.MSD`, same initialisation);
