@@ -950,13 +950,19 @@ _NO_REAL_CLIP = ("— (re-run pending: this data='real' record has no end-to-end
 _1PCT = Wording(
     reproduced="The Adaptor is within seed noise of, or better than, the best end-to-end model ({best}) at 1 % labels "
                "({d:+.1f} AUC points, SE {se:.1f}).{weak}",
-    not_reproduced="{best} beats the Adaptor at 1 % labels by {neg:.1f} AUC points (> 2 standard errors, {se:.1f}).",
+    not_reproduced="{best} beats the Adaptor at 1 % labels by {neg:.1f} AUC points, more than the 2-point margin "
+                   "(95 % CI of the paired difference {lo:+.1f} to {hi:+.1f}).",
+    inconclusive="The Adaptor is {d:+.1f} AUC points from {best} at 1 % labels (SE {se:.1f}): too noisy to tell whether "
+                 "it is within the 2-point margin (95 % CI {lo:+.1f} to {hi:+.1f}).",
     pending=_ONE_SEED)
 _SEG = Wording(
     reproduced="At 1 % labels the frozen backbone's decoder is within seed noise of, or better than, the end-to-end "
                "backbones ({d:+.1f} Dice points vs {best}, SE {se:.1f}); short end-to-end training barely moves the "
                "SimCLR weights.{weak}",
-    not_reproduced="{best}'s fine-tuned backbone segments better at 1 % by {neg:.1f} Dice points (> 2 SE, {se:.1f}).",
+    not_reproduced="{best}'s fine-tuned backbone segments better at 1 % by {neg:.1f} Dice points, more than the "
+                   "2-point margin (95 % CI of the paired difference {lo:+.1f} to {hi:+.1f}).",
+    inconclusive="The frozen backbone's decoder is {d:+.1f} Dice points from {best}'s at 1 % (SE {se:.1f}): too noisy to "
+                 "tell whether it is within the 2-point margin (95 % CI {lo:+.1f} to {hi:+.1f}).",
     pending=_ONE_SEED)
 
 
