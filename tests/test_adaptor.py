@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,8 +101,41 @@ def test_paper_size_adaptor_is_about_12_to_17M():
     assert 12e6 < n < 18e6, n  # paper: ~12M (their exact input widths differ)
 
 
+def test_public_loss_weighting_is_image_weight_quarter():
+    """The public CLIPLossFromSimilarities(image_weight=0.75) on logits_per_text equals our clip_loss with
+    image_weight=0.25 (0.75 on the softmax over images of each text), and AdaptorMethod defaults to it."""
+    torch.manual_seed(3)
+    img, txt = F.normalize(torch.randn(7, 5), dim=-1), F.normalize(torch.randn(7, 5), dim=-1)
+    scale = torch.tensor(10.0)
+    logits_per_text = scale * txt @ img.t()
+
+    def contrastive(logits, dim):   # the public code, verbatim in effect
+        return -torch.diag(F.log_softmax(logits, dim=dim)).mean()
+    public = 0.25 * contrastive(logits_per_text, 0) + 0.75 * contrastive(logits_per_text, 1)
+    ours, _ = clip_loss(img, txt, scale, image_weight=0.25)
+    assert abs(float(public) - float(ours)) < 1e-5
+    assert AdaptorMethod(_small()).image_weight == 0.25
+
+
+def test_adaptor_public_structure_parameter_count():
+    """The public structure (bias-free input projections, 2 shared layers, FFN 2048, no output projection) on
+    768-d tokens has the paper's ~12 M parameters, counted from the module."""
+    from medvlp_lib.models.adaptor import PUBLIC_ADAPTOR
+    kw = {k: v for k, v in PUBLIC_ADAPTOR.items() if k not in ("width", "adaptor_embed_dim")}
+    a = Adaptor(768, 768, width=768, embed_dim=768, add_image_cls=False, **kw)
+    n = sum(p.numel() for p in a.parameters())
+    per_layer = (3 * 768 * 768 + 3 * 768) + (768 * 768 + 768) + (768 * 2048 + 2048 + 2048 * 768 + 768) + 4 * 768
+    assert n == 2 * 768 * 768 + 2 * per_layer + 1
+    assert 12.0e6 < n < 12.5e6
+    with pytest.raises(ValueError, match="embed_dim must equal width"):
+        Adaptor(8, 8, width=16, embed_dim=8, num_heads=2, output_proj=False)
+    out = Adaptor(8, 6, width=16, embed_dim=16, num_heads=2, ffn_dim=24, output_proj=False)(
+        torch.randn(2, 3, 8), torch.randn(2, 4, 6))
+    assert out["image_emb"].shape == (2, 16)
+
+
 def test_loss_matches_naive_reference_and_weights():
-    """The Adaptor's loss is clip_loss with the image->text weight 0.75 (the library's one contrastive loss)."""
+    """The Adaptor's loss is clip_loss (the library's one contrastive loss) with an image->text weight."""
     torch.manual_seed(2)
     img, txt = F.normalize(torch.randn(6, 5), dim=-1), F.normalize(torch.randn(6, 5), dim=-1)
     a = _small()
@@ -334,12 +369,20 @@ def test_timm_frozen_backbone():
 def test_paper_scale_parameter_table_small_shapes():
     from medvlp_lib.models.adaptor import paper_scale_parameter_table
 
+    # default: the public code's structure (PUBLIC_ADAPTOR: no output projection, so embed_dim = width)
     rows = paper_scale_parameter_table(image_arch="resnet18", text_layers=1, text_width=64, width=32,
-                                       adaptor_embed_dim=16, num_heads=4, embed_dim=8)
+                                       adaptor_embed_dim=32, num_heads=4, embed_dim=8)
     by = {r["method"]: r for r in rows}
-    ref = Adaptor(512, 64, width=32, embed_dim=16, num_heads=4)
+    ref = Adaptor(512, 64, width=32, embed_dim=32, num_heads=4, ffn_dim=2048, activation="relu", input_bias=False,
+                  output_proj=False)
     assert by["Adaptor"]["trainable"] == count_trainable_parameters(ref)
     assert by["CLIP (end-to-end)"]["trainable"] > by["Adaptor"]["frozen"]
+    # the book's structure on request (output projection to a smaller embedding)
+    rows = paper_scale_parameter_table(image_arch="resnet18", text_layers=1, text_width=64, width=32,
+                                       adaptor_embed_dim=16, num_heads=4, embed_dim=8, ffn_dim=None,
+                                       activation="gelu", input_bias=True, output_proj=True)
+    ref = Adaptor(512, 64, width=32, embed_dim=16, num_heads=4)
+    assert {r["method"]: r for r in rows}["Adaptor"]["trainable"] == count_trainable_parameters(ref)
 
 
 def test_image_only_embeddings_with_dummy_text():
@@ -445,3 +488,46 @@ def test_fast_path_pools_position_zero_even_when_masked():
         fast = a(b["img_tokens"], b["txt_tokens"], mask)
         ref = a(b["img_tokens"], b["txt_tokens"], mask, return_attention=True)
     torch.testing.assert_close(fast["text_emb"], ref["text_emb"], rtol=0, atol=1e-12)
+
+
+def test_streamed_cache_matches_the_whole_cache_and_reads_one_chunk_at_a_time(tmp_path, monkeypatch):
+    """streamed_cache (the real path's bounded-memory embedding) gives the items cached_embeddings gives on the
+    whole set, and never asks the loader for more than stream_chunk images per read."""
+    from medvlp_lib.data.cache import cached_embeddings
+    from medvlp_lib.experiments import adaptor as ad
+    from medvlp_lib.methods.ssl import SSLConfig
+    from medvlp_lib.models.backbones import build_frozen_text_backbone
+
+    monkeypatch.setenv("MEDVLP_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(11, 32, 32, generator=g) * 255).round().to(torch.uint8)
+    texts = [f"report {i}: small left effusion" if i % 2 else "" for i in range(11)]
+
+    class Loader(torch.utils.data.Dataset):
+        reads = []
+
+        def __len__(self):
+            return len(imgs)
+
+        def __getitem__(self, i):
+            self.reads.append(i)
+            return {"image": imgs[i][None].float() / 255.0}
+
+    torch.manual_seed(0)
+    img = build_frozen_image_backbone("resnet18", pretrained=False)
+    txt = build_frozen_text_backbone(None)
+    cfg = ad.PROFILES["fast"].replace(stream_chunk=4, num_workers=0, image_size=32, ssl=SSLConfig(size=32))
+    loader, reads_per_chunk, read = Loader(), [], ad._read_images
+    monkeypatch.setattr(ad, "_read_images", lambda lo, rows, c, **kw: reads_per_chunk.append(len(rows)) or
+                        read(lo, rows, c, **kw))
+    streamed = ad.streamed_cache(img, txt, loader, np.arange(11), texts, cfg, progress=False)
+    whole = cached_embeddings(img, txt, imgs.numpy(), texts, progress=False)
+    assert len(streamed) == 11 and len(streamed.parts) == 3 and streamed.grid == whole.grid
+    for i in (0, 3, 4, 10, -1):
+        a, b = streamed[i], whole[i]
+        assert a["index"] == b["index"]
+        for k in ("img_tokens", "img_pooled", "txt_pooled", "txt_mask"):
+            assert torch.equal(a[k], b[k]), (i, k)
+    np.testing.assert_array_equal(streamed.array("img_pooled"), whole.array("img_pooled"))
+    assert torch.equal(torch.cat(list(streamed.token_batches(batch_size=3))), whole.tensor("img_tokens"))
+    assert sorted(loader.reads) == list(range(11)) and reads_per_chunk == [4, 4, 3]   # each image once, by chunk

@@ -1,8 +1,8 @@
 """How well attention (or any per-location score) points at the ground truth.
 
 * :func:`attention_scores` -- maps ``[n, h, w]`` (e.g. the Adaptor's word-to-image attention) against binary
-  masks: pointing game and its random-map baseline, attention mass in the mask and its lift over a uniform
-  map, and the map entropy relative to a uniform map (1 = uniform);
+  masks: pointing game with its uniform-map and random-map baselines, attention mass in the mask with the same
+  two baselines and its lift over uniform, and the map entropy relative to a uniform map (1 = uniform);
 * :func:`attention_quality` -- per-patch scores of bags (e.g. MoMKD's memory affinities or ABMIL's attention
   logits) against ground-truth signal patches: AUROC and precision at k.
 """
@@ -30,9 +30,14 @@ def attention_scores(att: dict, seed: int = 0, n_random: int = 50) -> dict:
     p = maps.flatten(1).clamp_min(1e-12)
     ent = float((-(p * p.log()).sum(1) / math.log(p.shape[1])).mean())
     g = torch.Generator().manual_seed(seed)
-    rand = float(np.mean([pointing_game(torch.rand(maps.shape, generator=g), masks)["accuracy"]
-                          for _ in range(n_random)]))
-    return {"n": n, "pointing": pg["accuracy"], "pointing_random": rand, "mass": mass["mass"], "area": mass["area"],
+    rand_maps = [torch.rand(maps.shape, generator=g) for _ in range(n_random)]
+    rand = float(np.mean([pointing_game(r, masks)["accuracy"] for r in rand_maps]))
+    rand_mass = float(np.mean([attention_mass_in_mask(r / r.flatten(1).sum(1)[:, None, None], masks)["mass"]
+                               for r in rand_maps]))
+    # a uniform map puts mass = area in the mask; its "peak" is any cell, so its pointing hit rate is the share of
+    # grid cells inside the mask (what random pointing converges to)
+    return {"n": n, "pointing": pg["accuracy"], "pointing_random": rand, "pointing_uniform": mass["area"],
+            "mass_uniform": mass["area"], "mass_random": rand_mass, "mass": mass["mass"], "area": mass["area"],
             "lift": mass["lift"], "relative_entropy": ent, "max_over_uniform": float(maps.flatten(1).max(1).values.mean()
                                                                                       * maps[0].numel())}
 

@@ -3,8 +3,9 @@
 One run per seed trains, on the same data and the same two backbones,
 
 * the **Adaptor** on the embedding cache (frozen offline SimCLR ResNet-18 + frozen MiniLM; image tokens from
-  ``layer3``, a 4 x 4 grid at 64 px), once with the public code's loss weights 0.75 / 0.25 (``adaptor``) and
-  once with the paper's symmetric reading 0.5 / 0.5 (``adaptor_paper``);
+  ``layer3``, a 4 x 4 grid at 64 px), once per loss weighting: the public code's (0.75 on the softmax over
+  images of each text, i.e. ``image_weight=0.25``: ``adaptor``), the paper's symmetric reading 0.5 / 0.5
+  (``adaptor_paper``) and the reverse 0.75 / 0.25 (``adaptor_i2t``);
 * **CLIP end-to-end** (:func:`medvlp_lib.pipeline.build_clip`, image backbone initialised from the same SimCLR
   weights and fine-tuned; the text tower stays the frozen MiniLM, as everywhere in this book on CPU);
 * the **MSD** model (:class:`medvlp_lib.methods.msd.MSD`, same initialisation);
@@ -53,11 +54,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
-from ..config import Variant, require
+from ..config import Variant, require, weights_field
 from ..data.cache import cached_embeddings, collate_cached
 from ..eval import attention_scores, dice_per_image, linear_probe_auc, multiclass_probe_accuracy, stratified_subsample
 from ..methods.adaptor import AdaptorMethod
@@ -65,18 +67,18 @@ from ..methods.msd import MSD
 from ..methods.segmentation import SegmentationMethod
 from ..methods.ssl import SSLConfig, offline_pretrained_backbone
 from ..methods.vlcd import VLCD
-from ..models.adaptor import (Adaptor, adaptor_image_embeddings, empty_text_tokens, find_word_tokens,
+from ..models.adaptor import (PUBLIC_ADAPTOR, Adaptor, adaptor_image_embeddings, empty_text_tokens, find_word_tokens,
                               paper_scale_parameter_table, trainable_parameter_table, word_to_image_attention)
 from ..models.backbones import build_frozen_text_backbone
 from ..models.encoders import build_image_encoder
 from ..models.segmentation import FrozenBackboneSegmenter
 from ..models.students import build_student
-from ..pipeline import DualEncoderConfig, build_clip, build_dual_encoder, embed_dataset, load_benchmark
+from ..pipeline import (DualEncoderConfig, build_clip, build_dual_encoder, downstream_datasets, embed_dataset,
+                        load_benchmark, load_pretraining)
 from ..results import ONE_SEED, Comparison, Wording, claim_verdict, fmt, judge, judge_claim
-from ..train import fit
 from ..utils import get_device, seed_everything
 from ..viz.embeddings import project_2d, silhouette
-from . import claim, claims_of, register
+from . import claim, claims_of, fit_run, register
 
 # --------------------------------------------------------------------------------------------------
 # Configuration and profiles
@@ -94,6 +96,10 @@ class AdaptorConfig(DualEncoderConfig):
       ``_batch`` (epochs here and below may be fractional), and the loss ``weightings`` trained (a
       :class:`~medvlp_lib.config.Variant` per Adaptor: ``image_weight`` on the image->text direction, results
       under its key);
+    * ``data="real"`` only: ``real_downstream`` sets, ``real_clip`` (an end-to-end CLIP on MIMIC-CXR per image
+      backbone, with the first text backbone, as the 1 % comparator), ``stream_chunk`` (images read at once --
+      through the DataLoader's workers -- when the frozen backbones embed a dataset: host memory holds one chunk,
+      never the whole dataset);
     * the end-to-end baselines (same backbones; image tower fine-tuned from the SimCLR weights): ``e2e_lr`` /
       ``_wd`` / ``_batch``, ``clip_epochs``, ``msd_epochs``, ``msd_queue``, ``msd_image_augment`` (off on
       fast/cpu like CLIP's: chapter 02 found the crop/rotation augmenter costs MSD much of its zero-shot AUC in
@@ -117,8 +123,15 @@ class AdaptorConfig(DualEncoderConfig):
     adaptor_wd: float = 0.01
     adaptor_epochs: float = 2
     adaptor_batch: int = 64
-    weightings: tuple[Variant, ...] = (Variant("adaptor", {"image_weight": 0.75}, "adaptor"),
-                                       Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper"))
+    adaptor_structure: Literal["book", "public"] = "book"
+    weightings: tuple[Variant, ...] = (Variant("adaptor", {"image_weight": 0.25}, "adaptor"),
+                                       Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper"),
+                                       Variant("adaptor", {"image_weight": 0.75}, "adaptor_i2t"))
+    image_encoders: tuple[str, ...] = weights_field((), source="timm")
+    text_encoders: tuple[str, ...] = weights_field((), source="hf")
+    real_downstream: tuple[str, ...] = ("rsna", "siim")
+    real_clip: bool = True
+    stream_chunk: int = 4096
     e2e_lr: float = 3e-4
     e2e_wd: float = 0.1
     e2e_batch: int = 64
@@ -149,7 +162,7 @@ class AdaptorConfig(DualEncoderConfig):
                                 "adaptor_layers", "adaptor_embed_dim", "adaptor_lr", "adaptor_epochs", "adaptor_batch",
                                 "e2e_lr", "e2e_batch", "clip_epochs", "msd_epochs", "msd_queue", "vlcd_epochs",
                                 "vlcd_lr", "fractions", "seg_steps", "seg_batch", "seg_width", "seg_lr",
-                                "tsne_perplexity"),
+                                "tsne_perplexity", "stream_chunk"),
                 non_negative=("data_seed", "adaptor_wd", "e2e_wd", "vlcd_lam"), unit=("fractions",),
                 unique=("fractions", "three_classes", "seg_masks"))
         if self.ssl.size != self.image_size:
@@ -164,6 +177,40 @@ class AdaptorConfig(DualEncoderConfig):
                     or isinstance(iw, bool) or not 0 <= iw <= 1:
                 raise ValueError(f"AdaptorConfig.weightings: each is Variant('adaptor', {{'image_weight': w}}, key) "
                                  f"with w in [0, 1], got {w!r}")
+        bad = [d for d in self.real_downstream if d not in ("rsna", "siim")]
+        if bad:
+            raise ValueError(f"AdaptorConfig.real_downstream: the Adaptor paper's downstream sets are 'rsna' and "
+                             f"'siim', got {bad}")
+        if self.data == "real" and not (self.image_encoders and self.text_encoders):
+            raise ValueError("AdaptorConfig with data='real' needs image_encoders and text_encoders (the backbone grid; "
+                             "'' = the packaged MiniLM)")
+        if self.adaptor_structure == "public" and self.adaptor_embed_dim != self.adaptor_width:
+            raise ValueError("adaptor_structure='public' has no output projection: adaptor_embed_dim must equal "
+                             f"adaptor_width, got {self.adaptor_embed_dim} and {self.adaptor_width}")
+
+    def smoke(self) -> "AdaptorConfig":
+        """The gpu path (MIMIC-CXR pretraining, RSNA / SIIM probes and SIIM segmentation, the backbone grid, the
+        public Adaptor structure) at toy size: a DINOv2-family ViT-S/14 at 28 px with random weights, the packaged
+        MiniLM as the text encoder (no BERT offline), a width-24 Adaptor for two epochs, 4 decoder steps, the
+        end-to-end CLIP for one epoch, images embedded in chunks of 8 (so the streaming path is exercised)."""
+        return self.replace(image_size=28, n_train=None, n_test=None, pretrained=False,
+                            image_encoders=("vit_small_patch14_dinov2",), text_encoders=("",),
+                            adaptor_width=24, adaptor_embed_dim=24, adaptor_heads=2, adaptor_epochs=2, adaptor_batch=4,
+                            adaptor_lr=1e-3, seg_steps=4, seg_batch=4, seg_width=8, fractions=(0.5, 1.0),
+                            ssl=SSLConfig(size=28, steps=1), paper_scale_params=False, num_workers=2,
+                            stream_chunk=8, clip_epochs=1, e2e_batch=4, text_trainable="all")
+
+    def adaptor_kwargs(self) -> dict:
+        """Constructor arguments of :class:`~medvlp_lib.models.adaptor.Adaptor` for this configuration
+        (``adaptor_structure="public"``: the public code's structure, :data:`~medvlp_lib.models.adaptor.PUBLIC_ADAPTOR`,
+        at this width)."""
+        kw = dict(width=self.adaptor_width, embed_dim=self.adaptor_embed_dim, num_layers=self.adaptor_layers,
+                  num_heads=self.adaptor_heads)
+        if self.adaptor_structure == "public":
+            kw.update({k: v for k, v in PUBLIC_ADAPTOR.items() if k in ("activation", "input_bias", "output_proj")})
+            kw["ffn_dim"] = PUBLIC_ADAPTOR["ffn_dim"] if self.adaptor_width == PUBLIC_ADAPTOR["width"] \
+                else 4 * self.adaptor_width
+        return kw
 
 
 # cost of each profile: see the module docstring
@@ -177,10 +224,15 @@ PROFILES = {
                          clip_epochs=1, msd_epochs=1, msd_queue=256, vlcd_epochs=1,
                          seg_steps=10, seg_batch=16, paper_scale_params=False, tsne_perplexity=20.0),
     "cpu": _CPU,  # SimCLR 200 steps: 3000 radiographs + 600 natural crops, batch 64: ~5 CPU-minutes, once per machine
-    "gpu": _CPU.replace(image_size=224, n_train=None, seg_steps=2000, adaptor_width=768, adaptor_embed_dim=512,
+    # gpu: MIMIC-CXR-JPG pretraining, RSNA / SIIM downstream, the paper's backbone grid and Adaptor structure
+    "gpu": _CPU.replace(data="real", image_size=224, n_train=None, pretrained=True, seg_steps=2000,
+                        adaptor_structure="public", adaptor_width=768, adaptor_embed_dim=768, adaptor_heads=12,
                         adaptor_lr=2e-5, adaptor_epochs=50, adaptor_batch=1024, clip_epochs=30, msd_epochs=30,
                         e2e_lr=1e-4, ssl=SSLConfig(size=224, steps=5000, batch_size=256), vlcd_epochs=30,
-                        msd_image_augment=True),
+                        msd_image_augment=True, num_workers=8, amp="auto", text_trainable="all",
+                        image_encoders=("vit_base_patch14_dinov2.lvd142m",),
+                        text_encoders=("emilyalsentzer/Bio_ClinicalBERT", "microsoft/BiomedVLP-CXR-BERT-general",
+                                       "dmis-lab/biobert-v1.1")),
 }
 
 
@@ -217,19 +269,21 @@ def environment(cfg: AdaptorConfig, progress: bool = True) -> dict:
     return env
 
 
-def train_adaptor(env: dict, cfg: AdaptorConfig, seed: int, w_img: float, w_txt: float, progress: bool = True):
+def train_adaptor(env: dict, cfg: AdaptorConfig, seed: int, w_img: float, w_txt: float, progress: bool = True,
+                  tag: str = "adaptor"):
     """An :class:`~medvlp_lib.models.adaptor.Adaptor` trained on the cached frozen embeddings."""
 
     seed_everything(seed)
     c = env["cache_train"]
-    adaptor = Adaptor(int(c.array("img_tokens").shape[-1]), int(c.array("txt_tokens").shape[-1]),
-                      width=cfg.adaptor_width, embed_dim=cfg.adaptor_embed_dim, num_layers=cfg.adaptor_layers,
-                      num_heads=cfg.adaptor_heads)
+    first = c[0]   # token widths from one item: a streamed cache is never read whole
+    adaptor = Adaptor(int(first["img_tokens"].shape[-1]), int(first["txt_tokens"].shape[-1]),
+                      **cfg.adaptor_kwargs())
     if abs(w_img + w_txt - 1.0) > 1e-9:
         raise ValueError(f"the Adaptor's loss weights must sum to 1 (image->text, text->image), got {w_img}, {w_txt}")
     method = AdaptorMethod(adaptor, image_weight=w_img)
-    hist = fit(method, c, batch_size=cfg.adaptor_batch, epochs=cfg.adaptor_epochs, lr=cfg.adaptor_lr,
-               weight_decay=cfg.adaptor_wd, seed=seed, collate_fn=collate_cached, progress=progress)
+    hist = fit_run(method, c, tag=tag, cfg=cfg, batch_size=cfg.adaptor_batch, epochs=cfg.adaptor_epochs,
+                   lr=cfg.adaptor_lr, weight_decay=cfg.adaptor_wd, seed=seed, collate_fn=collate_cached,
+                   progress=progress)
     adaptor.eval()
     return adaptor, hist
 
@@ -245,8 +299,8 @@ def train_clip(env: dict, cfg: AdaptorConfig, seed: int, progress: bool = True):
     method = build_clip(cfg, seed)
     _init_from_ssl(method.model, env)
     method.model.text_encoder.precompute(env["train"].texts + env["test"].texts)
-    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs, lr=cfg.e2e_lr,
-               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    hist = fit_run(method, env["train"], tag="clip", cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs,
+                   lr=cfg.e2e_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -263,8 +317,8 @@ def train_msd(env: dict, cfg: AdaptorConfig, seed: int, progress: bool = True):
     dual.text_encoder.precompute(env["train"].texts + env["test"].texts)
     method = MSD(dual, queue_size=cfg.msd_queue, text_augment=None,
                  image_augment="default" if cfg.msd_image_augment else None)
-    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.msd_epochs, lr=cfg.e2e_lr,
-               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    hist = fit_run(method, env["train"], tag="msd", cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.msd_epochs,
+                   lr=cfg.e2e_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -275,8 +329,8 @@ def train_vlcd(env: dict, cfg: AdaptorConfig, seed: int, teacher, progress: bool
     seed_everything(seed)
     student = build_student(cfg.vlcd_student, embed_dim=cfg.embed_dim, img_size=cfg.image_size)
     method = VLCD(student, teacher=teacher, lam=cfg.vlcd_lam)
-    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.vlcd_epochs, lr=cfg.vlcd_lr,
-               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    hist = fit_run(method, env["train"], tag="vlcd", cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.vlcd_epochs,
+                   lr=cfg.vlcd_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
@@ -284,10 +338,10 @@ def train_vlcd(env: dict, cfg: AdaptorConfig, seed: int, teacher, progress: bool
 def train_all(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dict:
     """Every model of one seed: ``dict(env, adaptor, adaptor_paper, clip, msd, vlcd, histories)``."""
     env = environment(cfg, progress)
-    out = {"env": env, "histories": {}}
+    out = {"env": env, "histories": {}, "cfg": cfg}
     for w in cfg.weightings:
         wi = w.overrides["image_weight"]
-        out[w.key], out["histories"][w.key] = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress)
+        out[w.key], out["histories"][w.key] = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress, tag=w.key)
     out["clip"], out["histories"]["clip"] = train_clip(env, cfg, seed, progress)
     out["msd"], out["histories"]["msd"] = train_msd(env, cfg, seed, progress)
     out["vlcd"], out["histories"]["vlcd"] = train_vlcd(env, cfg, seed, out["clip"].model, progress)
@@ -324,9 +378,11 @@ def image_features(models: dict, split: str) -> dict[str, dict[str, np.ndarray]]
     pooled = cache.array("img_pooled").astype(np.float32)
     feats = {"frozen": {"probe": pooled, "emb": pooled}}
     toks = cache.tensor("img_tokens").float()
-    for name in [k for k in ("adaptor", "adaptor_paper") if k in models]:
+    for name in [w.key for w in models["cfg"].weightings if w.key in models] if "cfg" in models else \
+            [k for k in ("adaptor", "adaptor_paper", "adaptor_i2t") if k in models]:
         a = adaptor_image_embeddings(models[name], toks, env["empty_text"])
-        feats[name] = {"probe": a["image_cls"].numpy(), "emb": a["image_emb"].numpy()}
+        feats[name] = {"probe": a["image_cls"].numpy(), "emb": a["image_emb"].numpy(),
+                       "joint": joint_image_embeddings(models[name], cache)}
     for name in [k for k in ("clip", "msd") if k in models]:
         e = embed_dataset(models[name], ds)
         feats[name] = {"probe": e["image_feat"].numpy(), "emb": e["image_emb"].numpy()}
@@ -334,6 +390,20 @@ def image_features(models: dict, split: str) -> dict[str, dict[str, np.ndarray]]
         v = _student_embeddings(models["vlcd"].student, ds)
         feats["vlcd"] = {"probe": v, "emb": v}
     return feats
+
+
+@torch.no_grad()
+def joint_image_embeddings(adaptor, cache, batch_size: int = 256) -> np.ndarray:
+    """The Adaptor's *joint* image embedding, as the paper plots it: each image run through the Adaptor with its
+    own report (cross-attention to the report's tokens), ``image_emb`` [N, E]."""
+    adaptor.eval()
+    dev = adaptor.logit_scale.device
+    out = []
+    for i in range(0, len(cache), batch_size):
+        b = cache.batch(list(range(i, min(i + batch_size, len(cache)))))
+        o = adaptor(b["img_tokens"].float().to(dev), b["txt_tokens"].float().to(dev), b["txt_mask"].to(dev))
+        out.append(o["image_emb"].cpu())
+    return torch.cat(out).numpy()
 
 
 def three_class_labels(ds, classes) -> np.ndarray:
@@ -402,8 +472,8 @@ def segmentation(encoders: dict, env, cfg, seed, progress=True) -> dict:
                                             probe_size=cfg.image_size)
             method = SegmentationMethod(model)
             ds = _SegSet(tr, names, rows)
-            fit(method, ds, steps=cfg.seg_steps, batch_size=cfg.seg_batch, lr=cfg.seg_lr, weight_decay=1e-4,
-                seed=seed, progress=progress)
+            fit_run(method, ds, tag=f"seg/{enc_name}@{f:g}", cfg=cfg, steps=cfg.seg_steps, batch_size=cfg.seg_batch,
+                    lr=cfg.seg_lr, weight_decay=1e-4, seed=seed, progress=progress)
             pred = torch.cat([method.predict(x_te[i:i + 128]).cpu() for i in range(0, len(x_te), 128)])
             for k, n in enumerate(names):
                 pos = g_te[:, k].flatten(1).any(1)
@@ -428,6 +498,11 @@ def silhouettes(feats_te: dict, env, cfg, seed) -> tuple[dict, dict]:
         z = project_2d(x, "tsne", seed=int(seed), perplexity=cfg.tsne_perplexity)  # one thread, same coordinates
         coords[name] = z
         scores[name] = {"space": silhouette(x, y[m], metric="cosine"), "tsne": silhouette(z, y[m])}
+        if "joint" in f:   # the Adaptor's joint embedding (image + its report), the paper's picture
+            xj = f["joint"][m].astype(np.float64)
+            zj = project_2d(xj, "tsne", seed=int(seed), perplexity=cfg.tsne_perplexity)
+            coords[f"{name}_joint"] = zj
+            scores[name].update(joint_space=silhouette(xj, y[m], metric="cosine"), joint_tsne=silhouette(zj, y[m]))
     return scores, coords
 
 
@@ -484,7 +559,7 @@ def evaluate_all(models: dict, cfg: AdaptorConfig, seed: int, progress: bool = T
     sil, coords = silhouettes(fte, env, cfg, seed)
     metrics["silhouette"] = sil
     att = {}
-    for name in [k for k in ("adaptor", "adaptor_paper") if k in models]:
+    for name in [w.key for w in cfg.weightings if w.key in models]:
         att[name] = word_attention(models[name], env, cfg)
         metrics.setdefault("attention", {})[name] = attention_scores(att[name], seed)
     metrics["params"] = parameter_counts(models, cfg)
@@ -500,10 +575,274 @@ def evaluate_all(models: dict, cfg: AdaptorConfig, seed: int, progress: bool = T
     return metrics, {"features_test": fte, "tsne": coords, "attention": att}
 
 
-@register("adaptor_downstream", PROFILES, description="Adaptor vs end-to-end CLIP / MSD: parameters, 1/10/100 % "
-          "classification and segmentation, silhouettes, word attention (chapters 07-08)")
+
+# --------------------------------------------------------------------------------------------------
+# data="real": MIMIC-CXR pretraining, RSNA / SIIM downstream, the backbone grid (gpu profile)
+# --------------------------------------------------------------------------------------------------
+def short_name(name: str, kind: str) -> str:
+    """A results-key name of a backbone: the timm name without its weights tag, the Hugging Face repo without
+    its owner; ``""`` (the packaged text encoder) is ``minilm``."""
+    if not name:
+        return "minilm" if kind == "text" else "none"
+    return name.split("/")[-1].split(".")[0]
+
+
+def build_real_image_backbone(cfg: AdaptorConfig, name: str, trainable: str = "none"):
+    """A timm image backbone (``pretrained`` from the local cache; frozen unless ``trainable``); ViTs at
+    ``cfg.image_size``."""
+    kw = {"img_size": cfg.image_size} if name.startswith(("vit", "deit", "eva")) else {}
+    return build_image_encoder(name, pretrained=cfg.pretrained, in_chans=1, trainable=trainable, **kw)
+
+
+def _loader(view):
+    """The raw loader under a :class:`~medvlp_lib.pipeline.SplitView` (its items carry ``image`` / ``mask``) and
+    the rows; a plain dataset is its own loader with every row."""
+    base = getattr(view, "base", None)
+    if base is None:
+        return view, np.arange(len(view), dtype=np.int64)
+    return getattr(base, "base", base), view.rows
+
+
+class _ImageRows(torch.utils.data.Dataset):
+    """Items ``rows`` of ``loader`` as uint8 images [H, W] (what :func:`cached_embeddings` hashes and embeds)."""
+
+    def __init__(self, loader, rows):
+        self.loader, self.rows = loader, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        x = self.loader[int(self.rows[i])]["image"]
+        return torch.from_numpy(np.round(x[0].numpy() * 255).astype(np.uint8))
+
+
+def _read_images(loader, rows, cfg: AdaptorConfig, as_float: bool = False) -> np.ndarray | torch.Tensor:
+    """The images of ``rows`` read through a DataLoader with ``cfg.num_workers`` workers: uint8 [n, H, W], or
+    float [n, 1, H, W] in [0, 1] with ``as_float``."""
+    dl = torch.utils.data.DataLoader(_ImageRows(loader, rows), batch_size=64, shuffle=False,
+                                     num_workers=cfg.num_workers)
+    x = torch.cat(list(dl)) if len(rows) else torch.zeros(0, cfg.image_size, cfg.image_size, dtype=torch.uint8)
+    return x[:, None].float() / 255.0 if as_float else x.numpy()
+
+
+class StreamedCache(torch.utils.data.Dataset):
+    """An embedding cache built chunk by chunk (:func:`streamed_cache`): the :class:`~medvlp_lib.data.cache.
+    EmbeddingCache` of each chunk of ``stream_chunk`` images, read as one dataset (items as ``EmbeddingCache``'s,
+    ``index`` the row over all chunks). ``parts`` are the chunks; ``grid`` the image token grid."""
+
+    def __init__(self, parts):
+        if not parts:
+            raise ValueError("StreamedCache needs at least one chunk")
+        self.parts = list(parts)
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.grid = tuple(self.parts[0].meta["grid"])
+        self.meta = {"grid": list(self.grid), "n": int(self._starts[-1]), "chunks": [p.key for p in self.parts]}
+
+    def __len__(self):
+        return int(self._starts[-1])
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for StreamedCache of length {len(self)}")
+        i = int(i) % len(self)
+        k = int(np.searchsorted(self._starts, i, side="right") - 1)
+        item = self.parts[k][i - int(self._starts[k])]
+        item["index"] = i
+        return item
+
+    def array(self, name: str) -> np.ndarray:
+        """``name`` over all chunks, in memory: for the small per-image arrays (``img_pooled``, ``txt_pooled``)."""
+        return np.concatenate([np.asarray(p.array(name)) for p in self.parts])
+
+    def token_batches(self, name: str = "img_tokens", batch_size: int = 256):
+        """``name`` as float32 tensors of at most ``batch_size`` rows, in order (one batch in memory at a time)."""
+        for p in self.parts:
+            for i in range(0, len(p), batch_size):
+                yield p.tensor(name, slice(i, i + batch_size))
+
+
+def streamed_cache(image_backbone, text_backbone, loader, rows, texts, cfg: AdaptorConfig,
+                   progress: bool = True) -> StreamedCache:
+    """Frozen embeddings of ``loader``'s ``rows`` (with ``texts``) built ``cfg.stream_chunk`` images at a time:
+    each chunk is read through the DataLoader's workers, embedded and stored as its own
+    :func:`~medvlp_lib.data.cache.cached_embeddings` entry (so an interrupted build resumes at the first missing
+    chunk), and dropped from memory before the next is read."""
+    rows, texts = np.asarray(rows, dtype=np.int64), list(texts)
+    if len(rows) != len(texts) or not len(rows):
+        raise ValueError(f"streamed_cache needs as many texts as rows (> 0), got {len(rows)} rows, {len(texts)} texts")
+    parts = []
+    for i in range(0, len(rows), cfg.stream_chunk):
+        images = _read_images(loader, rows[i:i + cfg.stream_chunk], cfg)
+        parts.append(cached_embeddings(image_backbone, text_backbone, images, texts[i:i + cfg.stream_chunk],
+                                       progress=progress))
+        del images
+    return StreamedCache(parts)
+
+
+@torch.no_grad()
+def _adaptor_probe_features(adaptor, cache: StreamedCache, dummy) -> np.ndarray:
+    """The Adaptor's image ``[CLS]`` state with the dummy text, computed batch by batch over a streamed cache."""
+    return torch.cat([adaptor_image_embeddings(adaptor, t, dummy)["image_cls"]
+                      for t in cache.token_batches()]).numpy()
+
+
+@torch.no_grad()
+def _encoder_features(encoder, loader, rows, cfg: AdaptorConfig, batch_size: int = 256) -> np.ndarray:
+    """Pooled features of an image encoder on ``loader``'s ``rows``, read ``stream_chunk`` images at a time."""
+    dev = get_device()
+    encoder.eval().to(dev)
+    out = []
+    for i in range(0, len(rows), cfg.stream_chunk):
+        x = _read_images(loader, rows[i:i + cfg.stream_chunk], cfg, as_float=True)
+        out += [encoder(x[j:j + batch_size].to(dev)).float().cpu() for j in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def train_real_clip(cfg: AdaptorConfig, img_name: str, txt_name: str, train, seed: int, tag: str,
+                    progress: bool = True):
+    """The end-to-end comparator on real data: CLIP (:func:`pipeline.build_clip`) with the Adaptor's image and
+    text backbones, both fine-tuned (``image_trainable`` / ``text_trainable``) on the MIMIC-CXR pretraining split,
+    images streamed through the DataLoader (:func:`fit_run`, tag ``tag``)."""
+    e2e = cfg.replace(image_encoder=img_name, text_encoder=txt_name or None)
+    method = build_clip(e2e, seed)
+    if img_name.startswith(("vit", "deit", "eva")):   # a ViT at the run's image size (timm's default is 518 px)
+        seed_everything(seed)
+        method.model.image_encoder = build_real_image_backbone(cfg, img_name, trainable=cfg.image_trainable)
+    if cfg.text_trainable == "none":
+        method.model.text_encoder.precompute(list(train.texts), progress=progress)
+    hist = fit_run(method, train, tag=tag, cfg=cfg, batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs,
+                   lr=cfg.e2e_lr, weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
+    method.eval()
+    return method, hist
+
+
+class _RealSegSet(torch.utils.data.Dataset):
+    """SIIM images and pneumothorax masks of ``rows`` of a split view (items ``image [1, H, W]``, ``mask [1, H, W]``)."""
+
+    def __init__(self, view, rows):
+        self.loader, base_rows = _loader(view)
+        self.rows = base_rows[np.asarray(rows, dtype=np.int64)]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = int(self.rows[i])
+        item = self.loader[r]
+        return {"image": item["image"].float(), "mask": item["mask"].float()[None]}
+
+
+def _real_segmentation(enc, enc_key, tr, te, cfg, seed, progress) -> dict:
+    """SIIM pneumothorax Dice of the frozen backbone + U-Net decoder at each label fraction (decoder trained on the
+    positive films among the fraction, as on the embedded benchmark; Dice over positive test films)."""
+    y = tr.labels.reshape(len(tr), -1)[:, :1]
+    te_loader, te_rows = _loader(te)
+    pos_te = [int(r) for r in te_rows if te_loader.labels[int(r)] > 0.5]
+    x_te = torch.stack([te_loader[r]["image"].float() for r in pos_te]) if pos_te else None
+    g_te = torch.stack([te_loader[r]["mask"] for r in pos_te]) if pos_te else None
+    out = {}
+    for f in cfg.fractions:
+        rows = stratified_subsample(y, f, seed)
+        pos = rows[y[rows, 0] > 0.5]
+        rows = pos if len(pos) else rows
+        seed_everything(seed)
+        model = FrozenBackboneSegmenter(copy.deepcopy(enc), num_classes=1, width=cfg.seg_width,
+                                        probe_size=cfg.image_size)
+        method = SegmentationMethod(model)
+        fit_run(method, _RealSegSet(tr, rows), tag=f"seg/{enc_key}@{f:g}", cfg=cfg, steps=cfg.seg_steps,
+                batch_size=cfg.seg_batch, lr=cfg.seg_lr, weight_decay=1e-4, seed=seed, progress=progress)
+        if x_te is None:
+            out[f"siim_dice@{f:g}"] = float("nan")
+        else:
+            pred = torch.cat([method.predict(x_te[i:i + 64]).cpu() for i in range(0, len(x_te), 64)])
+            out[f"siim_dice@{f:g}"] = float(dice_per_image(pred[:, 0], g_te).float().mean())
+        out[f"n_train@{f:g}"] = int(len(rows))
+    return out
+
+
+def real_downstream(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dict:
+    """The paper's protocol on real data, for every (image, text) backbone pair of the grid.
+
+    Pretraining: the frozen backbones embed MIMIC-CXR-JPG's train split (:func:`pipeline.load_pretraining`) chunk
+    by chunk (:func:`streamed_cache`: host memory holds ``stream_chunk`` images, never the split); an Adaptor per
+    loss weighting trains on the cache (:func:`fit_run`, tag ``<image>+<text>/<weighting>``). With ``real_clip``,
+    the end-to-end comparator: CLIP with the same image backbone and the first text backbone, both fine-tuned on
+    the same split (:func:`train_real_clip`, tag ``<image>+<text>/clip``). Downstream
+    (:func:`pipeline.downstream_datasets`, RSNA and SIIM seeded 70/30): a linear head on the frozen features
+    (``frozen/<image>/<set>/auc@f``), on the Adaptor's image-only ``[CLS]`` state (the empty report as the dummy
+    text, as the thesis code; ``grid/<image>+<text>/<weighting>/<set>/auc@f``) and on CLIP's fine-tuned pooled
+    features (``clip/<image>+<text>/<set>/auc@f``) at each label fraction; SIIM segmentation with the frozen
+    backbone + U-Net decoder (``seg/<image>/siim_dice@f``: the Adaptor leaves the image backbone untouched, so this
+    *is* its segmentation) and with CLIP's fine-tuned backbone (``seg/<image>+<text>/clip/siim_dice@f``).
+    """
+    train, _ = load_pretraining(cfg)
+    down = downstream_datasets(cfg, cfg.real_downstream)
+    out: dict = {"grid": {}, "frozen": {}, "seg": {}, "final_loss": {}}
+
+    def probe(f_tr, f_te, vtr, vte):
+        seed_everything(seed)   # the probe's subsets must not depend on whether training ran or resumed
+        auc = linear_probe_auc(f_tr, vtr.labels, f_te, vte.labels, fractions=cfg.fractions, seeds=(seed,))
+        return {f"auc@{f:g}": auc[f]["mean"] for f in cfg.fractions}
+
+    for img_name in cfg.image_encoders:
+        ik = short_name(img_name, "image")
+        seed_everything(cfg.data_seed)   # random-init backbones (smoke) must be the same in every seed and on resume
+        img = build_real_image_backbone(cfg, img_name)
+        for ti, txt_name in enumerate(cfg.text_encoders):
+            tk = short_name(txt_name, "text")
+            seed_everything(cfg.data_seed)
+            txt = build_frozen_text_backbone(txt_name or None)
+            cache = streamed_cache(img, txt, train, np.arange(len(train)), train.texts, cfg, progress)
+            dummy = empty_text_tokens(txt)
+            down_cache = {}
+            for d, (vtr, vte) in down.items():
+                for part, v in (("train", vtr), ("test", vte)):
+                    loader, rows = _loader(v)
+                    down_cache[d, part] = streamed_cache(img, txt, loader, rows, [""] * len(v), cfg, progress)
+            if ti == 0:   # the frozen baseline: pooled backbone features (the text encoder plays no part)
+                for d, (vtr, vte) in down.items():
+                    out["frozen"].setdefault(ik, {})[d] = probe(down_cache[d, "train"].array("img_pooled").astype(
+                        np.float32), down_cache[d, "test"].array("img_pooled").astype(np.float32), vtr, vte)
+            for w in cfg.weightings:
+                wi = w.overrides["image_weight"]
+                adaptor, hist = train_adaptor({"cache_train": cache}, cfg, seed, wi, 1.0 - wi, progress,
+                                              tag=f"{ik}+{tk}/{w.key}")
+                out["final_loss"][f"{ik}+{tk}/{w.key}"] = float(np.mean([h["loss"] for h in hist[-max(1, len(hist) // 10):]]))
+                out["grid"].setdefault(f"{ik}+{tk}", {})[w.key] = {
+                    d: probe(*(_adaptor_probe_features(adaptor, down_cache[d, p], dummy) for p in ("train", "test")),
+                             vtr, vte) for d, (vtr, vte) in down.items()}
+            del cache, down_cache
+            if ti == 0 and cfg.real_clip:
+                clip, hist = train_real_clip(cfg, img_name, txt_name, train, seed, f"{ik}+{tk}/clip", progress)
+                out["final_loss"][f"{ik}+{tk}/clip"] = float(np.mean([h["loss"] for h in hist[-max(1, len(hist) // 10):]]))
+                enc = clip.model.image_encoder
+                res = {}
+                for d, (vtr, vte) in down.items():
+                    f_tr, f_te = (_encoder_features(enc, *_loader(v), cfg) for v in (vtr, vte))
+                    res[d] = probe(f_tr, f_te, vtr, vte)
+                out.setdefault("clip", {})[f"{ik}+{tk}"] = res
+                if "siim" in down:
+                    out["seg"][f"{ik}+{tk}/clip"] = _real_segmentation(enc, f"{ik}+{tk}/clip", *down["siim"], cfg,
+                                                                       seed, progress)
+        if "siim" in down:
+            out["seg"][ik] = _real_segmentation(img, ik, *down["siim"], cfg, seed, progress)
+    return out
+
+@register("adaptor_downstream", PROFILES, seeds={"fast": (0,), "cpu": (0, 1, 2, 3, 4), "gpu": (0, 1, 2, 3, 4)},
+          description="Adaptor (loss weights 0.25 = public code, 0.5, 0.75) vs end-to-end CLIP / MSD: parameters, "
+          "1/10/100 % classification and segmentation, silhouettes (joint embedding), word attention (chapters "
+          "07-08). cpu: 5 paired seeds; per seed 3 Adaptors x 2 epochs on the cache, CLIP 2 epochs, MSD 1, VLCD 1, "
+          "9 decoders x 30 steps; estimated ~30 min wall with --jobs 2 on the shared 2-core machine (measured: the "
+          "committed 3-seed record's cpu_seconds, 309 s train + 84 s evaluate per seed on one thread, +~30 s for "
+          "the third Adaptor and the joint t-SNEs; 3 rounds of 2 seeds + ~5 min SimCLR/cache warm-up). gpu: "
+          "data='real' (MIMIC-CXR -> RSNA/SIIM), the DINOv2 ViT-B/14 x {ClinicalBERT, CXR-BERT, BioBERT} grid, "
+          "images streamed in chunks, and an end-to-end CLIP (ViT-B/14 + ClinicalBERT, both fine-tuned 30 epochs) as "
+          "the 1 % comparator")
 def adaptor_downstream(cfg: AdaptorConfig, seed: int) -> dict:
 
+    if cfg.data == "real":   # the record's wall time says what it cost; no timings among the metrics
+        return real_downstream(cfg, seed)
     t0 = time.process_time()
     models = train_all(cfg, seed)
     t1 = time.process_time()
@@ -518,9 +857,7 @@ def _parameter_models(cfg: AdaptorConfig) -> dict:
 
     img = build_image_encoder(cfg.image_encoder, pretrained=False, in_chans=1, trainable="none")
     txt = build_frozen_text_backbone(cfg.text_encoder)
-    adaptor = Adaptor(int(img.out_dim), int(txt.out_dim), width=cfg.adaptor_width,
-                      embed_dim=cfg.adaptor_embed_dim, num_layers=cfg.adaptor_layers,
-                      num_heads=cfg.adaptor_heads)
+    adaptor = Adaptor(int(img.out_dim), int(txt.out_dim), **cfg.adaptor_kwargs())
     return {"env": {"image_backbone": img, "text_backbone": txt}, "adaptor": adaptor}
 
 
@@ -542,21 +879,25 @@ def _claim_params(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     if "params/paper_scale/reduction_pct" not in s:
         return "—", "not testable here", "the record holds no paper-scale parameter count"
+    if "adaptor_structure" not in rec.get("config", {}):
+        return ("— (re-run pending: this record counts the book's Adaptor on ResNet-50, not the public code's on "
+                "DINOv2 ViT-B/14)", "pending", "Re-run `python -m medvlp_lib.experiments run adaptor_params --profile "
+                "cpu` (seconds): the record predates the count of the Adaptor as the public code builds it.")
     red = s["params/paper_scale/reduction_pct"]["mean"]
     adp = s["params/paper_scale/adaptor/trainable"]["mean"] / 1e6
     e2e = s["params/paper_scale/clip/trainable"]["mean"] / 1e6
     ours = s["params/ours/reduction_pct"]["mean"]
-    text = (f"{adp:.1f} M vs {e2e:.1f} M trainable at paper size (ResNet-50 + BERT-base): {red:.1f} % fewer; "
+    text = (f"{adp:.1f} M vs {e2e:.1f} M trainable at paper size (the public Adaptor structure on DINOv2 ViT-B/14 + "
+            f"BERT-base): {red:.1f} % fewer; "
             f"{ours:.1f} % fewer on the book's ResNet-18 + MiniLM (Adaptor width "
             f"{rec['config']['adaptor_width']})")
     if red > 90.0:
         return text, "reproduced", f"Counted from the modules: the paper-size Adaptor trains {red:.1f} % fewer parameters."
     lo, hi = 100 * (1 - adp / 135.0), 100 * (1 - adp / 173.0)
-    return text, "contradicted", (f"Counted from the modules, the paper's Adaptor (width 768, 2 shared cross-attention "
-                                    f"layers) has {adp:.1f} M parameters, {red:.1f} % fewer than end-to-end training of "
-                                    f"ResNet-50 + BERT-base: large, but short of 'over 90 %' (against the paper's "
-                                    f"135-173 M comparators it would be {lo:.1f}-{hi:.1f} %; the paper's ~12 M needs a "
-                                    f"smaller Adaptor than our reading of its Fig. 1).")
+    return text, "contradicted", (f"Counted from the modules, the Adaptor as the public code builds it has {adp:.1f} M "
+                                    f"parameters, {red:.1f} % fewer than end-to-end training of the same backbones: "
+                                    f"short of 'over 90 %' (against the paper's 135-173 M comparators it would be "
+                                    f"{lo:.1f}-{hi:.1f} %).")
 
 
 def _one_seed(*entries) -> bool:
@@ -586,58 +927,114 @@ def _competitive(rec: dict, key: str, adaptor: str, what: str, context: str, wor
     a, c, m = (s[key.format(k)] for k in (adaptor, "clip", "msd"))
     ours = f"{what} {fmt(a)}, CLIP {fmt(c)}, MSD {fmt(m)}; {context} (n={a['n']} seeds)"
     best_name, best = max((("CLIP", c), ("MSD", m)), key=lambda t: t[1]["mean"])
-    j = judge(Comparison(a, best, kind="non-inferiority", margin=COMPETITIVE_MARGIN))
+    return _noninferior(a, best, best_name, ours, wording)
+
+
+def _noninferior(a: dict, b: dict, b_name: str, ours: str, wording: Wording) -> tuple[str, str, str]:
+    j = judge(Comparison(a, b, kind="non-inferiority", margin=COMPETITIVE_MARGIN))
     verdict = claim_verdict([j])
-    return ours, verdict, wording.explain(verdict, [j], best=best_name, weak=_weak(j.se))
+    return ours, verdict, wording.explain(verdict, [j], best=b_name, weak=_weak(j.se))
+
+
+def _real_pair(s: dict, prefix: str, suffix: str) -> str | None:
+    """The first ``<image>+<text>`` pair of a data='real' record with an end-to-end CLIP entry
+    ``<prefix><pair><suffix>`` in its summary."""
+    pairs = sorted(k[len(prefix):-len(suffix)] for k in s if k.startswith(prefix) and k.endswith(suffix))
+    return pairs[0] if pairs else None
+
+
+_NO_REAL_CLIP = ("— (re-run pending: this data='real' record has no end-to-end CLIP at 1 %)", "pending",
+                 "The Adaptor needs an end-to-end comparator trained on the same MIMIC-CXR split (real_clip).")
 
 
 _1PCT = Wording(
     reproduced="The Adaptor is within seed noise of, or better than, the best end-to-end model ({best}) at 1 % labels "
                "({d:+.1f} AUC points, SE {se:.1f}).{weak}",
-    not_reproduced="{best} beats the Adaptor at 1 % labels by {neg:.1f} AUC points (> 2 standard errors, {se:.1f}).",
+    not_reproduced="{best} beats the Adaptor at 1 % labels by {neg:.1f} AUC points, more than the 2-point margin "
+                   "(95 % CI of the paired difference {lo:+.1f} to {hi:+.1f}).",
+    inconclusive="The Adaptor is {d:+.1f} AUC points from {best} at 1 % labels (SE {se:.1f}): too noisy to tell whether "
+                 "it is within the 2-point margin (95 % CI {lo:+.1f} to {hi:+.1f}).",
     pending=_ONE_SEED)
 _SEG = Wording(
     reproduced="At 1 % labels the frozen backbone's decoder is within seed noise of, or better than, the end-to-end "
                "backbones ({d:+.1f} Dice points vs {best}, SE {se:.1f}); short end-to-end training barely moves the "
                "SimCLR weights.{weak}",
-    not_reproduced="{best}'s fine-tuned backbone segments better at 1 % by {neg:.1f} Dice points (> 2 SE, {se:.1f}).",
+    not_reproduced="{best}'s fine-tuned backbone segments better at 1 % by {neg:.1f} Dice points, more than the "
+                   "2-point margin (95 % CI of the paired difference {lo:+.1f} to {hi:+.1f}).",
+    inconclusive="The frozen backbone's decoder is {d:+.1f} Dice points from {best}'s at 1 % (SE {se:.1f}): too noisy to "
+                 "tell whether it is within the 2-point margin (95 % CI {lo:+.1f} to {hi:+.1f}).",
     pending=_ONE_SEED)
 
 
-@claim("adaptor-1pct", paper="Adaptor", chapter="07", claim="competitive with end-to-end at 1 % labels",
-       paper_value="RSNA AUC 84.4 at 1 %", result="adaptor_downstream")
+PAPER_TABLES = ("the public code's notebooks/tables_figures.ipynb (the thesis tables; the stored paper text "
+                "/work/shared/papers/adaptor_2401.01179.md keeps only the captions of its 3 tables)")
+"""Where the paper's numbers in the two non-inferiority rows come from. The end-to-end comparators' 1 % numbers
+(ConVIRT / GLoRIA / MGCA, the paper's Tables 1-2) are in neither source, so the paper's own gap to them is not
+verified here; the 2-point margin stands on its own."""
+
+
+@claim("adaptor-1pct", paper="Adaptor", chapter="07",
+       claim="competitive with end-to-end at 1 % labels (non-inferiority, margin 2 AUC points; the paper's own gap "
+             "to the end-to-end methods at 1 % is not in the stored text, so unverified)",
+       paper_value="RSNA AUC 84.4 at 1 % (DINOv2-B + BioBERT; 76.3-84.4 over the 15 backbone pairs: thesis table "
+                   "'Classification results (AUROC) on RSNA')", result="adaptor_downstream")
 def _claim_1pct(rec: dict) -> tuple[str, str, str]:
+    s = rec["summary"]
+    if "cls/adaptor/binary_auc@0.01" not in s:   # data='real': RSNA, the grid's first pair vs its CLIP
+        pair = _real_pair(s, "clip/", "/rsna/auc@0.01")
+        if pair is None:
+            return _NO_REAL_CLIP
+        a, c = s[f"grid/{pair}/adaptor/rsna/auc@0.01"], s[f"clip/{pair}/rsna/auc@0.01"]
+        return _noninferior(a, c, "CLIP", f"RSNA AUC at 1 % ({pair}): Adaptor {fmt(a)}, end-to-end CLIP {fmt(c)} "
+                            f"(n={a['n']} seeds)", _1PCT)
     a3, c3 = (rec["summary"][f"cls/{k}/three_class_acc@0.01"] for k in ("adaptor", "clip"))
     return _competitive(rec, "cls/{}/binary_auc@0.01", "adaptor", "opacity AUC at 1 %: Adaptor",
                         f"3-class accuracy Adaptor {fmt(a3)} vs CLIP {fmt(c3)}", _1PCT)
 
 
-@claim("adaptor-seg", paper="Adaptor", chapter="07", claim="segmentation at 1 % labels is competitive",
-       paper_value="SIIM Dice", result="adaptor_downstream")
+@claim("adaptor-seg", paper="Adaptor", chapter="07",
+       claim="segmentation at 1 % labels is competitive (non-inferiority, margin 2 Dice points; the paper's own gap "
+             "to the end-to-end methods at 1 % is not in the stored text, so unverified)",
+       paper_value="SIIM Dice at 1 %: 73.1 (ResNet-AE), 41.9-72.6 (DINOv2-S/B) over the text backbones (thesis "
+                   "table 'Segment results (Dice) on SIIM')", result="adaptor_downstream")
 def _claim_seg(rec: dict) -> tuple[str, str, str]:
+    s = rec["summary"]
+    if "seg/frozen/pleural_effusion_dice@1" not in s:   # data='real': SIIM, frozen backbone vs CLIP's fine-tuned one
+        pair = _real_pair(s, "seg/", "/clip/siim_dice@0.01")
+        if pair is None:
+            return _NO_REAL_CLIP
+        a, c = s[f"seg/{pair.split('+')[0]}/siim_dice@0.01"], s[f"seg/{pair}/clip/siim_dice@0.01"]
+        return _noninferior(a, c, "CLIP", f"SIIM Dice at 1 % ({pair}): Adaptor (frozen backbone) {fmt(a)}, "
+                            f"end-to-end CLIP backbone {fmt(c)} (n={a['n']} seeds)", _SEG)
     full = rec["summary"]["seg/frozen/pleural_effusion_dice@1"]
     return _competitive(rec, "seg/{}/pleural_effusion_dice@0.01", "frozen", "effusion Dice at 1 %: Adaptor (frozen "
                         "backbone)", f"Adaptor at 100 %: {fmt(full)}", _SEG)
 
 
 _CLUSTERS = Wording(
-    reproduced="The Adaptor's embedding separates the classes better than the frozen features (+{d1:.3f} silhouette, "
-               "SE {se1:.3f}; t-SNE +{d2:.3f}).",
-    not_reproduced="The Adaptor does not separate the classes better than the frozen backbone beyond seed noise "
-                   "(embedding space {d1:+.3f}, SE {se1:.3f}; t-SNE {d2:+.3f}, SE {se2:.3f}).", scale=1.0)
+    reproduced="The Adaptor's joint embedding separates the classes better than the frozen features (+{d1:.3f} "
+               "silhouette, SE {se1:.3f}; t-SNE +{d2:.3f}).",
+    not_reproduced="The Adaptor's joint embedding does not separate the classes better than the frozen backbone beyond "
+                   "seed noise (embedding space {d1:+.3f}, SE {se1:.3f}; t-SNE {d2:+.3f}, SE {se2:.3f}).",
+    pending=_ONE_SEED, scale=1.0)
+CLUSTER_EFFECT = 0.05
+"""The paper's "better separated clusters" (t-SNE pictures, no number) read in our metric before the run: a
+silhouette gain of 0.05 (cosine, embedding space; Euclidean in t-SNE)."""
 
 
 @claim("adaptor-clusters", paper="Adaptor", chapter="08", claim="the Adaptor improves cluster separation (t-SNE/UMAP)",
        paper_value="t-SNE, COVIDx", result="adaptor_downstream", scale=1.0, unit="silhouette")
 def _claim_clusters(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
-    a, f = s["silhouette/adaptor/space"], s["silhouette/frozen/space"]
-    at, ft = s["silhouette/adaptor/tsne"], s["silhouette/frozen/tsne"]
-    ours = (f"silhouette (normal/opacity/effusion, test): before {fmt(f, 1, 3)} -> after the Adaptor {fmt(a, 1, 3)} "
-            f"(embedding space); t-SNE {fmt(ft, 1, 3)} -> {fmt(at, 1, 3)}")
-    if _one_seed(a, f, at, ft):  # pending, as the chapter's other claims on this record
-        return ours, "pending", _ONE_SEED
-    return judge_claim(ours, [Comparison(a, f), Comparison(at, ft)], _CLUSTERS)
+    if "silhouette/adaptor/joint_space" not in s:
+        return ("— (re-run pending: the record has no joint-embedding silhouette)", "pending",
+                "The claim is about the Adaptor's joint embedding (image + its report); this record predates it.")
+    a, f = s["silhouette/adaptor/joint_space"], s["silhouette/frozen/space"]
+    at, ft = s["silhouette/adaptor/joint_tsne"], s["silhouette/frozen/tsne"]
+    ours = (f"silhouette (normal/opacity/effusion, test): before {fmt(f, 1, 3)} -> the Adaptor's joint embedding "
+            f"{fmt(a, 1, 3)} (embedding space); t-SNE {fmt(ft, 1, 3)} -> {fmt(at, 1, 3)}")
+    return judge_claim(ours, [Comparison(a, f, paper_effect=CLUSTER_EFFECT),
+                              Comparison(at, ft, paper_effect=CLUSTER_EFFECT)], _CLUSTERS)
 
 
 CLAIMS = claims_of(__name__)

@@ -6,9 +6,12 @@ embeddings ``z_v``, ``z_t``; it is trained with the weighted CLIP loss
 
     S = scale * z_v z_t^T,   L = w CE(S, diag) + (1 - w) CE(S^T, diag),   scale = Adaptor.scale
 
-``w = image_weight`` weights the image->text direction (softmax over the texts of each image). The paper
-describes a symmetric CLIP loss (our reading: ``w = 0.5``); the default 0.75 is the weighting of the public
-thesis code as this library reads it (see the Adaptor chapter).
+``w = image_weight`` weights the image->text direction (softmax over the texts of each image). The default
+``w = 0.25`` is the public code's weighting: its ``CLIPLossFromSimilarities(image_weight=0.75)`` is applied to
+``logits_per_text`` (rows = texts) and puts the 0.75 on ``log_softmax(logits_per_text, dim=1)``, the softmax over
+the *images* of each text (text->image), and 0.25 on the softmax over texts of each image. The paper's text
+describes a CLIP-style loss without weights (our reading: symmetric, ``w = 0.5``); the chapter trains both and
+the opposite direction (``w = 0.75``, this library's earlier reading of the code) as a variant.
 """
 from __future__ import annotations
 
@@ -28,10 +31,10 @@ class AdaptorMethod(nn.Module):
     txt_mask bool [B, N_t], ...)`` (what :class:`medvlp_lib.data.cache.EmbeddingCache` yields) returns
     ``{"loss": tensor, "i2t", "t2i", "acc_i2t", "acc_t2i", "scale"}``. Only the Adaptor's parameters exist
     here, so the optimiser cannot touch the backbones. ``image_weight`` in [0, 1]: the weight of the
-    image->text term (0.5 = CLIP's symmetric loss).
+    image->text term (0.5 = CLIP's symmetric loss; default 0.25 = the public code, see the module docstring).
     """
 
-    def __init__(self, adaptor: Adaptor, image_weight: float = 0.75):
+    def __init__(self, adaptor: Adaptor, image_weight: float = 0.25):
         super().__init__()
         if not isinstance(adaptor, Adaptor):
             raise TypeError(f"adaptor must be an Adaptor, got {type(adaptor).__name__}")

@@ -134,7 +134,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale=1.0 / 0.07,
 
     ``image_emb``, ``text_emb``: [B, D] (L2-normalised for cosine similarities); ``scale`` the multiplier
     ``exp(logit_scale)`` (a model's ``scale`` property). ``image_weight=0.5`` is CLIP; the Adaptor's public
-    code weights the image->text direction (softmax over texts per image) by 0.75 (see
+    code weights the text->image direction (softmax over images per text) by 0.75, i.e. ``image_weight=0.25`` (see
     :mod:`medvlp_lib.methods.adaptor`). Returns ``(loss, parts)`` with parts ``i2t``, ``t2i`` (the two
     directional losses), ``acc_i2t`` / ``acc_t2i`` (in-batch top-1 accuracy) and ``scale`` (the multiplier used).
     """

@@ -67,7 +67,7 @@ from .encoders import (LOGIT_SCALE_INIT, ImageEncoder, ProjectionHead, TextEncod
 
 __all__ = ["CrossAttentionBlock", "Adaptor", "trainable_parameter_table", "paper_scale_parameter_table",
            "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings",
-           "find_word_tokens", "paper_scale_backbones"]
+           "find_word_tokens", "paper_scale_backbones", "PUBLIC_ADAPTOR"]
 
 
 def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
@@ -92,15 +92,21 @@ class CrossAttentionBlock(nn.Module):
     (scaled dot-product attention, no weights), which compute the same ``x`` from the same parameters.
     """
 
-    def __init__(self, width: int, num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0):
+    def __init__(self, width: int, num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0,
+                 ffn_dim: int | None = None, activation: str = "gelu"):
         super().__init__()
         if width % num_heads:
             raise ValueError(f"width ({width}) must be divisible by num_heads ({num_heads})")
+        if activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be 'gelu' or 'relu', got {activation!r}")
+        hidden = ffn_mult * width if ffn_dim is None else int(ffn_dim)
+        if hidden < 1:
+            raise ValueError(f"ffn_dim must be a positive integer, got {ffn_dim!r}")
         self.width, self.num_heads = width, num_heads
         self.attn = nn.MultiheadAttention(width, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(width)
-        self.ffn = nn.Sequential(nn.Linear(width, ffn_mult * width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_mult * width, width))
+        self.ffn = nn.Sequential(nn.Linear(width, hidden), nn.GELU() if activation == "gelu" else nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, width))
         self.norm2 = nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
 
@@ -149,10 +155,12 @@ class CrossAttentionBlock(nn.Module):
 
 
 class _AdaptorLayer(nn.Module):
-    def __init__(self, width, num_heads, ffn_mult, dropout, share_blocks):
+    def __init__(self, width, num_heads, ffn_mult, dropout, share_blocks, ffn_dim=None, activation="gelu"):
         super().__init__()
-        self.img_block = CrossAttentionBlock(width, num_heads, ffn_mult, dropout)
-        self.txt_block = self.img_block if share_blocks else CrossAttentionBlock(width, num_heads, ffn_mult, dropout)
+        kw = dict(ffn_dim=ffn_dim, activation=activation)
+        self.img_block = CrossAttentionBlock(width, num_heads, ffn_mult, dropout, **kw)
+        self.txt_block = self.img_block if share_blocks else CrossAttentionBlock(width, num_heads, ffn_mult, dropout,
+                                                                                 **kw)
 
     def forward(self, v, t, t_mask):
         v, a_vt = self.img_block(v, t, t_mask)      # image tokens attend to text
@@ -179,11 +187,17 @@ class Adaptor(nn.Module):
         share_blocks: one block per layer for both directions (paper Fig. 1, default) or one per direction.
         add_image_cls: prepend a learnable image ``[CLS]`` token (pooled output = its final state).
         init_logit_scale: initial ``logit_scale`` (log space), default ``ln(1/0.07)``.
+        ffn_dim: feed-forward width (default ``ffn_mult * width``; the public code: 2048, PyTorch's
+            ``TransformerEncoderLayer`` default). ``activation``: ``"gelu"`` or ``"relu"`` (public code).
+        input_bias: biases on the input projections (the public ``Project``: none).
+        output_proj: linear output projections to ``embed_dim`` after pooling; ``False`` = the public structure
+            (pooled first token, L2-normalised; needs ``embed_dim == width``).
     """
 
     def __init__(self, image_dim: int, text_dim: int, width: int = 768, embed_dim: int = 512, num_layers: int = 2,
                  num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0, share_blocks: bool = True,
-                 add_image_cls: bool = True, init_logit_scale: float = LOGIT_SCALE_INIT):
+                 add_image_cls: bool = True, init_logit_scale: float = LOGIT_SCALE_INIT, ffn_dim: int | None = None,
+                 activation: str = "gelu", input_bias: bool = True, output_proj: bool = True):
         super().__init__()
         for arg, v in (("image_dim", image_dim), ("text_dim", text_dim), ("width", width),
                        ("embed_dim", embed_dim), ("num_layers", num_layers), ("num_heads", num_heads)):
@@ -191,15 +205,18 @@ class Adaptor(nn.Module):
                 raise ValueError(f"{arg} must be a positive integer, got {v!r}")
         self.image_dim, self.text_dim, self.width, self.embed_dim = image_dim, text_dim, width, embed_dim
         self.share_blocks, self.add_image_cls = share_blocks, add_image_cls
-        self.image_in = nn.Linear(image_dim, width)
-        self.text_in = nn.Linear(text_dim, width)
+        if not output_proj and embed_dim != width:
+            raise ValueError(f"output_proj=False pools the width-{width} states directly: embed_dim must equal width, "
+                             f"got {embed_dim}")
+        self.image_in = nn.Linear(image_dim, width, bias=input_bias)
+        self.text_in = nn.Linear(text_dim, width, bias=input_bias)
         self.image_cls = nn.Parameter(torch.zeros(1, 1, width)) if add_image_cls else None
         if self.image_cls is not None:
             nn.init.normal_(self.image_cls, std=0.02)
-        self.layers = nn.ModuleList(_AdaptorLayer(width, num_heads, ffn_mult, dropout, share_blocks)
-                                    for _ in range(num_layers))
-        self.image_out = nn.Linear(width, embed_dim)
-        self.text_out = nn.Linear(width, embed_dim)
+        self.layers = nn.ModuleList(_AdaptorLayer(width, num_heads, ffn_mult, dropout, share_blocks, ffn_dim,
+                                                  activation) for _ in range(num_layers))
+        self.image_out = nn.Linear(width, embed_dim) if output_proj else nn.Identity()
+        self.text_out = nn.Linear(width, embed_dim) if output_proj else nn.Identity()
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
 
     @property
@@ -364,10 +381,10 @@ def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Modul
     return rows
 
 
-def paper_scale_backbones(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
+def paper_scale_backbones(image_arch: str = "vit_base_patch14_dinov2", text_layers: int = 12, text_width: int = 768,
                           max_length: int = 128, in_chans: int = 1) -> tuple[ImageEncoder, TextEncoder]:
     """Randomly initialised backbones of the paper's *sizes* (no download; enough to count parameters and FLOPs):
-    a timm ``image_arch`` (default ResNet-50, 2048-d) and a BERT-base-shaped text encoder (``text_layers`` x
+    a timm ``image_arch`` (default DINOv2 ViT-B/14, 768-d, one of the paper's image backbones) and a BERT-base-shaped text encoder (``text_layers`` x
     ``text_width``, 30,522-token vocabulary, ~110M parameters at the defaults) with the packaged MiniLM's BERT
     WordPiece tokenizer (the same uncased vocabulary), truncating at ``max_length`` tokens. Both trainable."""
     import timm
@@ -383,12 +400,21 @@ def paper_scale_backbones(image_arch: str = "resnet50", text_layers: int = 12, t
             TextEncoder(txt, tok, f"bert-{text_layers}x{text_width}-random", trainable="all", max_length=max_length))
 
 
-def paper_scale_parameter_table(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
-                                **kwargs) -> list[dict]:
+PUBLIC_ADAPTOR = dict(width=768, adaptor_embed_dim=768, num_heads=12, ffn_dim=2048, activation="relu",
+                      input_bias=False, output_proj=False)
+"""The Adaptor as the public code builds it (``holajoa/Adaptor-VL-SSL`` ``models/adaptor.py``): bias-free input
+projections ``Project`` to ``projection_dim`` = 768, ``num_layers`` = 2 ``TransformerEncoderLayerWithCrossAttention``
+(12 heads, ``dim_feedforward`` = 2048, ReLU, post-LN), each layer *shared* by the two directions, first-token
+pooling with no output projection: about 12.2 M parameters on 768-d backbones, the paper's "~12 M"."""
+
+
+def paper_scale_parameter_table(image_arch: str = "vit_base_patch14_dinov2", text_layers: int = 12,
+                                text_width: int = 768, **kwargs) -> list[dict]:
     """:func:`trainable_parameter_table` on :func:`paper_scale_backbones` (random weights of the paper's sizes),
-    with the paper's Adaptor (width 768, 12 heads). ``kwargs`` go to :func:`trainable_parameter_table`.
+    with the public code's Adaptor (:data:`PUBLIC_ADAPTOR`). ``kwargs`` go to :func:`trainable_parameter_table`.
     """
-    kwargs.setdefault("num_heads", 12)
+    for k, v in PUBLIC_ADAPTOR.items():
+        kwargs.setdefault(k, v)
     return trainable_parameter_table(*paper_scale_backbones(image_arch, text_layers, text_width), **kwargs)
 
 
