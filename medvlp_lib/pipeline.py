@@ -17,7 +17,7 @@ from .data import CXRDataset
 from .eval import (class_precision_at_k, embed, label_prompt_embeddings, linear_probe_auc, retrieval_recall,
                    zero_shot_auc)
 from .methods.clip import CLIP
-from .models.encoders import DualEncoder, build_image_encoder, build_text_encoder, parse_trainable
+from .models.encoders import DualEncoder, build_image_encoder, build_text_encoder, parse_trainable, tiny_timm_kwargs
 from .utils import get_device, seed_everything
 
 __all__ = ["DualEncoderConfig", "load_benchmark", "load_pretraining", "downstream_datasets", "build_dual_encoder",
@@ -40,7 +40,9 @@ class DualEncoderConfig(ExperimentConfig):
     ``image_encoder``: a timm name (``pretrained``: ImageNet weights from the local cache); ``text_encoder``: a
     Hugging Face name or folder (``None``: the packaged MiniLM); ``image_trainable`` / ``text_trainable``:
     ``"all"``, ``"none"`` or ``"last:N"``; ``embed_dim`` and ``proj`` (``"mlp"`` | ``"linear"``): the heads;
-    ``chexpert_per_class``: images per class of the CheXpert 5x200 evaluation (200; ``data="real"`` only).
+    ``chexpert_per_class``: images per class of the CheXpert 5x200 evaluation (200; ``data="real"`` only);
+    ``tiny``: smoke runs only -- the smallest instance of the image encoder's timm class
+    (:func:`medvlp_lib.models.encoders.tiny_timm_kwargs`).
     """
     image_encoder: str = weights_field("resnet18", source="timm")
     text_encoder: str | None = weights_field(None, source="hf")
@@ -50,6 +52,7 @@ class DualEncoderConfig(ExperimentConfig):
     embed_dim: int = 128
     proj: Literal["mlp", "linear"] = "mlp"
     chexpert_per_class: int = 200
+    tiny: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -69,7 +72,8 @@ def build_dual_encoder(cfg: DualEncoderConfig, seed: int):
                         f"{type(cfg).__name__}")
     seed_everything(seed)
     image = build_image_encoder(cfg.image_encoder, pretrained=cfg.pretrained, in_chans=1,
-                                trainable=cfg.image_trainable)
+                                trainable=cfg.image_trainable,
+                                **(tiny_timm_kwargs(cfg.image_encoder) if cfg.tiny else {}))
     text = build_text_encoder(cfg.text_encoder, trainable=cfg.text_trainable)
     return DualEncoder(image, text, embed_dim=cfg.embed_dim, proj=cfg.proj)
 

@@ -414,7 +414,7 @@ def smoke(selected=None, *, device: str | None = None, out=None, seeds=(0,), che
             t0 = time.time()
             entry: dict = {"ok": False}
             try:
-                kw = dict(profile="gpu", seeds=seeds, smoke=True, run_dir=out / "runs", device=device, ckpt_every=2,
+                kw = dict(profile="gpu", seeds=seeds, smoke=True, run_dir=out / "runs", device=device, ckpt_every=10_000,
                           verbose=False)
                 first = run(name, directory=out / "results", **kw)
                 if check_resume:

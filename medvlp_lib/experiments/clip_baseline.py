@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import require
 from ..methods.clip import CLIP
-from ..models.encoders import DualEncoder, build_image_encoder, build_text_encoder
+from ..models.encoders import TINY_TEXT_ENCODER, DualEncoder, build_image_encoder, build_text_encoder, tiny_timm_kwargs
 from ..models.paper_msd import PAPER
 from ..pipeline import DualEncoderConfig, evaluate_pretraining, load_pretraining
 from ..results import Comparison, Wording, compare, fmt, judge_claim
@@ -54,11 +54,12 @@ class CXRTrainConfig(DualEncoderConfig):
 
     def smoke(self) -> "CXRTrainConfig":
         """The same code path (data source and loaders, encoder classes, method, evaluation) shrunk: 32 px, one
-        epoch over the fixture split, no downloaded weights (random Swin-Tiny; the text encoder becomes the
-        packaged MiniLM, a ``BertModel`` like Bio_ClinicalBERT, so nothing is fetched), probes on half / all labels
-        and 2 CheXpert 5x200 images per class."""
-        return self.replace(image_size=32, n_train=None, n_test=None, epochs=1, pretrained=False, text_encoder=None,
-                            probe_fractions=(0.5, 1.0), chexpert_per_class=2, warmup_frac=0.0)
+        epoch over the fixture split, no downloaded weights: the smallest random instance of the Swin class
+        (``tiny``) and a tiny random ``BertModel`` like Bio_ClinicalBERT (``TINY_TEXT_ENCODER``), probes on half /
+        all labels and 2 CheXpert 5x200 images per class."""
+        return self.replace(image_size=32, n_train=None, n_test=None, epochs=1, pretrained=False,
+                            text_encoder=TINY_TEXT_ENCODER, tiny=True, probe_fractions=(0.5, 1.0), chexpert_per_class=2,
+                            warmup_frac=0.0, num_workers=min(self.num_workers, 1), amp=None)
 
 
 _VIT_LIKE = ("swin", "vit", "deit", "beit", "eva")
@@ -71,6 +72,8 @@ def build_cxr_dual(cfg: CXRTrainConfig, seed: int) -> DualEncoder:
     same architecture runs at the configuration's resolution."""
     seed_everything(seed)
     extra = {"img_size": cfg.image_size} if cfg.image_encoder.startswith(_VIT_LIKE) else {}
+    if cfg.tiny:
+        extra.update(tiny_timm_kwargs(cfg.image_encoder))
     image = build_image_encoder(cfg.image_encoder, pretrained=cfg.pretrained, in_chans=1,
                                 trainable=cfg.image_trainable, **extra)
     text = build_text_encoder(cfg.text_encoder, trainable=cfg.text_trainable)
@@ -101,7 +104,7 @@ _CPU = ClipConfig(image_encoder="resnet18", text_encoder=None, text_trainable="n
 PAPER_MODELS = dict(data="real", image_encoder=PAPER["image_encoder"], text_encoder=PAPER["text_encoder"],
                     pretrained=True, image_trainable="all", text_trainable="all", image_size=PAPER["image_size"],
                     embed_dim=PAPER["embed_dim"], proj="linear", lr=1e-4, weight_decay=0.02, warmup_frac=0.02,
-                    n_train=None, n_test=None)
+                    n_train=None, n_test=None, num_workers=8, amp="auto")
 """The gpu profiles of chapters 01-03: MIMIC-CXR-JPG (``data="real"``) and the MSD paper's dual encoder
 (ImageNet Swin-Tiny + Bio_ClinicalBERT, both trained end to end, 224 px, linear heads into 256 dimensions);
 AdamW at 1e-4 (the paper does not give its learning rate: ALBEF's)."""

@@ -188,6 +188,10 @@ class VLCDLambdaConfig(VLCDConfig):
         require(self, non_negative=("lams", "dist_mu"), unique=("lams",))
         _student_names(self, "student")
 
+    def smoke(self) -> "VLCDLambdaConfig":
+        """The smoke run of :class:`VLCDConfig` with two values of ``lam`` (0 and one > 0: both code paths)."""
+        return super().smoke().replace(lams=(0.0, 0.1))
+
 
 # cpu profile: sized for this 2-core machine shared by several jobs (``--jobs 2``: one single-threaded process per
 # seed): teacher 40 CLIP steps at batch 64, predistillation 16 steps over 512 natural crops, 32 VLCD steps at

@@ -30,7 +30,8 @@ from torch import nn
 
 __all__ = ["WeightsNotAvailableError", "ImageEncoder", "TextEncoder", "ProjectionHead", "DualEncoder",
            "DualEncoderBase", "build_image_encoder", "build_text_encoder", "default_text_encoder_path", "parse_trainable",
-           "MAX_SCALE", "LOGIT_SCALE_INIT", "scale_from_logit", "count_parameters", "freeze"]
+           "MAX_SCALE", "LOGIT_SCALE_INIT", "scale_from_logit", "count_parameters", "freeze", "TINY_TIMM_KWARGS",
+           "TINY_TEXT_ENCODER", "tiny_timm_kwargs"]
 
 MAX_SCALE = 100.0
 """The one cap of the similarity multiplier ``scale = exp(logit_scale)`` (CLIP: temperature never below 0.01).
@@ -199,6 +200,26 @@ def _check_image(x) -> None:
         raise TypeError(f"image batch must be a torch.Tensor [B, C, H, W], got {type(x).__name__}")
     if x.ndim != 4:
         raise ValueError(f"image batch must have shape [B, C, H, W], got {tuple(x.shape)}")
+
+
+TINY_TIMM_KWARGS = {
+    "swin": dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
+    "vit": dict(embed_dim=32, depth=1, num_heads=2),
+}
+"""Smoke-run stand-ins: the smallest instance of each transformer family's timm class (same class, same code path,
+a few thousand parameters), keyed by the model name's prefix."""
+
+TINY_TEXT_ENCODER = "tiny-random-bert"
+"""The smoke-run stand-in of a BERT-family text encoder: a ``BertModel`` of 2 layers x 32 dims, randomly
+initialised from the global seed, with the packaged MiniLM's (BERT) tokenizer: nothing is downloaded."""
+
+
+def tiny_timm_kwargs(name: str) -> dict:
+    """The :data:`TINY_TIMM_KWARGS` of ``name``'s family (``{}`` for a convolutional net, already small here)."""
+    for prefix, kwargs in TINY_TIMM_KWARGS.items():
+        if name.startswith(prefix):
+            return dict(kwargs)
+    return {}
 
 
 def build_image_encoder(name: str = "resnet18", pretrained: bool = False, in_chans: int = 1,
@@ -428,13 +449,21 @@ def _check_texts(texts) -> list[str]:
 
 def build_text_encoder(name_or_path: str | os.PathLike | None = None, trainable: str = "none",
                        max_length: int = 128) -> TextEncoder:
-    """A Hugging Face text encoder by hub name or local folder (default: the packaged all-MiniLM-L6-v2).
+    """A Hugging Face text encoder by hub name or local folder (default: the packaged all-MiniLM-L6-v2;
+    :data:`TINY_TEXT_ENCODER`: a tiny random BERT for smoke runs).
 
     ``trainable``: ``"none"`` (frozen, cached), ``"all"`` or ``"last:N"`` (the last N transformer layers
     and the pooler after them). A hub name that is not in the local cache while offline raises
     :class:`WeightsNotAvailableError` with the pre-download command.
     """
     parse_trainable(trainable)
+    if name_or_path == TINY_TEXT_ENCODER:
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        tokenizer = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
+        model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))
+        return TextEncoder(model, tokenizer, TINY_TEXT_ENCODER, trainable=trainable, max_length=max_length)
     if name_or_path is None:
         name_or_path = default_text_encoder_path()
     name = str(name_or_path)
