@@ -166,3 +166,19 @@ def test_dual_encoder_normalised_and_temperature(minilm):
     assert float(model.scale.detach()) == pytest.approx(MAX_SCALE)
     with pytest.raises(ValueError, match="init_temperature"):
         DualEncoder(build_image_encoder("test_resnet"), minilm, init_temperature=0.0)
+
+
+def test_tiny_stand_ins_are_the_same_classes_at_their_smallest():
+    from transformers import BertModel
+
+    from medvlp_lib.models.encoders import TINY_TEXT_ENCODER, build_image_encoder, build_text_encoder, tiny_timm_kwargs
+
+    text = build_text_encoder(TINY_TEXT_ENCODER, trainable="all")
+    assert isinstance(text.model, BertModel) and text.model.config.num_hidden_layers == 2
+    assert text(["no acute cardiopulmonary process", "small left effusion"]).shape[0] == 2
+    full = build_image_encoder("swin_tiny_patch4_window7_224", img_size=32)
+    tiny = build_image_encoder("swin_tiny_patch4_window7_224", img_size=32,
+                               **tiny_timm_kwargs("swin_tiny_patch4_window7_224"))
+    assert type(tiny.backbone) is type(full.backbone)
+    assert sum(p.numel() for p in tiny.parameters()) < sum(p.numel() for p in full.parameters()) / 50
+    assert tiny_timm_kwargs("resnet18") == {}

@@ -7,6 +7,7 @@ import pytest
 
 from medvlp_lib import experiments
 from medvlp_lib.config import weights_of
+from medvlp_lib.models.encoders import TINY_TEXT_ENCODER
 from medvlp_lib.models.paper_msd import PAPER
 
 NAMES = ("clip_batch_size", "msd_vs_baselines", "msd_alpha_beta", "msd_loss_weights", "msd_momentum_queue",
@@ -26,7 +27,8 @@ def test_gpu_profile_is_real_data_and_smoke_shrinks_it(name):
     assert gpu.pretrained and gpu.image_size == 224 and gpu.text_trainable == "all"
     assert {(f, s, n) for f, s, n in weights_of(gpu)} == {("image_encoder", "timm", PAPER["image_encoder"]),
                                                           ("text_encoder", "hf", PAPER["text_encoder"])}
-    assert not small.pretrained and small.text_encoder is None and small.image_encoder == gpu.image_encoder
+    assert not small.pretrained and small.text_encoder == TINY_TEXT_ENCODER and small.tiny
+    assert small.image_encoder == gpu.image_encoder                          # the same class, its smallest instance
     assert small.image_size <= 64
     if hasattr(gpu, "queue_size"):
         assert gpu.queue_size == 4096 and gpu.momentum == 0.995 and gpu.batch_size == 16
