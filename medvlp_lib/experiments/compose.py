@@ -111,9 +111,9 @@ class ComposeConfig(AdaptorConfig):
             raise ValueError("ComposeConfig.memory_findings needs at least two findings")
 
     def smoke(self) -> "ComposeConfig":
-        """The gpu path (real data, same classes) on tiny sizes: 32 px films, a 2-step SimCLR, tiny Adaptors,
+        """The gpu path (real data, same classes) on tiny sizes: 64 px films, a 2-step SimCLR, tiny Adaptors,
         a few steps of everything, batches that fit the fixture trees."""
-        return self.replace(image_size=32, n_train=24, n_test=16, ssl=SSLConfig(size=32, n_radiographs=16,
+        return self.replace(image_size=64, n_train=24, n_test=16, ssl=SSLConfig(size=64, n_radiographs=16,
                             n_natural=8, steps=2, batch_size=8), adaptor_width=16, adaptor_heads=2,
                             adaptor_layers=1, adaptor_embed_dim=16, adaptor_epochs=1, adaptor_batch=8,
                             e2e_batch=8, clip_epochs=1, msd_queue=16, msd_batches=(4, 8), rfbe_small_batch=4,
