@@ -53,7 +53,7 @@ from ..models.students import build_student
 from ..pipeline import build_clip, embed_dataset, load_pretraining
 from ..results import Comparison, Wording, fmt, judge_claim
 from ..utils import seed_everything
-from . import claim, claims_of, fit_run, register
+from . import claim, claims_of, current_run, fit_run, register
 from .adaptor import PROFILES as ADAPTOR_PROFILES
 from .adaptor import AdaptorConfig, classification
 from .vlcd import VLCDConfig, get_teacher, probe
@@ -209,6 +209,16 @@ def _probe_all(models: dict, env, cfg, seed) -> dict:
     return classification(ftr, fte, env, cfg, seed)
 
 
+def _timed(out: dict) -> dict:
+    """``out`` without its CPU-time entries in a smoke run (their resume check compares every metric, and CPU time
+    is not reproducible); unchanged otherwise."""
+    if not current_run().smoke:
+        return out
+    if isinstance(out, dict):
+        return {k: _timed(v) for k, v in out.items() if k != "cpu_seconds"}
+    return out
+
+
 def _tail(hist) -> float:
     return float(np.mean([h["loss"] for h in hist[-max(1, len(hist) // 10):]]))
 
@@ -229,7 +239,7 @@ def compose_msd_adaptor(cfg: ComposeConfig, seed: int) -> dict:
             models[name] = (lambda a: lambda e, s: adaptor_features(a, e, s))(a)
             out["final_loss"][name], out["cpu_seconds"][name], out["steps"][name] = _tail(hist), sec, len(hist)
     out["cls"] = _probe_all(models, env, cfg, seed)
-    return out
+    return _timed(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +259,7 @@ def compose_rfbe_adaptor(cfg: ComposeConfig, seed: int) -> dict:
         models[name] = (lambda a: lambda e, s: adaptor_features(a, e, s))(a)
         out["final_loss"][name], out["cpu_seconds"][name], out["steps"][name] = _tail(hist), sec, len(hist)
     out["cls"] = _probe_all(models, env, cfg, seed)
-    return out
+    return _timed(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,13 +295,13 @@ def adaptor_teacher(adaptor: Adaptor, env: dict, cfg: ComposeConfig) -> AdaptorT
     return AdaptorTeacher(env["image_backbone"], adaptor, env["empty_text"], table, cfg.feature_index)
 
 
-def _student(cfg, seed):
+def _student(cfg, seed, embed_dim: int):
     seed_everything(seed)
-    return build_student(cfg.vlcd_student, embed_dim=cfg.embed_dim, in_chans=1, img_size=cfg.image_size, proj="mlp")
+    return build_student(cfg.vlcd_student, embed_dim=embed_dim, in_chans=1, img_size=cfg.image_size, proj="mlp")
 
 
 def _distil(teacher, env, cfg, vcfg, seed, tag) -> dict:
-    student = _student(cfg, seed)
+    student = _student(cfg, seed, cfg.adaptor_embed_dim if isinstance(teacher, AdaptorTeacher) else cfg.embed_dim)
     cache = _embed_images(teacher.encode_image if isinstance(teacher, AdaptorTeacher) else
                           (lambda x: teacher.image_proj(teacher.image_features(x))), _images(env["train"]))
     method = VLCD(student, teacher=teacher, lam=cfg.vlcd_lam, teacher_cache=cache)
@@ -324,7 +334,7 @@ def compose_adaptor_teacher(cfg: ComposeConfig, seed: int) -> dict:
         out["teacher"]["r50"]["cpu_seconds"] = r50_sec
     out["student"]["adaptor"] = _distil(at, env, cfg, vcfg, seed, "student_adaptor")
     out["student"]["r50"] = _distil(r50, env, cfg, vcfg, seed, "student_r50")
-    return out
+    return _timed(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,6 +345,9 @@ def memory_model(env: dict, cfg: ComposeConfig, seed: int) -> MemoryPooling:
     finding of ``memory_findings``, filled by cosine K-means from the training reports' frozen embeddings."""
     c, tr = env["cache_train"], env["train"]
     cols = [list(tr.label_names).index(f) for f in cfg.memory_findings]
+    cols = [j for j in cols if (tr.labels[:, j] > 0.5).any()]  # a finding no training report mentions has no prototype
+    if len(cols) < 2:
+        raise ValueError(f"fewer than two of {cfg.memory_findings} occur in the training reports")
     rep = c.tensor("txt_pooled").float()
     seed_everything(seed)
     mem = ClassMemory(int(rep.shape[1]), n_slots=cfg.memory_slots, n_classes=len(cols), seed=seed)
@@ -371,6 +384,7 @@ def compose_memory_pooling(cfg: ComposeConfig, seed: int) -> dict:
                    epochs=cfg.adaptor_epochs, lr=cfg.adaptor_lr, weight_decay=cfg.adaptor_wd, seed=seed,
                    collate_fn=collate_cached, progress=False)
     out = {"cpu_seconds": {"memory": time.process_time() - t0}, "final_loss": {"memory": _tail(hist)},
+           "memory_findings": mm.memory.n_classes,
            "tau": float(mm.tau), "trainable": {"memory": sum(p.numel() for p in mm.parameters() if p.requires_grad)}}
     mm.eval()
     adaptor, ahist, sec = train_adaptor(env, cfg, seed, loss="clip", tag="adaptor")
@@ -388,7 +402,7 @@ def compose_memory_pooling(cfg: ComposeConfig, seed: int) -> dict:
               "memory": lambda e, s: memory_features(mm, e, s),
               "adaptor": lambda e, s: adaptor_features(adaptor, e, s), "clip": clip_feats}
     out["cls"] = _probe_all(models, env, cfg, seed)
-    return out
+    return _timed(out)
 
 
 # --------------------------------------------------------------------------------------------------
