@@ -504,6 +504,15 @@ class MSD(nn.Module):
             txt_q, txt_k = list(self.text_augment(texts)), list(self.text_augment(texts))
         return Views(img_q, img_k, txt_q, txt_k, ids)
 
+    def encode_queries(self, views: Views, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online image and text queries of rows ``sl`` (a hook: a model that embeds both jointly overrides it)."""
+        return self.online.encode_image(views.img_q[sl]), self.online.encode_text(views.txt_q[sl])
+
+    def encode_keys(self, views: Views, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Momentum image and text keys of rows ``sl`` (called under ``no_grad``; the hook of :meth:`encode_queries`)."""
+        return (self.momentum_encoder.run("encode_image", views.img_k[sl]),
+                self.momentum_encoder.run("encode_text", views.txt_k[sl]))
+
     @torch.no_grad()
     def compute_keys(self, views: Views, chunk: int | None = None) -> Keys:
         """Momentum keys for the whole batch (in chunks of ``chunk`` rows if given) + queue snapshots."""
@@ -511,8 +520,9 @@ class MSD(nn.Module):
         chunk = b if not chunk else chunk
         img, txt = [], []
         for s in range(0, b, max(chunk, 1)):
-            img.append(self.momentum_encoder.run("encode_image", views.img_k[s:s + chunk]))
-            txt.append(self.momentum_encoder.run("encode_text", views.txt_k[s:s + chunk]))
+            ki, kt = self.encode_keys(views, slice(s, s + chunk))
+            img.append(ki)
+            txt.append(kt)
         img, txt, ids, offset = _gather_keys(torch.cat(img), torch.cat(txt), views.ids)  # global batch (DDP)
         iq, iq_ids, tq, tq_ids = (self.image_queue.keys(), self.image_queue.ids(), self.text_queue.keys(),
                                   self.text_queue.ids())
@@ -525,8 +535,7 @@ class MSD(nn.Module):
         end = len(views) if end is None else end
         sl = slice(start, end)
         ksl = slice(keys.offset + start, keys.offset + end)  # the queries' own rows in the (global) key batch
-        qi = self.online.encode_image(views.img_q[sl])
-        qt = self.online.encode_text(views.txt_q[sl])
+        qi, qt = self.encode_queries(views, sl)
         s = self.scale
         k_img, k_txt = keys.img_all.to(qi.dtype), keys.txt_all.to(qi.dtype)
         id_img, id_txt = keys.img_all_ids, keys.txt_all_ids
