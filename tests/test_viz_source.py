@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import types
 
@@ -9,7 +10,7 @@ import pytest
 
 from medvlp_lib.notebooks import notebook_sources
 from medvlp_lib.utils import project_root
-from medvlp_lib.viz.source import doc_headings, doc_markdown, doc_section, show_source, source_text
+from medvlp_lib.viz.source import doc_headings, doc_markdown, doc_section, resolve, show_source, source_text
 
 
 def _module(doc: str) -> types.ModuleType:
@@ -125,27 +126,15 @@ def test_show_source_renders_the_library_code_with_its_location():
 
 
 def _doc_section_calls():
-    """Every ``doc_section(<dotted.object>, "<heading>")`` call in the chapter sources."""
-    pattern = re.compile(r"doc_section\(\s*([A-Za-z_][\w.]*)\s*,\s*(['\"])(.+?)\2\s*\)")
+    """Every ``doc_section("<dotted name>", "<heading>")`` call in the chapter sources; any other form is an error."""
+    pattern = re.compile(r"doc_section\(\s*(['\"])(.+?)\1\s*,\s*(['\"])(.+?)\3\s*\)")
     calls = []
     for src in notebook_sources(project_root()):
-        for m in pattern.finditer(src.read_text()):
-            calls.append((src.stem, m.group(1), m.group(3)))
+        text = src.read_text()
+        found = [(src.stem, m.group(2), m.group(4)) for m in pattern.finditer(text)]
+        assert len(found) == text.count("doc_section("), f"{src.stem}: call doc_section with two string literals"
+        calls += found
     return calls
-
-
-def _resolve(dotted: str):
-    import importlib
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(dotted)
 
 
 def test_every_notebook_doc_section_call_finds_its_section():
@@ -154,7 +143,18 @@ def test_every_notebook_doc_section_call_finds_its_section():
     assert len({stem for stem, *_ in calls}) >= 5, calls  # the chapters that quote docstrings
     for stem, dotted, heading in calls:
         assert dotted.startswith("medvlp_lib."), f"{stem}: doc_section must name the object by its dotted path"
-        assert doc_section(_resolve(dotted), heading).strip(), (stem, dotted, heading)
+        assert doc_section(dotted, heading).strip(), (stem, dotted, heading)
+
+
+def test_dotted_names_resolve_modules_before_attributes():
+    import medvlp_lib.data
+    assert callable(medvlp_lib.data.render)  # the package exports the function ...
+    assert inspect.ismodule(resolve("medvlp_lib.data.render"))  # ... the dotted name means the module
+    assert resolve("medvlp_lib.methods.msd.msd_loss").__name__ == "msd_loss"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        resolve("medvlp_lib.methods.msd.nope")
+    with pytest.raises(TypeError, match="dotted name"):
+        resolve(3)
 
 
 def test_no_notebook_cuts_docstrings_by_hand():

@@ -29,7 +29,7 @@ import re
 import textwrap
 from pathlib import Path
 
-__all__ = ["show_source", "source_text", "doc_section", "doc_headings", "doc_markdown"]
+__all__ = ["show_source", "source_text", "doc_section", "doc_headings", "doc_markdown", "resolve"]
 
 _UNDERLINE = re.compile(r"^\s*([-=~^])\1{2,}\s*$")
 
@@ -40,6 +40,27 @@ def _name(obj) -> str:
     if inspect.ismodule(obj):
         return obj.__name__
     return f"{mod}.{qual}" if mod else qual
+
+
+def resolve(name: str):
+    """The object a dotted name points to: the longest importable module prefix, then attributes.
+
+    ``"medvlp_lib.data.render"`` is the *module* even where the package also exports a function of that name."""
+    import importlib
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"expected a dotted name like 'medvlp_lib.methods.msd', got {name!r}")
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for j, attr in enumerate(parts[i:]):
+            if not hasattr(obj, attr):
+                raise AttributeError(f"{'.'.join(parts[:i + j])} has no attribute {attr!r} (resolving {name!r})")
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"no importable module in {name!r}")
 
 
 def _docstring(obj) -> str:
@@ -86,13 +107,16 @@ def _is_continuation(line: str) -> bool:
 def doc_section(obj, heading: str) -> str:
     """The text of the docstring section of ``obj`` whose heading starts with ``heading`` (see module docstring).
 
-    Underlined sections are returned without their heading; a run-in section is returned whole, heading
+    ``obj`` is the object or its dotted name (``"medvlp_lib.methods.msd"``, see :func:`resolve`); chapters pass
+    the name, so a test can check every section they ask for without running them. Underlined sections are returned without their heading; a run-in section is returned whole, heading
     included (it is the paragraph's first words). Raises ``LookupError`` naming the object, the heading
     asked for and the headings that exist when no section or more than one section matches.
     """
     if not isinstance(heading, str) or not heading.strip():
         raise ValueError(f"heading must be a non-empty string, got {heading!r}")
     heading = heading.strip()
+    if isinstance(obj, str):
+        obj = resolve(obj)
     lines = _docstring(obj).splitlines()
     heads = _underlined(lines)
     found = []
