@@ -372,8 +372,9 @@ def _claim_match_teacher(rec: dict) -> tuple[str, str, str]:
         extra = f"; {', '.join(better)} beat it beyond noise" if better else ""
         return ours, "reproduced", ("No VLCD student is below the ResNet-50 teacher by more than 2 standard errors"
                                     f"{extra}.")
-    extra = f"; {', '.join(better)} beat(s) it beyond noise" if better else ""
-    return ours, "not reproduced", (f"{', '.join(worse)} stay(s) below the teacher by more than 2 standard errors at "
+    extra = f"; {', '.join(better)} {'beats' if len(better) == 1 else 'beat'} it beyond noise" if better else ""
+    return ours, "not reproduced", (f"{', '.join(worse)} {'stays' if len(worse) == 1 else 'stay'} below the teacher "
+                                    f"by more than 2 standard errors at "
                                     f"our short CPU schedule{extra}.")
 
 
@@ -426,7 +427,8 @@ def _claim_lambda(rec: dict) -> tuple[str, str, str]:
     beaten = [lam for lam, e in entries.items() if lam != 0.1 and compare(e, ref)[0]]
     beats_all = all(compare(ref, e)[0] for lam, e in entries.items() if lam != 0.1)
     if beaten:
-        return ours, "not reproduced", (f"lambda = {', '.join(f'{b:g}' for b in beaten)} beat(s) lambda = 0.1 beyond "
+        return ours, "not reproduced", (f"lambda = {', '.join(f'{b:g}' for b in beaten)} "
+                                        f"{'beats' if len(beaten) == 1 else 'beat'} lambda = 0.1 beyond "
                                         "2 standard errors.")
     if beats_all:
         return ours, "reproduced", "lambda = 0.1 beats every other setting by more than 2 standard errors."
