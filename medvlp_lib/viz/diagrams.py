@@ -30,7 +30,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 __all__ = ["clip_diagram", "msd_diagram", "rfbe_diagram", "momkd_diagram", "vlcd_diagram", "adaptor_diagram",
            "DIAGRAMS", "draw", "STYLES"]
 
-FONT = 10.5  # points; the figures are about 10 inches wide, so this stays >= 9 px in a 740 px column
+FONT = 11.0  # points; the figures are 10.5 inches wide, so the smallest label (FONT - 1) is >= 9 px in a 700 px column
 
 STYLES = {  # kind -> (face colour, edge colour, line style, legend label)
     "data": ("#f4f4f4", "#555555", "-", "data"),
@@ -135,7 +135,7 @@ class _Canvas:
     def note(self, x: float, y: float, text: str, fontsize: float = FONT - 0.5, ha: str = "center", **kw) -> None:
         self.ax.text(x, y, text, ha=ha, va="center", fontsize=fontsize, color="#333333", **kw)
 
-    def finish(self, ncol: int = 4) -> plt.Figure:
+    def finish(self, ncol: int = 3) -> plt.Figure:
         handles = [Patch(facecolor=STYLES[k][0], edgecolor=STYLES[k][1], linestyle=STYLES[k][2], label=STYLES[k][3])
                    for k in STYLES if k in self.kinds and k != "op"]
         names = {"grad": "forward, gradient flows back", "nograd": "no gradient (stop-gradient / no_grad)",
@@ -174,13 +174,13 @@ def clip_diagram() -> plt.Figure:
 
 def msd_diagram() -> plt.Figure:
     """MSD (chapter 02): online and momentum encoders per modality, key queues, soft targets, two loss terms."""
-    c = _Canvas(14.4, 6.6, (11.5, 5.6), "MSD: momentum encoders, key queues and a soft cross-modal target")
+    c = _Canvas(14.4, 6.6, (10.5, 5.2), "MSD: momentum encoders, key queues and a soft cross-modal target")
     c.box("xv", 1.0, 4.9, "two views of\nthe film\n$x$, $x'$", "data", w=1.6, h=1.1)
     c.box("tv", 1.0, 1.7, "two views of\nthe report\n$t$, $t'$", "data", w=1.6, h=1.1)
-    c.box("fi", 3.8, 5.8, "online image\nencoder + head", "trainable", w=2.2, h=0.9)
-    c.box("mi", 3.8, 4.1, "momentum image\nencoder + head", "momentum", w=2.2, h=0.9)
-    c.box("mt", 3.8, 2.5, "momentum text\nencoder + head", "momentum", w=2.2, h=0.9)
-    c.box("ft", 3.8, 0.8, "online text\nencoder + head", "trainable", w=2.2, h=0.9)
+    c.box("fi", 3.8, 5.8, "online image\nencoder + head", "trainable", w=2.5, h=0.9)
+    c.box("mi", 3.8, 4.1, "momentum image\nencoder + head", "momentum", w=2.5, h=0.9)
+    c.box("mt", 3.8, 2.5, "momentum text\nencoder + head", "momentum", w=2.5, h=0.9)
+    c.box("ft", 3.8, 0.8, "online text\nencoder + head", "trainable", w=2.5, h=0.9)
     c.box("qi", 6.9, 5.8, "image queries $q$", "op", w=2.0, h=0.6)
     c.box("qt", 6.9, 0.8, "report queries $q$", "op", w=2.0, h=0.6)
     c.box("ki", 6.9, 4.1, "image keys $k$\n+ image queue", "store", w=2.0, h=0.9)
@@ -211,13 +211,12 @@ def msd_diagram() -> plt.Figure:
     c.arrow("kt", "multi", kind="nograd", sides=("r0.7", "l0.4"))
     for k in ("unii", "multi", "unit"):
         c.arrow(k, "tot", sides=("r", "l"))
-    c.note(6.9, 3.3, "queries score the keys of the other\nmodality; $k$: the paired sample's key", fontsize=FONT - 1.5)
-    return c.finish(ncol=4)
+    return c.finish()
 
 
 def rfbe_diagram() -> plt.Figure:
     """RFBE (chapter 04): pass 1 computes every key without gradients, pass 2 back-propagates sub-batch by sub-batch."""
-    c = _Canvas(13.0, 5.6, (11.0, 4.9), "RFBE: an effective batch B for the activation memory of one sub-batch")
+    c = _Canvas(13.0, 5.6, (10.5, 4.8), "RFBE: an effective batch B for the activation memory of one sub-batch")
     c.box("B", 1.1, 2.8, "effective batch\nof B pairs\n= sub-batches\n$S_1, \\dots, S_m$", "data", w=1.9, h=1.6)
     c.group(2.4, 3.3, 8.6, 5.4, "pass 1 (torch.no_grad): keys of all B samples, one sub-batch at a time")
     c.box("mom", 4.0, 4.25, "momentum encoders\n(image, text)", "momentum", w=2.4, h=0.9)
@@ -236,20 +235,20 @@ def rfbe_diagram() -> plt.Figure:
     c.arrow("K", "ls", "no gradient", kind="nograd", text_offset=(0.55, 0.0))
     c.arrow("ls", "acc")
     c.arrow("acc", "step", "loop over $s$", sides=("t", "b"), text_offset=(0.75, -0.1))
-    return c.finish(ncol=3)
+    return c.finish()
 
 
 def momkd_diagram() -> plt.Figure:
     """MoMKD (chapter 05): slide graph encoder, momentum class memory, memory-guided pooling, omics teacher."""
-    c = _Canvas(14.0, 7.0, (11.5, 6.0), "MoMKD: genomics and the slide meet in a class memory, never directly")
-    c.group(0.2, 4.0, 13.8, 6.75, "slide branch (training and inference)")
+    c = _Canvas(14.0, 7.0, (10.5, 5.6), "MoMKD: genomics and the slide meet in a class memory, never directly")
+    c.group(0.2, 4.0, 13.8, 6.98, "slide branch (training and inference)")
     c.box("patch", 1.3, 5.9, "patch features\n+ coordinates", "data", w=2.0, h=0.9)
     c.box("gat", 4.0, 5.9, "k-NN graph +\nGATv2 encoder\n$H = [h_i]$", "trainable", w=2.2, h=1.1)
     c.box("pp", 4.0, 4.6, "patch projection\n$p_i$ (unit)", "trainable", w=2.2, h=0.8)
-    c.box("pool", 7.8, 5.75, "memory-guided pooling\nscore$_i$ = max cos($p_i$, $C^+$) - max cos($p_i$, $C^-$)\n"
-          "$a$ = softmax(score$/\\tau$),  $v = \\Sigma_i\\, a_i h_i$", "op", w=4.3, h=1.2)
-    c.box("cls", 11.8, 5.9, "classifier\n$0.5\\,$CE", "loss", w=1.8, h=0.9)
-    c.box("w", 11.8, 4.6, "pool projection $w$\n$0.2\\,L_{align}(w)$", "loss", w=2.4, h=0.9)
+    c.box("pool", 8.0, 5.75, "memory-guided pooling\nscore$_i$ = max cos($p_i$, $C^+$) - max cos($p_i$, $C^-$)\n"
+          "$a$ = softmax(score$/\\tau$),  $v = \\Sigma_i\\, a_i h_i$", "op", w=5.0, h=1.2)
+    c.box("cls", 12.4, 5.9, "classifier\n$0.5\\,$CE", "loss", w=1.8, h=0.9)
+    c.box("w", 12.3, 4.6, "pool projection $w$\n$0.2\\,L_{align}(w)$", "loss", w=2.4, h=0.9)
     c.box("mem", 7.4, 3.35, "class memory\n$C^+$, $C^-$ ($n$ slots each)", "store", w=3.0, h=0.9)
     c.group(0.2, 0.2, 13.8, 2.65, "omics branch (training only)", loc="bottom")
     c.box("om", 1.3, 1.5, "omics vector $o$", "data", w=2.0, h=0.8)
@@ -269,12 +268,12 @@ def momkd_diagram() -> plt.Figure:
     c.arrow("enc", "dec", sides=("b0.3", "b0.3"), rad=0.25)
     c.arrow("w", "mem", "momentum update", kind="ema", sides=("b0.3", "r0.7"), text_pos=0.5, text_offset=(0.3, -0.4))
     c.arrow("u", "mem", "momentum update", kind="ema", sides=("t0.5", "b0.5"), text_offset=(0.95, -0.2))
-    return c.finish(ncol=4)
+    return c.finish()
 
 
 def vlcd_diagram() -> plt.Figure:
     """VLCD (chapter 06): predistillation on natural images, then text-anchored distillation on image-report pairs."""
-    c = _Canvas(14.0, 6.2, (11.5, 5.4), "VLCD: a small student learns the teacher's space, anchored on the report")
+    c = _Canvas(14.0, 6.2, (10.5, 5.0), "VLCD: a small student learns the teacher's space, anchored on the report")
     c.group(0.2, 0.2, 4.6, 6.0, "stage 1: predistillation\n(unlabelled natural images)")
     c.box("nat", 2.4, 4.6, "natural-image crop", "data", w=2.6, h=0.7)
     c.box("s1", 1.35, 3.2, "student", "trainable", w=1.7, h=0.7)
@@ -289,9 +288,9 @@ def vlcd_diagram() -> plt.Figure:
     c.group(5.0, 0.2, 13.8, 6.0, "stage 2: distillation on film-report pairs (the student starts from stage 1)")
     c.box("rep", 6.2, 5.0, "report", "data", w=1.5, h=0.7)
     c.box("film", 6.2, 2.5, "film $x_i$", "data", w=1.5, h=0.7)
-    c.box("tt", 8.75, 5.0, "teacher text tower\n$v_i$", "frozen", w=2.7, h=0.9)
-    c.box("st", 8.75, 3.3, "student (MobileNetV3, ...)\n$s_i$, unnormalised", "trainable", w=2.7, h=0.9)
-    c.box("te", 8.75, 1.4, "teacher image tower\n(ResNet-50) $t_i$", "frozen", w=2.7, h=0.9)
+    c.box("tt", 8.75, 5.0, "teacher text tower\n$v_i$", "frozen", w=2.95, h=0.9)
+    c.box("st", 8.75, 3.3, "student (MobileNetV3, ...)\n$s_i$, unnormalised", "trainable", w=2.95, h=0.9)
+    c.box("te", 8.75, 1.4, "teacher image tower\n(ResNet-50) $t_i$", "frozen", w=2.95, h=0.9)
     c.box("lt", 12.3, 5.0, "$L_t$: CLIP loss,\n$s_i$ normalised vs $v$", "loss", w=2.6, h=0.9)
     c.box("lgnd", 12.3, 3.3, "$\\lambda\\,L_{gnd}$: $s_i$ along $v_i$,\nnorm floor $\\Vert t_i\\Vert$",
           "loss", w=2.6, h=0.9)
@@ -306,17 +305,17 @@ def vlcd_diagram() -> plt.Figure:
     c.arrow("st", "ldist", sides=("r0.2", "l0.8"))
     c.arrow("tt", "lgnd", "anchor", kind="nograd", sides=("r0.2", "l0.8"), text_pos=0.3, text_offset=(0.0, 0.0))
     c.arrow("te", "lgnd", "floor", kind="nograd", sides=("r0.8", "l0.2"), text_pos=0.3, text_offset=(0.0, -0.3))
-    return c.finish(ncol=4)
+    return c.finish()
 
 
 def adaptor_diagram() -> plt.Figure:
     """The Adaptor (chapter 07): frozen backbones, cached token embeddings, a trained cross-attention module."""
-    c = _Canvas(14.0, 5.0, (11.5, 4.6), "Adaptor: frozen backbones, cached tokens, a small trained fusion module")
+    c = _Canvas(14.0, 5.0, (10.5, 4.3), "Adaptor: frozen backbones, cached tokens, a small trained fusion module")
     c.box("x", 1.0, 3.6, "film", "data", w=1.3, h=0.7)
     c.box("t", 1.0, 1.2, "report", "data", w=1.3, h=0.7)
     c.box("fi", 3.1, 3.6, "image backbone\n(SimCLR ResNet-18)", "frozen", w=2.4, h=0.9)
     c.box("ft", 3.1, 1.2, "text backbone\n(MiniLM)", "frozen", w=2.4, h=0.9)
-    c.box("cache", 5.9, 2.4, "embedding cache\nimage tokens $V$\ntext tokens $T$, mask $m$", "store", w=2.5, h=1.3)
+    c.box("cache", 5.95, 2.4, "embedding cache\nimage tokens $V$\ntext tokens $T$, mask $m$", "store", w=2.8, h=1.3)
     c.group(7.45, 0.35, 11.0, 4.65, "Adaptor (the only trained part)")
     c.box("proj", 9.2, 3.85, "projections $W_v$, $W_t$\n+ image [CLS]", "trainable", w=3.1, h=0.8)
     c.box("xattn", 9.2, 2.4, "2 x cross-attention:\n$V$ attends to $T$,\nthen $T$ to the new $V$", "trainable",
@@ -328,12 +327,13 @@ def adaptor_diagram() -> plt.Figure:
     c.arrow("t", "ft", kind="nograd")
     c.arrow("fi", "cache", "once", kind="nograd", sides=("r", "l0.7"))
     c.arrow("ft", "cache", "once", kind="nograd", sides=("r", "l0.3"))
-    c.arrow("cache", "xattn", "read every epoch", kind="nograd", sides=("r", "l"), text_offset=(0.0, 0.1))
+    c.arrow("cache", "xattn", kind="nograd", sides=("r", "l"))
+    c.note(6.0, 1.3, "read every epoch")
     c.arrow("cache", "proj", kind="nograd", sides=("r0.8", "l"))
     c.arrow("proj", "xattn")
     c.arrow("xattn", "pool")
     c.arrow("pool", "loss", sides=("r", "l0.3"))
-    return c.finish(ncol=3)
+    return c.finish()
 
 
 DIAGRAMS = {"clip": clip_diagram, "msd": msd_diagram, "rfbe": rfbe_diagram, "momkd": momkd_diagram,
