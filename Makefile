@@ -17,13 +17,19 @@ export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: book test venv execute html sync bench clean help
+COLAB_JOBS ?= 2
+COLAB_NOTEBOOKS ?= all
+
+.PHONY: book test venv execute html sync bench clean help browser-check colab-check
 
 help:
 	@echo "make book   - create .venv if missing, execute every notebook (PROFILE=$(PROFILE)), build _build/html"
 	@echo "make test   - create .venv if missing, run the whole test suite"
-	@echo "make sync   - regenerate notebooks/*.ipynb from the jupytext sources notebooks/*.md"
+	@echo "make sync   - write the setup cells into notebooks/*.md, then the Colab copies notebooks/*.ipynb"
+	@echo "              (run 'make execute' first: the copies take the glued numbers from _build/executed)"
 	@echo "make bench  - run every benchmark (writes results/bench_*.json)"
+	@echo "make browser-check - open every page of _build/html in headless Chromium; screenshots in _build/screenshots"
+	@echo "make colab-check   - run every notebooks/*.ipynb under nbval in a simulated Colab (COLAB_NOTEBOOKS=..., COLAB_JOBS=2)"
 
 venv: $(VENV)/.installed
 
@@ -49,6 +55,15 @@ test: venv
 
 sync: venv
 	$(PY) -m medvlp_lib.notebooks sync
+
+# after `make book`: needs Debian's chromium (apt-get install -y chromium)
+browser-check: venv
+	$(PY) tools/browser_check.py --html _build/html --out _build/screenshots
+
+# a fresh venv with only Colab's packages (tools/colab-preinstalled.txt); each chapter's .ipynb in an empty
+# folder under `pytest --nbval-lax`, its setup cell cloning this checkout (MEDVLP_INSTALL) and pip-installing it
+colab-check: venv
+	$(PY) tools/colab_check.py --jobs $(COLAB_JOBS) --notebooks $(COLAB_NOTEBOOKS)
 
 bench: venv
 	$(PY) -m benchmarks.bench_render

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from medvlp_lib.data.render import _bank, render_batch
+from medvlp_lib.data.render import anatomy_bank, render_batch
 from medvlp_lib.data.reports import load_reports
 from medvlp_lib.results import write_result
 
@@ -26,7 +26,7 @@ def bench(size: int, n: int, reports, chunk: int = 128, site=None, degrade=None,
     """Best of ``repeats`` timed passes over ``n`` films (best-of is robust to other processes
     sharing the core; the median is reported too)."""
     t0 = time.perf_counter()
-    _bank(size)
+    anatomy_bank(size)
     bank_s = time.perf_counter() - t0
     render_batch(reports[:chunk], 0, size, site=site, degrade=degrade)      # warm-up
     rates, cpu_rates = [], []

@@ -1,132 +1,89 @@
-"""The claims ledger: every paper claim, the paper's number, ours, and an honest verdict.
+"""The claims ledger: every paper claim, the paper's effect, ours, and a verdict by the written protocol.
 
-Each :class:`Claim` names the results file that tests it. The function turning that file into (our number
-as text, verdict, one-sentence explanation) lives with the chapter's experiments: a module in
-``medvlp_lib.experiments`` contributes it through its ``CLAIMS = {claim_id: fn}`` dict (a claim may also
-carry ``evaluate`` directly). Verdicts:
+Each chapter's experiment module declares the claims its results test (:func:`medvlp_lib.experiments.claim`:
+the claim, the paper's number, the results file and the function turning that file into (our number as text,
+verdict, explanation)); this module only collects them (:data:`CLAIMS`, chapter order) and evaluates them against
+``results/`` (cpu profile) and ``results/gpu/`` (the papers' data and models) side by side. The rule that decides
+a verdict is the protocol of ``book/reproducibility.md``, implemented once in :mod:`medvlp_lib.results`
+(:func:`~medvlp_lib.results.judge`, :func:`~medvlp_lib.results.claim_verdict`) over :mod:`medvlp_lib.stats`:
 
-* ``reproduced`` — the effect has the paper's direction and exceeds seed noise (see :func:`compare`);
-* ``not reproduced`` — it does not; the explanation says what we saw instead;
-* ``not testable here`` — the claim needs data or hardware this book cannot have offline;
-* ``pending`` — the chapter that tests it has not produced its ``cpu``-profile results yet.
+* ``reproduced`` — the 95 % CI of the paired difference excludes 0 in the paper's direction (non-inferiority: its
+  one-sided bound clears the pre-stated margin); ``contradicted`` — it excludes the paper's effect or shows the
+  opposite direction; ``inconclusive`` — it holds both (the row shows the minimal detectable effect);
+* ``not testable here`` — the claim needs data or hardware this book cannot have;
+* ``pending`` — no results file yet, or fewer than 5 paired seeds.
 
-Verdicts are computed from ``results/`` (``cpu`` profile), never typed in.
+Verdicts are computed from the results files, never typed in.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
 
-from .results import read_result
+from .experiments import Claim
+from .experiments import claims as declared_claims
+from .results import VERDICTS, compare, fmt, read_result
+from .utils import results_dir
 
-__all__ = ["Claim", "CLAIMS", "compare", "fmt", "evaluate_claims", "ledger_frame", "VERDICTS"]
+__all__ = ["Claim", "CLAIMS", "compare", "fmt", "evaluate_claims", "ledger_frame", "VERDICTS", "gpu_command"]
 
-VERDICTS = ("reproduced", "not reproduced", "not testable here", "pending")
+CLAIMS: list[Claim] = declared_claims()
+"""Every claim the experiment modules declare, in chapter order."""
 
 
-def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = 2.0) -> tuple[bool, float, float]:
-    """Is ``a`` better than ``b`` beyond seed noise?
+def gpu_command(result: str) -> str:
+    """The command that writes ``results/gpu/<result>.json`` (the papers' data and models, ``MEDVLP_DATA``)."""
+    return f"python -m medvlp_lib.experiments run {result} --profile gpu --seeds 0 1 2 3 4"
 
-    ``a``/``b`` are summary entries ``{"mean", "std", "n"}``. The effect counts when the difference of means
-    has the claimed sign and exceeds ``z`` standard errors of the difference (Welch):
-    ``diff > z * sqrt(s_a^2/n_a + s_b^2/n_b)``. With a single seed the standard error is unknown and the
-    function returns False (one seed is never evidence). Returns (holds, diff, standard error).
+
+def _evaluate(c: Claim, directory) -> dict:
+    """One profile's columns for claim ``c`` from the results in ``directory``."""
+    try:
+        rec = read_result(c.result, directory=directory)
+    except FileNotFoundError:
+        return {}
+    result = c.evaluate(rec)
+    ours, verdict, why = result
+    if verdict not in VERDICTS:
+        raise ValueError(f"claim {c.id}: evaluate returned unknown verdict {verdict!r}; expected one of {VERDICTS}")
+    out = {"ours": ours, "verdict": verdict, "explanation": why, "commit": rec.get("commit"), "seeds": rec.get("seeds")}
+    js = getattr(result, "judgements", ())
+    if js:
+        j, scale = js[0], c.scale
+        e, comp = j.estimate, j.comparison
+        out.update(diff=e.mean * scale, lo=e.lo * scale, hi=e.hi * scale, n=e.n, mde=e.mde * scale,
+                   effect=(comp.paper_effect * scale if comp.paper_effect is not None else math.nan),
+                   margin=(comp.margin * scale if comp.kind == "non-inferiority" else math.nan), kind=comp.kind,
+                   unit=c.unit)
+    return out
+
+
+def evaluate_claims(claims=None, directory=None, gpu_directory=None) -> list[dict]:
+    """Evaluate every claim against the cpu results (``directory``, default ``results/``) and the gpu results
+    (``gpu_directory``, default ``results/gpu/``). A claim without results is ``pending`` (cpu) or ``no gpu result
+    yet`` with the command that would produce it (gpu).
+
+    Row keys: ``id``, ``paper``, ``chapter``, ``claim``, ``paper's number``, ``ours``, ``verdict``, ``explanation``
+    (cpu), ``diff``, ``lo``, ``hi``, ``n``, ``mde``, ``effect`` (the paper's effect), ``margin`` and ``kind`` (the
+    first comparison, in points; NaN where the claim is a measurement), and ``gpu verdict`` / ``gpu ours`` /
+    ``gpu explanation``.
     """
-    diff = a["mean"] - b["mean"]
-    if not higher_is_better:
-        diff = -diff
-    if a.get("n", 1) < 2 or b.get("n", 1) < 2:
-        return False, diff, float("nan")
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return diff > z * se and diff > 0, diff, se
-
-
-def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
-    return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
-
-
-
-@dataclass
-class Claim:
-    id: str
-    paper: str
-    chapter: str
-    claim: str
-    paper_value: str
-    result: str | None = None
-    evaluate: Callable[[dict], tuple[str, str, str]] | None = None
-    why_not_testable: str = ""
-
-
-CLAIMS: list[Claim] = [
-    # chapter 01: the motivation shared by MSD and the whole book
-    Claim("clip-small-batch", "MSD+RFBE", "01", "Plain contrastive learning (CLIP) degrades at small batch size",
-          "motivation (MM-MoCo 3.5 % R@1 at batch 16)", "clip_batch_size"),
-    # MSD + RFBE (chapters 02-04)
-    Claim("msd-vs-mmmoco", "MSD+RFBE", "02", "MSD beats MM-MoCo at batch 16 on R@1", "22.7 vs 3.5 R@1 (MIMIC-CXR)",
-          "msd_vs_baselines"),
-    Claim("msd-alpha1-fails", "MSD+RFBE", "03", "alpha = 1 fails while beta = 1 trains", "Tables 7/9",
-          "msd_alpha_beta"),
-    Claim("msd-best-ab", "MSD+RFBE", "03", "(alpha, beta) = (0.3, 0.7) is best", "Tables 7/9", "msd_alpha_beta"),
-    Claim("msd-wmulti", "MSD+RFBE", "03", "w_multi = 10 beats w_multi = 1", "Eq. 5", "msd_loss_weights"),
-    Claim("msd-fewshot", "MSD+RFBE", "02", "few-shot gain with MSD", "SIIM 83.8 -> 93.4 AUC (10 %)",
-          "msd_vs_baselines"),
-    Claim("rfbe-memory", "MSD+RFBE", "04", "RFBE keeps memory flat in batch size", "batch 512 in ~9 GB (RTX 4090)",
-          "bench_rfbe"),
-    # MoMKD (chapter 05)
-    Claim("momkd-beats", "MoMKD", "05", "MoMKD beats WSI-only training and ABMIL", "HER2 79.6 vs 73.9 / 72.9",
-          "momkd_main"),
-    Claim("momkd-shift", "MoMKD", "05", "momentum memory holds under domain shift where fixed memory drops",
-          "82.3 -> 79.4 vs 81.9 -> 73.5", "momkd_memory"),
-    Claim("momkd-both-align", "MoMKD", "05", "both alignments are needed", "75.2 / 75.7 vs 79.6", "momkd_ablations"),
-    Claim("momkd-variance", "MoMKD", "05", "lower variance across folds", "± 0.7-2.3 vs ± 2-5", "momkd_main"),
-    Claim("momkd-no-recon", "MoMKD", "05", "omics reconstruction helps (no-reconstruction ablation is worse)",
-          "79.6 vs 78.0", "momkd_ablations"),
-    Claim("momkd-slots", "MoMKD", "05", "harder tasks keep more active memory slots",
-          "HER2 (hard) more active slots than PR/ODX (easy); no numbers", "momkd_main"),
-    # VLCD (chapter 06)
-    Claim("vlcd-match-teacher", "VLCD", "06", "students match or beat the teacher's AUC", "5 placenta tasks",
-          "vlcd_students"),
-    Claim("vlcd-efficiency", "VLCD", "06", "students are 1.7-4x faster with 25-50 % of the parameters",
-          "1.7-4x, 25-50 %", "bench_vlcd"),
-    Claim("vlcd-predistill", "VLCD", "06", "predistillation improves robustness on low-quality images",
-          "iPad images", "vlcd_predistill"),
-    Claim("vlcd-lambda", "VLCD", "06", "lambda = 0.1 is the best setting", "sweep 0.01-10", "vlcd_lambda"),
-    # Adaptor (chapters 07-08)
-    Claim("adaptor-params", "Adaptor", "07", "over 90 % fewer trainable parameters", "~12 M vs 135-173 M",
-          "adaptor_params"),
-    Claim("adaptor-1pct", "Adaptor", "07", "competitive with end-to-end at 1 % labels", "RSNA AUC 84.4 at 1 %",
-          "adaptor_downstream"),
-    Claim("adaptor-clusters", "Adaptor", "08", "the Adaptor improves cluster separation (t-SNE/UMAP)",
-          "t-SNE, COVIDx", "adaptor_downstream"),
-    Claim("adaptor-seg", "Adaptor", "07", "segmentation at 1 % labels is competitive", "SIIM Dice",
-          "adaptor_downstream"),
-]
-
-
-def evaluate_claims(claims=None, directory=None) -> list[dict]:
-    """Evaluate every claim against ``results/``; a claim without results is ``pending``."""
-    from .experiments import claim_evaluators
-    evaluators = claim_evaluators()
+    gpu_directory = gpu_directory if gpu_directory is not None else (
+        (results_dir() / "gpu") if directory is None else None)
     rows = []
     for c in claims or CLAIMS:
-        evaluate = c.evaluate or evaluators.get(c.id)
         row = {"id": c.id, "paper": c.paper, "chapter": c.chapter, "claim": c.claim, "paper's number": c.paper_value,
                "ours": "—", "verdict": "pending", "explanation": f"chapter {c.chapter} has not produced its "
-                                                               "cpu-profile results yet"}
+                                                               "cpu-profile results yet",
+               "diff": math.nan, "lo": math.nan, "hi": math.nan, "n": 0, "mde": math.nan, "effect": math.nan,
+               "margin": math.nan, "kind": "", "unit": c.unit, "gpu verdict": "no gpu result yet", "gpu ours": "—",
+               "gpu explanation": f"run `{gpu_command(c.result)}`" if c.result else ""}
         if c.why_not_testable:
             row.update(verdict="not testable here", explanation=c.why_not_testable)
-        elif c.result and evaluate is not None:
-            try:
-                rec = read_result(c.result, directory=directory)
-            except FileNotFoundError:
-                rec = None
-            if rec is not None:
-                ours, verdict, why = evaluate(rec)
-                if verdict not in VERDICTS:
-                    raise ValueError(f"claim {c.id}: evaluate returned unknown verdict {verdict!r}")
-                row.update(ours=ours, verdict=verdict, explanation=why)
+        elif c.result and c.evaluate is not None:
+            row.update(_evaluate(c, directory))
+            if gpu_directory is not None and (gpu := _evaluate(c, gpu_directory)):
+                row.update({"gpu verdict": gpu["verdict"], "gpu ours": gpu["ours"],
+                            "gpu explanation": gpu["explanation"]})
         rows.append(row)
     return rows
 

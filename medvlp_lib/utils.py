@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import subprocess
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "autocast", "git_commit", "project_root", "results_dir", "lazy_exports"]
+__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "autocast", "amp_dtype", "AMP_MODES",
+           "git_commit", "project_root", "results_dir", "lazy_exports", "safe_torch_load", "UnsafeFileError"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -36,11 +38,21 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is a non-negative integer.
+
+    Accepted: ``int`` and NumPy integers >= 0. Rejected (never silently converted): ``bool``, floats (``1.7``
+    would become 1), strings (``"3"``), sequences (``[1.5]``) and negative numbers. Every public function of the
+    library that takes a seed validates it here.
+    """
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices) from one integer; returns a seeded CPU generator."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -49,13 +61,59 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def autocast(device: torch.device | str):
-    """Mixed precision on CUDA only (bfloat16 where supported, else float16); a no-op elsewhere."""
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block that may reseed the global RNGs (Python, NumPy, torch CPU) and restore them afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+AMP_MODES = (None, "off", "bf16", "fp16", "auto")
+"""Values of the mixed-precision switch (:func:`amp_dtype`, ``Trainer(amp=...)``, ``fit(amp=...)``)."""
+
+
+def amp_dtype(amp: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype that the mixed-precision switch ``amp`` means on ``device`` (``None`` = full precision).
+
+    ``None`` / ``"off"``: full precision. ``"bf16"``: bfloat16 on CUDA (``ValueError`` if the GPU lacks it) or on
+    CPU (torch's CPU autocast). ``"fp16"``: float16, CUDA only (it needs a ``GradScaler``, see ``Trainer``).
+    ``"auto"``: bfloat16 on a CUDA device that supports it, else full precision (never float16, which needs
+    loss scaling and can overflow).
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     device = torch.device(device)
-    if device.type != "cuda":
+    if amp in (None, "off"):
+        return None
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if amp == "auto":
+        return torch.bfloat16 if cuda_bf16 else None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"amp='fp16' needs a CUDA device, got device {device}; use amp='bf16' (CPU autocast) "
+                             "or amp=None")
+        return torch.float16
+    if device.type == "cuda" and not cuda_bf16:
+        raise ValueError(f"amp='bf16': this GPU ({device}) does not support bfloat16; use amp='fp16' (with loss "
+                         "scaling) or amp=None")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"amp='bf16' is supported on CUDA and CPU devices, got {device}")
+    return torch.bfloat16
+
+
+def autocast(device: torch.device | str, amp: str | None = "auto"):
+    """Autocast context for the mixed-precision switch ``amp`` on ``device`` (see :func:`amp_dtype`); a no-op
+    when it means full precision. The default ``"auto"``: bfloat16 on a CUDA device that supports it, else off."""
+    device = torch.device(device)
+    dtype = amp_dtype(amp, device)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def project_root() -> Path:
@@ -101,3 +159,44 @@ def lazy_exports(package: str, names: dict[str, str]):
         return sorted(set(names) | set(importlib.import_module(package).__dict__))
 
     return __getattr__, __dir__
+
+
+class UnsafeFileError(ValueError):
+    """A torch file holds pickled objects other than tensors and plain containers (possibly code); not loaded."""
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "file", map_location="cpu", mmap: bool = False):
+    """``torch.load(path, weights_only=True)`` with errors that name the file: the one way the library reads a
+    ``.pt`` file (checkpoints, caches, feature files).
+
+    ``weights_only=True`` unpickles tensors, numbers, strings and lists / tuples / dicts of them only; a crafted
+    pickle (a class whose ``__reduce__`` runs a command) is refused before anything runs. Raises
+    ``FileNotFoundError`` (missing), :class:`UnsafeFileError` (other objects in the pickle; never retried
+    without ``weights_only``) or ``ValueError`` (truncated / not a torch file); each names ``what`` and ``path``.
+    ``mmap=True`` maps the tensors' storage instead of reading it (shapes are then cheap to inspect; files in
+    the legacy non-zip format are read in full).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        if mmap:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        glob = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if glob is not None:
+            raise UnsafeFileError(f"{what} {path} holds pickled Python objects besides tensors and plain containers "
+                                  f"(possibly code: {glob}); it was not loaded. Delete or rebuild it; the library "
+                                  f"reads torch files with weights_only=True only") from err
+        reason = next((ln for ln in lines if "Unsupported" in ln or "invalid" in ln.lower()),
+                      lines[-1] if lines else "")
+        raise ValueError(f"{what} {path} is corrupt or not a torch file (UnpicklingError: {reason})") from err
+    except Exception as err:  # noqa: BLE001 -- truncated zip, wrong magic number, EOF, ...
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"{what} {path} is corrupt or not a torch file ({type(err).__name__}: {first})") from err

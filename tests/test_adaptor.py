@@ -9,10 +9,15 @@ from torch import nn
 
 torch.set_num_threads(1)
 
-from medvlp_lib.models.adaptor import (LOGIT_SCALE_INIT, Adaptor, AdaptorMethod, CrossAttentionBlock,
-                                       adaptor_contrastive_loss, count_trainable_parameters,
-                                       tokens_from_feature_map, trainable_parameter_table,
-                                       word_to_image_attention)
+from medvlp_lib.methods.adaptor import AdaptorMethod
+from medvlp_lib.methods.contrastive import clip_loss
+from medvlp_lib.models.adaptor import (Adaptor, CrossAttentionBlock, tokens_from_feature_map,
+                                       trainable_parameter_table, word_to_image_attention)
+from medvlp_lib.models.encoders import LOGIT_SCALE_INIT, count_parameters
+
+
+def count_trainable_parameters(m):
+    return count_parameters(m, trainable_only=True)
 
 
 def _batch(B=4, Nv=5, Nt=7, dv=12, dt=10, seed=0):
@@ -95,10 +100,13 @@ def test_paper_size_adaptor_is_about_12_to_17M():
 
 
 def test_loss_matches_naive_reference_and_weights():
+    """The Adaptor's loss is clip_loss with the image->text weight 0.75 (the library's one contrastive loss)."""
     torch.manual_seed(2)
     img, txt = F.normalize(torch.randn(6, 5), dim=-1), F.normalize(torch.randn(6, 5), dim=-1)
-    ls = torch.tensor(LOGIT_SCALE_INIT)
-    loss, parts = adaptor_contrastive_loss(img, txt, ls)
+    a = _small()
+    with torch.no_grad():
+        a.logit_scale.fill_(LOGIT_SCALE_INIT)
+    loss, parts = clip_loss(img, txt, a.scale, image_weight=0.75)
     s = math.exp(LOGIT_SCALE_INIT)
     S = (s * img @ txt.t()).tolist()
     def ce_rows(M):
@@ -107,21 +115,25 @@ def test_loss_matches_naive_reference_and_weights():
     t2i = ce_rows([list(r) for r in zip(*S)])
     assert abs(parts["i2t"] - i2t) < 1e-5 and abs(parts["t2i"] - t2i) < 1e-5
     assert abs(float(loss) - (0.75 * i2t + 0.25 * t2i)) < 1e-5
-    sym, _ = adaptor_contrastive_loss(img, txt, ls, 0.5, 0.5)
+    sym, _ = clip_loss(img, txt, a.scale, image_weight=0.5)
     assert abs(float(sym) - 0.5 * (i2t + t2i)) < 1e-5
-    # the multiplier is clamped at 100
-    _, p = adaptor_contrastive_loss(img, txt, torch.tensor(10.0))
-    assert abs(p["logit_scale"] - 100.0) < 1e-3
+    # the multiplier (the Adaptor's scale property) is capped at 100
+    with torch.no_grad():
+        a.logit_scale.fill_(10.0)
+    _, p = clip_loss(img, txt, a.scale)
+    assert abs(p["scale"] - 100.0) < 1e-3
 
 
 def test_loss_errors():
     x = torch.randn(3, 4)
-    with pytest.raises(ValueError, match="same shape"):
-        adaptor_contrastive_loss(x, torch.randn(2, 4), 1.0)
-    with pytest.raises(ValueError, match="w_img"):
-        adaptor_contrastive_loss(x, x, 1.0, w_img=-1)
-    with pytest.raises(TypeError, match="img"):
-        adaptor_contrastive_loss([1], x, 1.0)
+    with pytest.raises(ValueError, match="same batch size"):
+        clip_loss(x, torch.randn(2, 4), 1.0)
+    with pytest.raises(ValueError, match="image_weight"):
+        clip_loss(x, x, 1.0, image_weight=-1)
+    with pytest.raises(TypeError, match="image_emb"):
+        clip_loss([1], x, 1.0)
+    with pytest.raises(ValueError, match="image_weight"):
+        AdaptorMethod(_small(), image_weight=1.5)
 
 
 def test_input_errors():
@@ -163,7 +175,7 @@ def test_method_trains_and_only_adaptor_is_optimised():
         opt.step()
         first = first if first is not None else float(out["loss"].detach())
     assert float(out["loss"].detach()) < 0.5 * first
-    assert {"i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"} <= set(out)
+    assert {"i2t", "t2i", "acc_i2t", "acc_t2i", "scale"} <= set(out)
     img, txt = m.embed(b)
     assert img.shape == (8, 8) and not img.requires_grad
     with pytest.raises(ValueError, match="img_tokens"):
@@ -219,9 +231,9 @@ def test_word_to_image_attention():
 
 
 # ---------------------------------------------------------------- frozen backbones (models/backbones.py)
-from medvlp_lib.models.backbones import (SSLConfig, XRVImageBackbone,  # noqa: E402
-                                         build_frozen_image_backbone, nt_xent,
-                                         offline_pretrained_backbone, ssl_cache_path, ssl_pretraining_images)
+from medvlp_lib.methods.ssl import (SSLConfig, nt_xent, offline_pretrained_backbone,  # noqa: E402
+                                    ssl_cache_path, ssl_pretraining_images)
+from medvlp_lib.models.backbones import XRVImageBackbone, build_frozen_image_backbone  # noqa: E402
 from medvlp_lib.models.encoders import WeightsNotAvailableError  # noqa: E402
 
 TINY = dict(arch="resnet18", size=64, n_radiographs=24, n_natural=8, steps=3, batch_size=8)
@@ -237,7 +249,7 @@ def test_nt_xent_matches_naive():
         pos = (i + 4) % 8
         den = sum(math.exp(float(z[i] @ z[j]) / tau) for j in range(8) if j != i)
         total += -(float(z[i] @ z[pos]) / tau - math.log(den))
-    assert float(nt_xent(z1, z2, tau)) == pytest.approx(total / 8, rel=1e-5)
+    assert float(nt_xent(z1, z2, scale=1 / tau)) == pytest.approx(total / 8, rel=1e-5)
     with pytest.raises(ValueError, match="same shape"):
         nt_xent(z1, z2[:3])
 
@@ -366,3 +378,70 @@ def test_find_word_tokens_with_minilm_tokenizer():
     assert eff == list(range(eff[0], eff[-1] + 1))
     assert find_word_tokens(tok, text, "heart") == []
     assert find_word_tokens(tok, text, "pleural")[0] > 0  # position 0 is [CLS]
+
+
+def _ragged(B=5, Nt=9, dv=12, dt=10, seed=0, dtype=torch.float64):
+    """Right-padded texts of lengths 9, 4, 2, 1, 6 with garbage (large random values) in the padding."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([9, 4, 2, 1, 6])[:B]
+    mask = torch.arange(Nt)[None] < lengths[:, None]
+    txt = torch.randn(B, Nt, dt, generator=g, dtype=dtype)
+    txt = torch.where(mask[..., None], txt, 100 * torch.randn(B, Nt, dt, generator=g, dtype=dtype))
+    return dict(img_tokens=torch.randn(B, 6, dv, generator=g, dtype=dtype), txt_tokens=txt, txt_mask=mask)
+
+
+@pytest.mark.parametrize("share_blocks", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_fast_path_equals_reference_path_float64(share_blocks, num_layers):
+    """The fast path (packing, SDPA, [CLS]-only last text update) computes the reference path's function:
+    outputs and parameter gradients agree to float64 rounding."""
+    torch.manual_seed(0)
+    a = Adaptor(12, 10, width=16, embed_dim=8, num_heads=2, num_layers=num_layers,
+                share_blocks=share_blocks).double()
+    b = _ragged()
+    outs, grads = {}, {}
+    for path, ret in (("fast", False), ("reference", True)):
+        a.zero_grad(set_to_none=True)
+        out = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"], return_attention=ret)
+        (out["image_emb"] @ out["text_emb"].T * torch.arange(25.0, dtype=torch.float64).view(5, 5)).sum().backward()
+        outs[path] = out
+        grads[path] = torch.cat([p.grad.reshape(-1) for p in a.parameters() if p is not a.logit_scale])
+    for key in ("image_emb", "text_emb", "image_tokens"):
+        torch.testing.assert_close(outs["fast"][key], outs["reference"][key], rtol=0, atol=1e-12)
+    assert "attentions" not in outs["fast"] and "text_tokens" not in outs["fast"]
+    assert outs["reference"]["text_tokens"].shape == (5, 9, 16)
+    assert float(grads["reference"].norm()) > 1e-3
+    torch.testing.assert_close(grads["fast"], grads["reference"], rtol=0, atol=1e-11)
+
+
+def test_per_batch_padding_does_not_change_a_samples_embeddings():
+    """A sample's embeddings do not depend on how far its text is padded (alone, trimmed to its own length, or in
+    a batch padded to a longer text with garbage in the padding), on both paths."""
+    torch.manual_seed(0)
+    a = Adaptor(12, 10, width=16, embed_dim=8, num_heads=2).double().eval()
+    b = _ragged()
+    with torch.no_grad():
+        batched = a(b["img_tokens"], b["txt_tokens"], b["txt_mask"])
+        for i, n in enumerate(b["txt_mask"].sum(1).tolist()):
+            for ret in (False, True):
+                alone = a(b["img_tokens"][i:i + 1], b["txt_tokens"][i:i + 1, :n], b["txt_mask"][i:i + 1, :n],
+                          return_attention=ret)
+                for key in ("image_emb", "text_emb"):
+                    torch.testing.assert_close(alone[key][0], batched[key][i], rtol=0, atol=1e-12)
+            longer = torch.cat([b["txt_tokens"][i:i + 1], -50 * torch.ones(1, 7, 10, dtype=torch.float64)], 1)
+            mask = torch.cat([b["txt_mask"][i:i + 1], torch.zeros(1, 7, dtype=torch.bool)], 1)
+            padded = a(b["img_tokens"][i:i + 1], longer, mask)
+            torch.testing.assert_close(padded["text_emb"][0], batched["text_emb"][i], rtol=0, atol=1e-12)
+
+
+def test_fast_path_pools_position_zero_even_when_masked():
+    """Both paths pool text position 0; a mask that marks it as padding (left padding) gives the same result."""
+    torch.manual_seed(0)
+    a = Adaptor(12, 10, width=16, embed_dim=8, num_heads=2).double().eval()
+    b = _ragged()
+    mask = b["txt_mask"].clone()
+    mask[0, 0] = False
+    with torch.no_grad():
+        fast = a(b["img_tokens"], b["txt_tokens"], mask)
+        ref = a(b["img_tokens"], b["txt_tokens"], mask, return_attention=True)
+    torch.testing.assert_close(fast["text_emb"], ref["text_emb"], rtol=0, atol=1e-12)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from medvlp_lib.experiments import _summarise, get
-from medvlp_lib.experiments.adaptor import (CLAIMS, adaptor_downstream, adaptor_params, multiclass_probe_accuracy,
-                                            three_class_labels)
+from medvlp_lib.eval import multiclass_probe_accuracy
+from medvlp_lib.experiments.adaptor import CLAIMS, adaptor_downstream, adaptor_params, three_class_labels
 from medvlp_lib.ledger import CLAIMS as LEDGER, VERDICTS
 
 torch.set_num_threads(1)
@@ -43,8 +43,8 @@ def tiny_record(tmp_path_factory):
     finally:
         mp.undo()
     # two identical "seeds" give the n >= 2 summary the evaluators compare with
-    return {"config": cfg, "per_seed": {"0": metrics, "1": metrics}, "summary": _summarise({0: metrics, 1: metrics}),
-            "metrics": metrics}
+    return {"config": cfg.to_dict(), "per_seed": {"0": metrics, "1": metrics},
+            "summary": _summarise({0: metrics, 1: metrics}), "metrics": metrics}
 
 
 def test_ledger_rows_have_evaluators():
@@ -56,8 +56,8 @@ def test_profiles_and_fast_ssl_is_tiny():
     exp = get("adaptor_downstream")
     assert set(exp.profiles) == {"fast", "cpu", "gpu"}
     fast, cpu = exp.config("fast"), exp.config("cpu")
-    assert fast["ssl"]["steps"] * fast["ssl"]["batch_size"] <= 0.1 * 400 * 64  # the fast profile never pays for SSL
-    assert cpu["fractions"] == fast["fractions"] == (0.01, 0.1, 1.0)
+    assert fast.ssl.steps * fast.ssl.batch_size <= 0.1 * 400 * 64  # the fast profile never pays for SSL
+    assert cpu.fractions == fast.fractions == (0.01, 0.1, 1.0)
     assert set(get("adaptor_params").profiles) == {"fast", "cpu", "gpu"}
 
 
@@ -88,7 +88,7 @@ def test_tiny_run_has_every_key_the_evaluators_read(tiny_record):
 def test_adaptor_params_experiment_feeds_the_params_claim():
     cfg = get("adaptor_params").config("fast")
     m = adaptor_params(cfg, 0)
-    rec = {"config": cfg, "summary": _summarise({0: m, 1: m})}
+    rec = {"config": cfg.to_dict(), "summary": _summarise({0: m, 1: m})}
     ours, verdict, why = CLAIMS["adaptor-params"](rec)
     assert verdict in ("reproduced", "not reproduced") and "M vs" in ours
     assert m["params"]["paper_scale"]["adaptor"]["trainable"] > 5e6  # width 768, 2 layers: millions
@@ -190,4 +190,4 @@ def test_msd_image_augmentation_follows_chapter_02():
     from medvlp_lib.experiments import adaptor as adp
     from medvlp_lib.experiments.msd import PROFILES as MSD_PROFILES
     for p in ("fast", "cpu", "gpu"):
-        assert adp.PROFILES[p]["msd_image_augment"] is MSD_PROFILES[p]["image_augment"], p
+        assert adp.PROFILES[p].msd_image_augment is MSD_PROFILES[p].image_augment, p

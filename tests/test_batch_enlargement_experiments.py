@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from benchmarks import bench_rfbe
+from medvlp_lib.eval import efficiency
 from medvlp_lib.experiments import get
 from medvlp_lib.experiments.batch_enlargement import NORMS, claim_rfbe_memory, gradient_check, rfbe_equivalence
 
@@ -43,17 +43,63 @@ def test_experiment_fast_profile_keys():
 
 
 def test_bench_child_in_process_and_combine():
-    row = bench_rfbe._child("rfbe", 8, 4, 1, 16, 16, 32, "cpu")
+    row = efficiency.measure_training("rfbe", 8, sub_batch=4, steps=3, size=16, dim=16, queue=32, device="cpu")
     for key in ("peak_mb", "net_peak_mb", "train_mb", "cpu_ms_per_sample", "ms_per_sample", "loadavg_1min"):
         assert row[key] == row[key] and row[key] >= 0, key
     assert row["mode"] == "rfbe" and row["sub_batch"] == 4 and row["memory"] == "cpu_peak_rss"
+    assert len(row["cpu_s_steps"]) == 3 and row["cpu_s_per_step"] == sorted(row["cpu_s_steps"])[1]  # the median
     reps = [dict(row, cpu_ms_per_sample=3.0, ms_per_sample=5.0, peak_mb=100.0),
             dict(row, cpu_ms_per_sample=2.0, ms_per_sample=6.0, peak_mb=300.0),
             dict(row, cpu_ms_per_sample=4.0, ms_per_sample=4.0, peak_mb=200.0)]
-    c = bench_rfbe._combine(reps)
-    assert c["cpu_ms_per_sample"] == 2.0 and c["ms_per_sample"] == 4.0 and c["peak_mb"] == 200.0
+    c = efficiency.combine_repeats(reps)
+    assert c["cpu_ms_per_sample"] == 3.0 and c["ms_per_sample"] == 5.0 and c["peak_mb"] == 200.0  # medians
     assert c["repeats"] == 3 and c["cpu_ms_per_sample_all"] == [3.0, 2.0, 4.0]
-    assert bench_rfbe._combine([{"mode": "rfbe", "batch": 8, "error": "boom"}])["error"] == "boom"
+    assert efficiency.combine_repeats([{"mode": "rfbe", "batch": 8, "error": "boom"}])["error"] == "boom"
+
+
+def test_bench_targets_same_work_and_above_the_sub_batch():
+    """The time targets: <= 1.05x naive where RFBE runs one sub-batch (naive's work), < 1x above it; time comes
+    from the paired runs (ratio within a process), memory from the isolated ones."""
+    ratio = {32: 1.04, 64: 1.01, 128: 0.67}
+    calls = []
+
+    def fake(mode, batch, **settings):
+        calls.append((mode, batch, settings["steps"]))
+        if mode == "paired":
+            return {"mode": "paired", "batch": batch, "cpu_ratio": ratio[batch], "wall_ratio": 1.0,
+                    "naive": {"cpu_ms_per_sample": 3.0, "ms_per_sample": 4.0},
+                    "rfbe": {"cpu_ms_per_sample": 3.0 * ratio[batch], "ms_per_sample": 4.0}}
+        return {"mode": mode, "batch": batch, "cpu_ms_per_sample": 9.0, "ms_per_sample": 9.0, "s_per_step": 1.0,
+                "cpu_s_per_step": 1.0, "peak_mb": 900.0, "net_peak_mb": 200.0 + batch, "train_mb": 100.0,
+                "runtime_mb": 700.0, "base_mb": 800.0, "loadavg_1min": 1.0}
+
+    rec = efficiency.rfbe_benchmark([32, 64, 128], sub_batch=32, repeats=2, steps=5, min_samples=320,
+                                    progress=False, measure=fake)
+    assert sorted(calls) == sorted([(m, b, 5) for m in ("naive", "rfbe") for b in (32, 64, 128)] * 2
+                                   + [("paired", 32, 10), ("paired", 64, 5), ("paired", 128, 5)] * 2)
+    rows = {(r["mode"], r["batch"]): r for r in rec["rows"]}
+    ok = {b: rows["rfbe", b]["time_ok"] for b in (32, 64, 128)}
+    assert ok == {32: True, 64: False, 128: True}      # 1.04 <= 1.05; 1.01 is not faster; 0.67 is
+    assert rows["rfbe", 128]["cpu_ms_per_sample"] == pytest.approx(2.01)   # paired times, not the isolated 9.0
+    assert rows["naive", 32]["cpu_ms_per_sample_isolated"] == 9.0 and rows["naive", 32]["time_source"] == "paired"
+    assert rec["targets"]["rfbe_time_ok_all"] is False and rec["targets"]["time_statistic"] == "median, paired"
+    assert rec["targets"]["rfbe_net_peak_ratio_max_vs_min_batch"] == pytest.approx(328 / 232)
+    text = efficiency.format_rfbe_report(rec)
+    assert "MISSED" in text and "1.04 at 32 met" in text
+
+
+def test_measure_paired_alternates_both_set_ups():
+    out = efficiency.measure_paired(4, sub_batch=2, steps=2, size=16, dim=16, queue=32)
+    assert out["mode"] == "paired" and len(out["naive"]["cpu_s_steps"]) == 2 == len(out["rfbe"]["cpu_s_steps"])
+    assert out["cpu_ratio"] == pytest.approx(out["rfbe"]["cpu_ms_per_sample"] / out["naive"]["cpu_ms_per_sample"])
+
+
+def test_bench_child_runs_in_its_own_process():
+    row = efficiency.measure_in_subprocess("naive", 4, sub_batch=4, steps=1, size=16, dim=16, queue=32, device="cpu")
+    assert "error" not in row, row
+    assert row["mode"] == "naive" and row["batch"] == 4 and row["net_peak_mb"] > 0
+    bad = efficiency.measure_in_subprocess("naive", 4, arch="nope")
+    assert "arch must be one of" in bad["error"]
 
 
 def _record(rfbe_net=(300.0, 330.0), naive_net=(300.0, 1000.0), quick=False):
@@ -92,12 +138,13 @@ def test_ledger_row_points_at_the_benchmark():
 
 
 def test_saved_activation_mb_naive_grows_rfbe_stays_at_one_sub_batch():
-    from medvlp_lib.experiments.batch_enlargement import TinyDual, _batch, saved_activation_mb
+    from medvlp_lib.experiments.batch_enlargement import saved_activation_mb
     from medvlp_lib.methods.msd import MSD
+    from medvlp_lib.models.toy import ToyDualEncoder, toy_batch as _batch
 
     def fresh():
         torch.manual_seed(0)
-        return MSD(TinyDual(norm="groupnorm", dtype=torch.float32), queue_size=64)
+        return MSD(ToyDualEncoder(16, channels=(8,), norm="groupnorm"), queue_size=64)
 
     # 48 px so that conv activations, not the logits against the keys, dominate what is saved
     small, big = _batch(8, 48, 0, torch.float32), _batch(32, 48, 1, torch.float32)
@@ -118,16 +165,16 @@ def test_saved_activation_mb_naive_grows_rfbe_stays_at_one_sub_batch():
 def test_child_peak_memory_is_its_own_not_the_parents():
     """ru_maxrss survives fork + exec on Linux: a child of a big process (this one holds torch, a Jupyter kernel
     gigabytes) would report the parent's RSS. The benchmark's peak must be the child's own."""
-    import os
     import subprocess
     import sys
 
-    from benchmarks.bench_rfbe import _rss_mb
+    import numpy as np
 
-    parent = _rss_mb()
-    assert parent > 150, parent  # torch is imported here
-    code = "from benchmarks.bench_rfbe import _peak_rss_mb; print(_peak_rss_mb())"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(bench_rfbe.__file__)))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    big = np.ones(2**30 // 8)  # 1 GiB, touched: this process is now far larger than any fresh child
+    parent = efficiency.rss_mb()
+    assert parent > 1024, parent
+    code = "from medvlp_lib.eval.efficiency import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     child = float(out.stdout.strip().splitlines()[-1])
-    assert 1 < child < min(100.0, parent / 2), (child, parent)  # a bare interpreter: tens of MB
+    del big
+    assert 10 < child < parent - 700, (child, parent)  # the child's own peak: the torch runtime, not our 1 GiB

@@ -159,7 +159,8 @@ def test_cache_root_env(monkeypatch, tmp_path):
 
 
 def test_adaptor_trains_from_cache(tmp_path):
-    from medvlp_lib.models.adaptor import Adaptor, AdaptorMethod
+    from medvlp_lib.methods.adaptor import AdaptorMethod
+    from medvlp_lib.models.adaptor import Adaptor
 
     images, texts = _data()
     c = cached_embeddings(FakeImage(), FakeText(), images, texts, cache_dir=tmp_path, progress=False)
@@ -203,7 +204,8 @@ def test_feature_index_gives_finer_grid(tmp_path):
 
 def test_trainer_on_cache_exact_resume(tmp_path):
     """The Adaptor trains through the shared Trainer on cache batches, and resume is exact."""
-    from medvlp_lib.models.adaptor import Adaptor, AdaptorMethod
+    from medvlp_lib.methods.adaptor import AdaptorMethod
+    from medvlp_lib.models.adaptor import Adaptor
     from medvlp_lib.train import StepBatches, Trainer
 
     images, texts = _data()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medvlp_lib.data.pathology import simulate_cohort
+from medvlp_lib.data.pathology import Cohort, Slide, simulate_cohort
 from medvlp_lib.data.real.clam_features import load_slide_features, read_clam, write_clam
 
 
@@ -37,17 +37,16 @@ def test_round_trip(tmp_path, cohort, fmt):
 
 
 def test_plain_clam_h5_and_pt_features_only(tmp_path):
-    (tmp_path / "h5_files").mkdir()
-    (tmp_path / "pt_files").mkdir()
     feats = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
     coords = np.arange(14).reshape(7, 2) * 512
-    with h5py.File(tmp_path / "h5_files" / "s1.h5", "w") as f:
-        f["features"] = feats
+    slides = [Slide(sid, case, feats, coords, np.zeros(0, np.float32), y, np.zeros(7, bool), np.full(7, -1))
+              for sid, case, y in (("s1", "c1", 1), ("s2", "c2", 0))]
+    write_clam(Cohort.from_slides(slides), tmp_path, fmt="both", omics_csv=None, extras=False)  # as CLAM writes
+    with h5py.File(tmp_path / "h5_files" / "s1.h5", "a") as f:  # int32 coords, as some extractors save them
+        del f["coords"]
         f["coords"] = coords.astype(np.int32)
-    torch.save(torch.from_numpy(feats), tmp_path / "pt_files" / "s2.pt")
-    with h5py.File(tmp_path / "h5_files" / "s2.h5", "w") as f:  # CLAM keeps coords in the h5
-        f["features"] = feats
-        f["coords"] = coords
+    (tmp_path / "pt_files" / "s1.pt").unlink()
+    assert isinstance(torch.load(tmp_path / "pt_files" / "s2.pt", weights_only=True), torch.Tensor)  # features only
     (tmp_path / "labels.csv").write_text("case_id,slide_id,label,extra\nc1,s1,1,x\nc2,s2,0,y\n")
     c = read_clam(tmp_path)
     assert c[0].omics.size == 0 and not c[0].signal_mask.any() and (c[0].tissue == -1).all()

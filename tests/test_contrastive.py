@@ -39,7 +39,7 @@ def emb():
 
 def test_info_nce_default_diagonal_with_queue(emb):
     q, k = emb
-    got = info_nce(q, k, logit_scale=10.0)
+    got = info_nce(q, k, scale=10.0)
     assert float(got) == pytest.approx(naive_info_nce(q, k, list(range(5)), 10.0), rel=1e-10)
 
 
@@ -48,9 +48,9 @@ def test_info_nce_positive_index_and_mask(emb):
     pos = torch.tensor([3, 0, 11, 7, 2])
     mask = torch.zeros(5, 12, dtype=torch.bool)
     mask[0, 5], mask[1, 1], mask[4, 9] = True, True, True
-    got = info_nce(q, k, positive_index=pos, logit_scale=7.0, mask=mask)
+    got = info_nce(q, k, positive_index=pos, scale=7.0, mask=mask)
     assert float(got) == pytest.approx(naive_info_nce(q, k, pos.tolist(), 7.0, mask=mask), rel=1e-10)
-    per = info_nce(q, k, positive_index=pos, logit_scale=7.0, mask=mask, reduction="none")
+    per = info_nce(q, k, positive_index=pos, scale=7.0, mask=mask, reduction="none")
     assert per.shape == (5,) and float(per.mean()) == pytest.approx(float(got))
     bad = mask.clone()
     bad[0, 3] = True
@@ -61,14 +61,14 @@ def test_info_nce_positive_index_and_mask(emb):
 def test_info_nce_soft_and_multi_positive_targets(emb):
     q, k = emb
     soft = torch.rand(5, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    got = info_nce(q, k, logit_scale=5.0, targets=soft)
+    got = info_nce(q, k, scale=5.0, targets=soft)
     assert float(got) == pytest.approx(naive_info_nce(q, k, None, 5.0, targets=soft), rel=1e-10)
     multi = torch.zeros(5, 12, dtype=torch.bool)
     multi[torch.arange(5), torch.arange(5)] = True
     multi[0, 8] = multi[2, 6] = True
     mask = torch.zeros(5, 12, dtype=torch.bool)
     mask[1, 10] = True
-    got = info_nce(q, k, logit_scale=5.0, targets=multi, mask=mask)
+    got = info_nce(q, k, scale=5.0, targets=multi, mask=mask)
     assert float(got) == pytest.approx(naive_info_nce(q, k, None, 5.0, mask=mask, targets=multi.double()), rel=1e-10)
     # one-hot targets == positive_index
     onehot = torch.eye(5, 12, dtype=torch.float64)
@@ -88,7 +88,7 @@ def test_info_nce_errors(emb):
     with pytest.raises(ValueError, match="every key"):
         info_nce(q, k, positive_index=torch.arange(5), mask=torch.ones(5, 12, dtype=torch.bool))
     with pytest.raises(ValueError, match="positive"):
-        info_nce(q, k, logit_scale=-1.0)
+        info_nce(q, k, scale=-1.0)
     with pytest.raises(ValueError, match="targets"):
         info_nce(q, k, targets=torch.zeros(5, 12))
 
@@ -172,13 +172,13 @@ def test_clip_method_training_step_and_clamp():
     method = CLIP(model)
     batch = {"image": torch.rand(4, 1, 32, 32), "text": ["a", "bb", "ccc", "dddd"], "labels": torch.zeros(4, 3)}
     out = method.training_step(batch)
-    assert set(out) >= {"loss", "logit_scale", "i2t", "t2i"}
-    assert out["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)
+    assert set(out) >= {"loss", "scale", "i2t", "t2i"}
+    assert out["scale"] == pytest.approx(1 / 0.07, rel=1e-5)
     out["loss"].backward()
     assert model.logit_scale.grad is not None and model.image_proj.net.weight.grad is not None
     with torch.no_grad():
         model.logit_scale.fill_(8.0)  # exp(8) ~ 2981 -> clamped to 100
-    assert method.training_step(batch)["logit_scale"] == pytest.approx(100.0)
+    assert method.training_step(batch)["scale"] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="'image'"):
         method.training_step({"text": ["a"]})
     with pytest.raises(ValueError, match="4 images but 3 texts"):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medvlp_lib.models.encoders import (MAX_LOGIT_SCALE, DualEncoder, ProjectionHead, TextEncoder,
+from medvlp_lib.models.encoders import (MAX_SCALE, DualEncoder, ProjectionHead, TextEncoder,
                                         WeightsNotAvailableError, build_image_encoder, build_text_encoder,
                                         count_parameters, default_text_encoder_path, parse_trainable)
 
@@ -163,6 +163,6 @@ def test_dual_encoder_normalised_and_temperature(minilm):
     assert model.text_proj.net.weight.grad is not None
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
-    assert float(model.scale.detach()) == pytest.approx(MAX_LOGIT_SCALE)
+    assert float(model.scale.detach()) == pytest.approx(MAX_SCALE)
     with pytest.raises(ValueError, match="init_temperature"):
         DualEncoder(build_image_encoder("test_resnet"), minilm, init_temperature=0.0)

@@ -210,3 +210,25 @@ def test_embed_unwraps_methods():
     items = [{"image": torch.rand(1, 4, 4), "text": "abc"} for _ in range(3)]
     out = embed(Method(), items, device="cpu")
     assert out["image_feat"].shape == (3, 16) and "labels" not in out
+
+
+def test_class_precision_at_k_against_a_hand_count_chance_and_oracle():
+    from medvlp_lib.eval import class_precision_at_k
+
+    # 6 items, finding sets A A A B B C; embeddings on a line so the ranking is known
+    labels = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [1, 1]])
+    img = torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, 0.2], [0.0, 1.0], [0.1, 1.0], [0.7, 0.7]])
+    out = class_precision_at_k(img, img.clone(), labels, ks=(1, 3))
+    assert out["n_groups"] == 3
+    # perfect embedding: every query's nearest items are its own set as far as it goes
+    assert out["i2t_P@1"] == pytest.approx(1.0) and out["t2i_P@1"] == pytest.approx(1.0)
+    assert out["oracle_P@3"] == pytest.approx((3 * 1.0 + 2 * (2 / 3) + 1 * (1 / 3)) / 6)
+    assert out["chance_P@1"] == pytest.approx((3 * 3 / 6 + 2 * 2 / 6 + 1 / 6) / 6)
+    assert out["i2t_P@3"] <= out["oracle_P@3"] + 1e-12
+    # a reversed text space: image queries now find the wrong sets first
+    bad = class_precision_at_k(img, torch.flip(img, [1]), labels, ks=(1,))
+    assert bad["i2t_P@1"] < out["i2t_P@1"]
+    with pytest.raises(ValueError, match="binary"):
+        class_precision_at_k(img, img, np.full((6, 2), 2), ks=(1,))
+    with pytest.raises(ValueError, match="ks must be"):
+        class_precision_at_k(img, img, labels, ks=(7,))

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from medvlp_lib.data.ihc import dab_mask, dab_threshold, ihc_cohort, ihc_image, tile_dab, tile_image
-from medvlp_lib.models.tile_encoder import TileCNN, embed_tiles
+from medvlp_lib.eval import attention_quality
+from medvlp_lib.methods.ssl import embed_tiles
+from medvlp_lib.models.tile_encoder import TileCNN
 
 
 @pytest.fixture(scope="module")
@@ -182,13 +184,13 @@ def test_momkd_trains_on_the_cohort_and_scores_every_tile_of_the_image(tiled):
 
     _, tiles, _, feats = tiled
     co = ihc_cohort(feats, 12, 64, seed=0)
-    cfg = dict(experiments.get("momkd_main").config("fast"), feature_dim=feats.shape[1], epochs=1)
+    cfg = experiments.get("momkd_main").config("fast", {"feature_dim": int(feats.shape[1]), "epochs": 1})
     model, history = X.fit_method("momkd", co, co.info["train_idx"], cfg, seed=0)
     assert len(history) >= 1
     out = model.predict(co.info["whole_slide"])
     assert out["scores"].shape == (len(tiles),) and out["attention"].shape == (len(tiles),)
     assert torch.isfinite(out["scores"]).all() and 0 <= out["prob"] <= 1
-    aq = X.attention_quality([out["scores"].numpy()], [co.info["whole_slide"].signal_mask])
+    aq = attention_quality([out["scores"].numpy()], [co.info["whole_slide"].signal_mask])
     assert 0 <= aq["auroc"] <= 1
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
 from medvlp_lib import ledger
+from medvlp_lib.config import Config
 from medvlp_lib.experiments import flatten, register, run, _REGISTRY
 from medvlp_lib.results import mean_std, read_result, write_result
 from medvlp_lib.utils import autocast, get_device, seed_everything
@@ -45,13 +47,18 @@ def test_flatten_nested_metrics():
     assert flatten({"b16": {"r1": 1, "curve": [1, 2]}, "x": 2.5, "flag": True}) == {"b16/r1": 1.0, "x": 2.5}
 
 
+@dataclass(frozen=True, kw_only=True)
+class _ToyConfig(Config):
+    scale: float = 1.0
+
+
 def test_experiment_run_aggregates_over_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDVLP_RESULTS", str(tmp_path))
-    profiles = {p: {"scale": 1.0} for p in ("fast", "cpu", "gpu")}
+    profiles = {p: _ToyConfig() for p in ("fast", "cpu", "gpu")}
 
     @register("_toy", profiles)
     def _toy(cfg, seed):
-        return {"a": {"m": cfg["scale"] * seed}}
+        return {"a": {"m": cfg.scale * seed}}
 
     try:
         rec = run("_toy", "cpu", seeds=[1, 2, 3], verbose=False)
@@ -59,7 +66,10 @@ def test_experiment_run_aggregates_over_seeds(tmp_path, monkeypatch):
         assert rec["summary"]["a/m"]["std"] == pytest.approx(1.0)
         on_disk = json.loads((tmp_path / "_toy.json").read_text())
         assert on_disk["command"].endswith("run _toy --profile cpu --seeds 1 2 3")
-        assert on_disk["seeds"] == [1, 2, 3] and on_disk["profile"] == "cpu"
+        assert on_disk["seeds"] == [1, 2, 3] and on_disk["profile"] == "cpu" and on_disk["config"] == {"scale": 1.0}
+        rec = run("_toy", "cpu", seeds=[1], overrides={"scale": 2}, verbose=False)
+        assert rec["summary"]["a/m"]["mean"] == 2.0 and rec["config"] == {"scale": 2.0}
+        assert json.loads((tmp_path / "_toy.json").read_text())["command"].endswith("--seeds 1 --set scale=2.0")
         run("_toy", "fast", seeds=[0], verbose=False)
         assert (tmp_path / "tmp" / "_toy__fast.json").exists()  # fast runs never overwrite committed results
         with pytest.raises(ValueError, match="unknown override"):
@@ -70,9 +80,11 @@ def test_experiment_run_aggregates_over_seeds(tmp_path, monkeypatch):
         _REGISTRY.pop("_toy", None)
 
 
-def test_register_requires_every_profile():
+def test_register_requires_every_profile_as_one_config_class():
     with pytest.raises(ValueError, match="missing"):
-        register("_bad", {"fast": {}})
+        register("_bad", {"fast": _ToyConfig()})
+    with pytest.raises(TypeError, match="one Config subclass"):
+        register("_bad", {p: {"scale": 1.0} for p in ("fast", "cpu", "gpu")})
 
 
 def test_compare_needs_effect_beyond_noise():

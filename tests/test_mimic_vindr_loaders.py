@@ -2,7 +2,6 @@
 shipped in torchxrayvision, and the zero-/few-shot driver (medvlp_lib.eval.real) over VinDr / RSNA / SIIM."""
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import math
 import zlib
@@ -11,38 +10,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
+from medvlp_lib.data.real.fixtures import write_mimic_cxr, write_rsna, write_siim, write_vindr
 from medvlp_lib.data.real.mimic_cxr import CHEXPERT_LABELS, LIBRARY_MAP, MIMICCXR, mimic_image_path
 from medvlp_lib.data.real.rsna import RSNAPneumonia
-from medvlp_lib.data.real.siim import SIIMPneumothorax, rle_encode
+from medvlp_lib.data.real.siim import SIIMPneumothorax
 from medvlp_lib.data.real.vindr import VinDrCXR, read_vindr_box_labels, read_vindr_image_labels
 from medvlp_lib.eval.real import as_labelled, embed_images, evaluate_real, zero_shot_real
 
 torch.set_num_threads(1)
-
-META_HEADER = ("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,"
-               "StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
-               "PatientOrientationCodeSequence_CodeMeaning")
-
-
-def _img(path, h=40, w=48, value=None, seed=0, ext_mode="L"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    a = rng.integers(0, 256, (h, w), dtype=np.uint8) if value is None else np.full((h, w), value, np.uint8)
-    Image.fromarray(a, mode=ext_mode).save(path)
-    return a
-
-
-def _write(path, text, gz=False):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if gz:
-        with gzip.open(str(path) + ".gz", "wt") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-
 
 # ---------------------------------------------------------------------------------------------- MIMIC-CXR
 # (dicom_id, subject, study, view, split, on_disk)
@@ -74,28 +51,11 @@ SECTIONS = [("s50414267", "Mild cardiomegaly.", "The heart is enlarged. Small ef
 
 
 def make_mimic(root, gz=True):
-    meta = [META_HEADER] + [f"{d},{s},{t},CHEST (PA AND LAT),{v},3056,2544,21800506,213014.531,CHEST (PA AND LAT),"
-                            f"postero-anterior,Erect" for d, s, t, v, _, _ in MIMIC_IMAGES]
-    _write(root / "mimic-cxr-2.0.0-metadata.csv", "\n".join(meta) + "\n", gz=gz)
-    split = ["dicom_id,study_id,subject_id,split"] + [f"{d},{t},{s},{sp}" for d, s, t, _, sp, _ in MIMIC_IMAGES]
-    _write(root / "mimic-cxr-2.0.0-split.csv", "\n".join(split) + "\n", gz=gz)
-    subj = {t: s for _, s, t, _, _, _ in MIMIC_IMAGES}
-    chex = ["subject_id,study_id," + ",".join(CHEXPERT_LABELS)]
-    for study, vals in CHEX.items():
-        chex.append(f"{subj[study]},{study}," + ",".join(vals.get(c, "") for c in CHEXPERT_LABELS))
-    _write(root / "mimic-cxr-2.0.0-chexpert.csv", "\n".join(chex) + "\n", gz=gz)
-    import csv
-    import io
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["study", "impression", "findings", "last_paragraph", "comparison"])
-    for st, imp, fin in SECTIONS:
-        w.writerow([st, imp, fin, imp, ""])
-    _write(root / "mimic_cxr_sectioned.csv", buf.getvalue(), gz=False)
-    for k, (d, s, t, _, _, on_disk) in enumerate(MIMIC_IMAGES):
-        if on_disk:
-            _img(mimic_image_path(root, s, t, d), seed=k)
-    return root
+    studies = {int(st[1:]): {"labels": CHEX.get(int(st[1:])), "impression": imp, "findings": fin}
+               for st, imp, fin in SECTIONS}
+    images = [dict(dicom_id=d, subject_id=s, study_id=t, view=v, split=sp, **({} if on_disk else {"image": False}))
+              for d, s, t, v, sp, on_disk in MIMIC_IMAGES]
+    return write_mimic_cxr(root, size=48, images=images, studies=studies, gz=gz)
 
 
 def test_mimic_layout_and_path():
@@ -162,27 +122,15 @@ VINDR_COLS = ["Aortic enlargement", "Atelectasis", "Cardiomegaly", "Consolidatio
               "Pleural effusion", "Pneumothorax", "Emphysema", "Pneumonia", "No finding"]
 
 
-def _vindr_row(img, rad, pos):
-    return ",".join([img] + ([rad] if rad is not None else []) + ["1" if c in pos else "0" for c in VINDR_COLS])
-
-
 def make_vindr(root, ext=".png"):
-    train = ["image_id,rad_id," + ",".join(VINDR_COLS),
-             _vindr_row("a", "R1", {"Cardiomegaly"}), _vindr_row("a", "R2", {"Cardiomegaly"}),
-             _vindr_row("a", "R3", {"No finding"}),
-             _vindr_row("b", "R4", {"Pleural effusion"}), _vindr_row("b", "R5", {"No finding"}),
-             _vindr_row("b", "R6", {"No finding"}),
-             _vindr_row("gone", "R1", {"No finding"})]
-    test = ["image_id," + ",".join(VINDR_COLS), _vindr_row("t1", None, {"Pneumonia", "Nodule/Mass"}),
-            _vindr_row("t2", None, {"No finding"}), _vindr_row("t3", None, {"Pneumothorax"}),
-            _vindr_row("t4", None, {"No finding"})]
-    _write(root / "annotations" / "image_labels_train.csv", "\n".join(train) + "\n")
-    _write(root / "annotations" / "image_labels_test.csv", "\n".join(test) + "\n")
-    for k, i in enumerate(("a", "b")):
-        _img(root / "train" / f"{i}{ext}", seed=k)
-    for k, i in enumerate(("t1", "t2", "t3", "t4")):
-        _img(root / "test" / f"{i}{ext}", seed=10 + k)
-    return root
+    train = [("a", [("R1", {"Cardiomegaly"}), ("R2", {"Cardiomegaly"}), ("R3", {"No finding"})]),
+             ("b", [("R4", {"Pleural effusion"}), ("R5", {"No finding"}), ("R6", {"No finding"})]),
+             ("gone", [("R1", {"No finding"})])]
+    test = [("t1", {"Pneumonia", "Nodule/Mass"}), ("t2", {"No finding"}), ("t3", {"Pneumothorax"}),
+            ("t4", {"No finding"})]
+    records = [dict(image_id=i, split="train", reads=r, **({"image": False} if i == "gone" else {})) for i, r in train]
+    records += [dict(image_id=i, split="test", reads=[(None, pos)]) for i, pos in test]
+    return write_vindr(root, size=48, records=records, label_names=VINDR_COLS, ext=ext)
 
 
 def test_vindr_image_labels_any_and_majority(tmp_path):
@@ -222,10 +170,8 @@ def test_vindr_fixture_dataset(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("pydicom") is not None, reason="pydicom installed")
 def test_vindr_dicom_without_pydicom_names_it(tmp_path):
-    root = tmp_path / "v"
-    _write(root / "annotations" / "image_labels_test.csv",
-           "image_id," + ",".join(VINDR_COLS) + "\n" + _vindr_row("x", None, {"No finding"}) + "\n")
-    (root / "test").mkdir(parents=True)
+    root = write_vindr(tmp_path / "v", records=[dict(image_id="x", reads=[(None, {"No finding"})], image=False)],
+                       label_names=VINDR_COLS)
     (root / "test" / "x.dicom").write_bytes(b"\0" * 256)
     ds = VinDrCXR(root, "test", size=16)
     assert ds.uids == ["x"]
@@ -263,10 +209,8 @@ def test_vindr_box_csv_matches_torchxrayvision(tmp_path):
         checked += int(ours.sum() > 0)
     assert checked >= 10
     # the box CSV format is accepted by the dataset class too (xrv's training copy, images stored as PNG)
-    root = tmp_path / "vb"
-    (root / "train").mkdir(parents=True)
-    for k in range(3):
-        _img(root / "train" / f"{ids[k]}.png", seed=k)
+    root = write_vindr(tmp_path / "vb", size=32, label_names=("No finding",),
+                       records=[dict(image_id=ids[k], split="train", reads=[("R1", set())]) for k in range(3)])
     ds = VinDrCXR(root, "train", size=8, csv_path=__import__("medvlp_lib.data.real.rsna", fromlist=["x"])
                   .xrv_data_file("vinbigdata-train.csv.gz"))
     assert ds.uids == ids[:3] and ds.skipped == 15000 - 3 and "normal" in ds.label_names
@@ -309,13 +253,9 @@ def test_zero_and_few_shot_on_vindr_rsna_siim_fixtures(tmp_path):
     assert set(zs["zero_shot_per_label"]) | set(zs["skipped"]) == set(te.label_names)
     assert "normal" in zs["zero_shot_per_label"] and 0 <= zs["zero_shot_auc"] <= 1
     # RSNA (binary -> "opacity") with a probe: 12 images, half positive
-    rroot = tmp_path / "rsna"
-    rows = ["patientId,x,y,width,height,Target"]
-    for k in range(12):
-        pos = k % 2 == 0
-        rows.append(f"p{k},100,100,200,200,1" if pos else f"p{k},,,,,0")
-        _img(rroot / "stage_2_train_images" / f"p{k}.png", 32, 32, value=200 if pos else 40)
-    (rroot / "stage_2_train_labels.csv").write_text("\n".join(rows) + "\n")
+    rroot = write_rsna(tmp_path / "rsna", records=[
+        dict(patient_id=f"p{k}", boxes=[(100, 100, 200, 200)] if k % 2 == 0 else [],
+             image=np.full((32, 32), 200 if k % 2 == 0 else 40, np.uint8)) for k in range(12)])
     rsna = RSNAPneumonia(rroot, size=16)
     lab = as_labelled(rsna)
     assert lab.label_names == ("opacity",) and lab.labels.shape == (12, 1)
@@ -324,14 +264,10 @@ def test_zero_and_few_shot_on_vindr_rsna_siim_fixtures(tmp_path):
         assert np.isfinite(res[key]), key
     assert res["probe_auc@1"] == pytest.approx(1.0)  # bright vs dark images: linearly separable features
     # SIIM (binary -> "pneumothorax")
-    sroot = tmp_path / "siim"
     m = np.zeros((1024, 1024), bool)
     m[10:20, 10:20] = True
-    sroot.mkdir()
-    (sroot / "train-rle.csv").write_text("ImageId, EncodedPixels\n" + "".join(
-        f"s{k}, {rle_encode(m) if k % 2 else '-1'}\n" for k in range(6)))
-    for k in range(6):
-        _img(sroot / "png_images" / f"s{k}.png", 32, 32, seed=k)
+    sroot = write_siim(tmp_path / "siim", size=32, records=[dict(image_id=f"s{k}", masks=[m] if k % 2 else [])
+                                                            for k in range(6)])
     siim = SIIMPneumothorax(sroot, size=16)
     e = embed_images(model, siim, progress=False)
     assert e["image_emb"].shape == (6, 16) and e["labels"].tolist() == [[0.0], [1.0]] * 3

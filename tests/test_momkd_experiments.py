@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medvlp_lib.experiments import get
+from medvlp_lib.config import Variant
+from medvlp_lib.eval import attention_quality
+from medvlp_lib.experiments import _summarise, get
 from medvlp_lib.experiments import momkd as E
-from medvlp_lib.experiments import _summarise
 
 torch.set_num_threads(1)
 
@@ -18,7 +19,7 @@ TINY = dict(n_cases=12, external_cases=8, n_patches=(20, 40), feature_dim=16, n_
             shared_dim=8, n_slots=2, epochs=1, folds=2)
 
 
-def _cfg(name: str, **extra) -> dict:
+def _cfg(name: str, **extra):
     return get(name).config("fast", {**TINY, **extra})
 
 
@@ -28,25 +29,50 @@ def test_profiles_registered_and_consistent():
         assert set(exp.profiles) == {"fast", "cpu", "gpu"}
         for prof in ("fast", "cpu", "gpu"):
             cfg = exp.config(prof)
-            assert cfg["folds"] >= 2 and cfg["epochs"] >= 1 and cfg["n_cases"] >= 2 * cfg["folds"]
-            for m in cfg["methods"]:  # every method name builds
-                E.build_method(m, 8, 6, dict(cfg, hidden_dim=8, shared_dim=4, n_slots=2), 0)
-    assert get("momkd_main").config("cpu")["methods"] == ("momkd", "wsi_only", "abmil", "meanpool")
+            assert cfg.folds >= 2 and cfg.epochs >= 1 and cfg.n_cases >= 2 * cfg.folds
+            for m in cfg.methods:  # every method builds
+                E.build_method(m, 8, 6, cfg.replace(hidden_dim=8, shared_dim=4, n_slots=2), 0)
+    assert [v.key for v in get("momkd_main").config("cpu").methods] == ["momkd", "wsi_only", "abmil", "meanpool"]
 
 
 def test_build_method_rejects_unknown():
-    with pytest.raises(ValueError, match="unknown"):
-        E.build_method("transmil", 8, 6, _cfg("momkd_main"), 0)
+    cfg = _cfg("momkd_main")
+    with pytest.raises(ValueError, match="unknown method 'transmil'"):
+        E.build_method("transmil", 8, 6, cfg, 0)
+    with pytest.raises(ValueError, match="unknown method 'momkd:no_recon'"):  # no name mini-language
+        E.build_method("momkd:no_recon", 8, 6, cfg, 0)
+    with pytest.raises(ValueError, match="unknown MoMKD variant 'no_recn'"):
+        E.build_method(Variant("momkd", {"variant": "no_recn"}), 8, 6, cfg, 0)
+    with pytest.raises(ValueError, match="unknown key 'n_slot'.*did you mean 'n_slots'"):
+        E.build_method(Variant("momkd", {"n_slot": 4}), 8, 6, cfg, 0)
+    with pytest.raises(ValueError, match="unknown method"):  # checked when the configuration is made
+        cfg.replace(methods=("momkd", "transmil"))
+
+
+def test_variants_replace_the_name_mini_language():
+    """``Variant("momkd", {"n_slots": 4})`` is what ``"momkd:n_slots=4"`` was, filed under the same result key."""
+    cfg = _cfg("momkd_ablations")
+    v = Variant("momkd", {"n_slots": 4})
+    assert v.key == "momkd_n_slots4" and E.build_method(v, 16, 16, cfg, 0).memory.n_slots == 4
+    assert E.preset("no_recon") == Variant("momkd", {"variant": "no_recon"}, "momkd_no_recon")
+    assert not E.build_method(E.preset("no_recon"), 16, 16, cfg, 0).recon
+    assert [v.key for v in get("momkd_memory").config("cpu").methods] == ["momkd", "momkd_fixed_memory",
+                                                                           "momkd_learned_memory"]
+    # a method given by name, as a (name, overrides) pair or as its recorded dict is the same Variant
+    same = cfg.replace(methods=("abmil", ("momkd", {"n_slots": 4}),
+                                {"name": "momkd", "overrides": {"variant": "no_recon"}, "key": "momkd_no_recon"}))
+    assert same.methods == (Variant("abmil"), v, E.preset("no_recon"))
+    assert type(cfg).from_dict(same.to_dict()) == same
 
 
 def test_attention_quality_on_hand_made_scores():
     m = np.array([0, 0, 1, 1, 0], bool)
-    perfect = E.attention_quality([np.array([0.1, 0.2, 0.9, 0.8, 0.0])], [m])
+    perfect = attention_quality([np.array([0.1, 0.2, 0.9, 0.8, 0.0])], [m])
     assert perfect["auroc"] == 1.0 and perfect["p_at_k"] == 1.0
-    worst = E.attention_quality([np.array([0.9, 0.8, 0.0, 0.1, 0.7])], [m])
+    worst = attention_quality([np.array([0.9, 0.8, 0.0, 0.1, 0.7])], [m])
     assert worst["auroc"] == 0.0 and worst["p_at_k"] == 0.0
     # slides without signal patches (negatives) and models without scores are skipped
-    none = E.attention_quality([None, np.zeros(3)], [m, np.zeros(3, bool)])
+    none = attention_quality([None, np.zeros(3)], [m, np.zeros(3, bool)])
     assert math.isnan(none["auroc"]) and math.isnan(none["p_at_k"])
 
 
@@ -209,10 +235,10 @@ def test_main_runs_on_clam_feature_files(tmp_path):
     internal, external = E.make_cohorts(cfg, 0)
     write_clam(internal, tmp_path / "int")
     write_clam(external, tmp_path / "ext")
-    out = E.momkd_main(dict(cfg, clam_root=str(tmp_path / "int"), clam_external_root=str(tmp_path / "ext")), 0)
+    out = E.momkd_main(cfg.replace(clam_root=str(tmp_path / "int"), clam_external_root=str(tmp_path / "ext")), 0)
     assert {"momkd", "abmil", "cohort"} <= set(out) and "hard_momkd" not in out  # no hard cohort for real data
     assert out["cohort"]["n_cases"] == 12 and out["cohort"]["external_slides"] == len(external)
     for m in ("momkd", "abmil"):
         assert 0 <= out[m]["auc"] <= 1 and 0 <= out[m]["ext_auc"] <= 1
-    only = E.momkd_main(dict(cfg, methods=("abmil",), clam_root=str(tmp_path / "int")), 0)  # no external folder
+    only = E.momkd_main(cfg.replace(methods=("abmil",), clam_root=str(tmp_path / "int")), 0)  # no external folder
     assert only["abmil"]["ext_auc_folds"] == [] and "ext_auc" not in only["abmil"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 
 import pytest
 import torch
@@ -11,35 +10,14 @@ from torch import nn
 
 from medvlp_lib.data.augment import (RADIOLOGY_SYNONYMS, IdentityTextAugmenter, ImageAugmenter, ReportAugmenter,
                                      TextAugmenter, augment_images, split_sentences)
+from medvlp_lib.models.toy import ToyDualEncoder
 from medvlp_lib.methods.msd import (ALBEF, MSD, MMMoCo, albef_loss, combine_losses, mm_moco_loss, msd_loss,
                                     soft_targets, uni_modal_loss)
 
 
-# ---------------------------------------------------------------------------------------------------
-# a tiny stand-in dual encoder (the contract: encode_image, encode_text, logit_scale, embed_dim)
-# ---------------------------------------------------------------------------------------------------
-class TinyDual(nn.Module):
-    def __init__(self, dim: int = 8, vocab: int = 64, dtype=torch.float32):
-        super().__init__()
-        self.embed_dim, self.vocab = dim, vocab
-        self.img = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                                 nn.Flatten(), nn.Linear(16, dim))
-        self.tok = nn.EmbeddingBag(vocab, 12, mode="mean")
-        self.txt = nn.Linear(12, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.to(dtype)
-
-    def encode_image(self, x):
-        return F.normalize(self.img(x.to(self.logit_scale.dtype)), dim=-1)
-
-    def encode_text(self, texts):
-        ids, offsets = [], []
-        for t in texts:
-            offsets.append(len(ids))
-            ids += [zlib.crc32(w.encode()) % self.vocab for w in (t.lower().split() or ["<empty>"])]
-        dev = self.logit_scale.device
-        e = self.tok(torch.tensor(ids, device=dev), torch.tensor(offsets, device=dev))
-        return F.normalize(self.txt(e), dim=-1)
+def TinyDual(dtype=torch.float32):
+    """The library's toy dual encoder at this file's size (8-d, no norm, a linear text head)."""
+    return ToyDualEncoder(8, channels=(4,), norm="none", vocab=64, token_dim=12, text_hidden=None, dtype=dtype)
 
 
 REPORTS = ["Heart size normal. Lungs are clear. No pneumothorax.",
@@ -67,7 +45,7 @@ def rand_unit(*shape, seed=0, dtype=torch.float64):
 def test_soft_targets_match_naive_loop_and_sum_to_one():
     q, keys = rand_unit(3, 5, seed=0), rand_unit(7, 5, seed=1)
     tau, a, b = 0.1, 0.3, 0.7
-    t = soft_targets(q, None, keys, tau=tau, alpha=a, beta=b)
+    t = soft_targets(q, None, keys, scale=1 / tau, alpha=a, beta=b)
     for i in range(3):
         lq = torch.tensor([float(q[i] @ keys[j]) / tau for j in range(7)], dtype=torch.float64)
         lk = torch.tensor([float(keys[i] @ keys[j]) / tau for j in range(7)], dtype=torch.float64)
@@ -75,26 +53,23 @@ def test_soft_targets_match_naive_loop_and_sum_to_one():
         torch.testing.assert_close(t[i], expect)
     torch.testing.assert_close(t.sum(1), torch.ones(3, dtype=torch.float64))
     # alpha + beta != 1 is renormalised: (0.6, 1.4) == (0.3, 0.7)
-    torch.testing.assert_close(soft_targets(q, None, keys, tau=tau, alpha=0.6, beta=1.4), t)
+    torch.testing.assert_close(soft_targets(q, None, keys, scale=1 / tau, alpha=0.6, beta=1.4), t)
     # scale = 1/tau is the same thing
     torch.testing.assert_close(soft_targets(q, None, keys, scale=1 / tau, alpha=a, beta=b), t)
     # beta = 1: the target peaks on the query's own key (k_i k_i = 1 is the largest similarity)
-    t_k = soft_targets(q, None, keys, tau=tau, alpha=0.0, beta=1.0)
+    t_k = soft_targets(q, None, keys, scale=1 / tau, alpha=0.0, beta=1.0)
     assert torch.equal(t_k.argmax(1), torch.arange(3))
     with pytest.raises(ValueError, match="alpha and beta"):
-        soft_targets(q, None, keys, tau=tau, alpha=0.0, beta=0.0)
-    # logit_scale = log(1/tau), as stored by the dual encoder (exp clamped to <= 100)
-    torch.testing.assert_close(soft_targets(q, None, keys, logit_scale=math.log(1 / tau), alpha=a, beta=b), t)
-    torch.testing.assert_close(mm_moco_loss(q, keys, logit_scale=math.log(1000.0))[0],
-                               mm_moco_loss(q, keys, scale=100.0)[0])
-    with pytest.raises(ValueError, match="exactly one of tau"):
+        soft_targets(q, None, keys, scale=1 / tau, alpha=0.0, beta=0.0)
+    # one temperature convention: losses take the multiplier scale = 1/tau, never its log
+    with pytest.raises(TypeError, match="scale"):
         soft_targets(q, None, keys, alpha=a, beta=b)
-    with pytest.raises(ValueError, match="exactly one of tau"):
-        soft_targets(q, None, keys, tau=0.1, scale=10.0)
-    with pytest.raises(ValueError, match="tau must be a positive scalar"):
-        soft_targets(q, None, keys, tau=-0.1)
+    with pytest.raises(TypeError, match="logit_scale"):
+        mm_moco_loss(q, keys, logit_scale=math.log(1000.0))
+    with pytest.raises(ValueError, match="scale must be a finite positive"):
+        soft_targets(q, None, keys, scale=-10.0)
     with pytest.raises(ValueError, match=r"keys must be a \[N, 5\]"):
-        soft_targets(q, None, rand_unit(7, 4), tau=tau)
+        soft_targets(q, None, rand_unit(7, 4), scale=1 / tau)
 
 
 def test_msd_loss_is_kl_to_target_and_alpha_one_gives_zero_gradient():
@@ -128,24 +103,24 @@ def test_mm_moco_equals_cross_entropy_and_albef_interpolates():
     q, keys = rand_unit(5, 4, seed=4), rand_unit(12, 4, seed=5)
     logits = q @ keys.T / 0.2
     ce = F.cross_entropy(logits, torch.arange(5))
-    torch.testing.assert_close(mm_moco_loss(q, keys, tau=0.2)[0], ce)
-    torch.testing.assert_close(uni_modal_loss(q, keys, tau=0.2)[0], ce)
+    torch.testing.assert_close(mm_moco_loss(q, keys, scale=5)[0], ce)
+    torch.testing.assert_close(uni_modal_loss(q, keys, scale=5)[0], ce)
     teacher = rand_unit(5, 4, seed=6)
-    torch.testing.assert_close(albef_loss(q, keys, k_same=teacher, tau=0.2, alpha=0.0)[0], ce)
+    torch.testing.assert_close(albef_loss(q, keys, k_same=teacher, scale=5, alpha=0.0)[0], ce)
     soft = torch.softmax(teacher @ keys.T / 0.2, 1)
     tgt = 0.4 * soft + 0.6 * F.one_hot(torch.arange(5), 12).double()
     expect = -(tgt * torch.log_softmax(logits, 1)).sum(1).mean()
-    torch.testing.assert_close(albef_loss(q, keys, k_same=teacher, tau=0.2, alpha=0.4)[0], expect)
+    torch.testing.assert_close(albef_loss(q, keys, k_same=teacher, scale=5, alpha=0.4)[0], expect)
     with pytest.raises(ValueError, match="k_same"):
-        albef_loss(q, keys, tau=0.2)
+        albef_loss(q, keys, scale=5)
     # custom positive indices
     pos = torch.tensor([3, 0, 7, 11, 2])
-    torch.testing.assert_close(mm_moco_loss(q, keys, tau=0.2, pos=pos)[0], F.cross_entropy(logits, pos))
+    torch.testing.assert_close(mm_moco_loss(q, keys, scale=5, pos=pos)[0], F.cross_entropy(logits, pos))
     with pytest.raises(ValueError, match="pos must be"):
-        mm_moco_loss(q, keys, tau=0.2, pos=torch.tensor([0, 1]))
+        mm_moco_loss(q, keys, scale=5, pos=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="reduction"):
-        mm_moco_loss(q, keys, tau=0.2, reduction="avg")
-    per = mm_moco_loss(q, keys, tau=0.2, reduction="none")[0]
+        mm_moco_loss(q, keys, scale=5, reduction="avg")
+    per = mm_moco_loss(q, keys, scale=5, reduction="none")[0]
     assert per.shape == (5,) and torch.allclose(per.mean(), ce)
 
 
@@ -155,30 +130,30 @@ def test_own_id_mask_positive_ignore():
     key_ids = torch.tensor([10, 11, 10, 5, 11, -1])  # rows 2 and 4 are stale copies of the queries' keys
     logits = q @ keys.T / 0.1
     # ignore == plain CE
-    li = mm_moco_loss(q, keys, tau=0.1, q_ids=q_ids, key_ids=key_ids, own_id="ignore")[0]
+    li = mm_moco_loss(q, keys, scale=10, q_ids=q_ids, key_ids=key_ids, own_id="ignore")[0]
     torch.testing.assert_close(li, F.cross_entropy(logits, torch.arange(2)))
     # mask == CE over the keys with the stale copies removed
-    lm = mm_moco_loss(q, keys, tau=0.1, q_ids=q_ids, key_ids=key_ids, own_id="mask")[0]
+    lm = mm_moco_loss(q, keys, scale=10, q_ids=q_ids, key_ids=key_ids, own_id="mask")[0]
     e0 = F.cross_entropy(logits[0:1, [0, 1, 3, 4, 5]], torch.tensor([0]))
     e1 = F.cross_entropy(logits[1:2, [0, 1, 2, 3, 5]], torch.tensor([1]))
     torch.testing.assert_close(lm, (e0 + e1) / 2)
     # positive == uniform target over {positive, stale copy}
-    lp = mm_moco_loss(q, keys, tau=0.1, q_ids=q_ids, key_ids=key_ids, own_id="positive")[0]
+    lp = mm_moco_loss(q, keys, scale=10, q_ids=q_ids, key_ids=key_ids, own_id="positive")[0]
     lsm = torch.log_softmax(logits, 1)
     torch.testing.assert_close(lp, (-(lsm[0, 0] + lsm[0, 2]) / 2 - (lsm[1, 1] + lsm[1, 4]) / 2) / 2)
     # MSD targets put zero mass on masked keys and still sum to one
-    t = soft_targets(q, None, keys, tau=0.1, q_ids=q_ids, key_ids=key_ids, own_id="mask")
+    t = soft_targets(q, None, keys, scale=10, q_ids=q_ids, key_ids=key_ids, own_id="mask")
     assert float(t[0, 2]) == 0.0 and float(t[1, 4]) == 0.0
     torch.testing.assert_close(t.sum(1), torch.ones(2, dtype=torch.float64))
-    lmsd = msd_loss(q, keys, tau=0.1, q_ids=q_ids, key_ids=key_ids, own_id="mask")[0]
+    lmsd = msd_loss(q, keys, scale=10, q_ids=q_ids, key_ids=key_ids, own_id="mask")[0]
     assert torch.isfinite(lmsd)
     # unknown ids (-1) never match each other
-    lu = mm_moco_loss(q, keys, tau=0.1, q_ids=torch.tensor([-1, -1]), key_ids=torch.full((6,), -1))[0]
+    lu = mm_moco_loss(q, keys, scale=10, q_ids=torch.tensor([-1, -1]), key_ids=torch.full((6,), -1))[0]
     torch.testing.assert_close(lu, li)
     with pytest.raises(ValueError, match="own_id must be one of"):
-        mm_moco_loss(q, keys, tau=0.1, own_id="drop")
+        mm_moco_loss(q, keys, scale=10, own_id="drop")
     with pytest.raises(ValueError, match="both q_ids and key_ids"):
-        mm_moco_loss(q, keys, tau=0.1, q_ids=q_ids)
+        mm_moco_loss(q, keys, scale=10, q_ids=q_ids)
 
 
 def test_combine_losses_weights_and_shares():
@@ -361,3 +336,42 @@ def test_msd_learns_alignment_but_alpha_one_does_not():
     assert after >= 0.8 and before < 0.5
     assert _train_retrieval(MSD, alpha=0.0, beta=1.0)[1] >= 0.8  # beta = 1 (key-to-key only) trains
     assert _train_retrieval(MSD, alpha=1.0, beta=0.0, w_uni=0.0) == (before, before)  # no signal at all
+
+
+def test_alpha_reading_b_momentum_teacher_gives_a_gradient_reading_a_does_not():
+    """Reading (a): alpha = 1 distils the online prediction into itself (zero gradient). Reading (b): the alpha
+    term is the momentum encoder's query-to-key distribution, which does move the online encoder."""
+    torch.manual_seed(0)
+    q = rand_unit(4, 6, seed=0).requires_grad_(True)
+    keys = rand_unit(10, 6, seed=1)
+    teacher = rand_unit(4, 6, seed=2)
+    loss_a, _ = msd_loss(q, keys, scale=10.0, alpha=1.0, beta=0.0)
+    (g_a,) = torch.autograd.grad(loss_a, q)
+    assert float(g_a.abs().max()) < 1e-6
+    loss_b, _ = msd_loss(q, keys, scale=10.0, alpha=1.0, beta=0.0, q_teacher=teacher)
+    (g_b,) = torch.autograd.grad(loss_b, q)
+    assert float(g_b.abs().max()) > 1e-3
+    # the target of reading (b) is softmax(s * q_teacher K^T), and a teacher equal to q gives reading (a)'s target
+    torch.testing.assert_close(soft_targets(q, None, keys, scale=10.0, alpha=1.0, beta=0.0, q_teacher=teacher),
+                               F.softmax(10.0 * teacher @ keys.T, dim=1))
+    same, _ = msd_loss(q, keys, scale=10.0, alpha=0.3, beta=0.7, q_teacher=q.detach())
+    torch.testing.assert_close(same, msd_loss(q, keys, scale=10.0, alpha=0.3, beta=0.7)[0])
+    with pytest.raises(ValueError, match="q_teacher"):
+        msd_loss(q, keys, scale=10.0, q_teacher=teacher[:2])
+
+
+def test_msd_alpha_teacher_option():
+    with pytest.raises(ValueError, match="alpha_teacher"):
+        MSD(TinyDual(), alpha_teacher="both")
+    with pytest.raises(ValueError, match="targets='msd'"):
+        MSD(TinyDual(), targets="mm_moco", alpha_teacher="momentum")
+    batch = dict(image=torch.rand(4, 1, 16, 16), text=REPORTS[:4], index=torch.arange(4))
+    losses = {}
+    for reading in ("online", "momentum"):
+        torch.manual_seed(0)
+        m = MSD(TinyDual(), alpha=1.0, beta=0.0, w_uni=0.0, queue_size=8, image_augment=None, text_augment=None,
+                alpha_teacher=reading)
+        out = m.training_step(batch)
+        losses[reading] = float(out["loss"])
+    # before any update the momentum encoder is the online encoder and the views are equal: same target
+    assert losses["online"] == pytest.approx(losses["momentum"], abs=1e-6)

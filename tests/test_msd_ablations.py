@@ -22,12 +22,11 @@ def test_registered_on_top_of_chapter_02_config():
             cfg, ref = exp.config(p), base.config(p)
             for key in ("image_encoder", "image_size", "n_train", "epochs", "batch_size", "alpha", "beta", "w_uni",
                         "w_multi", "momentum", "queue_size", "lr"):
-                assert cfg[key] == ref[key], (name, p, key)
+                assert getattr(cfg, key) == getattr(ref, key), (name, p, key)
     cpu = {n: experiments.get(n).config("cpu") for n in ABLATIONS}
-    assert [tuple(ab) for ab in cpu["msd_alpha_beta"]["alpha_betas"]] == [(1, 0), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7),
-                                                                          (0, 1)]
-    assert tuple(cpu["msd_loss_weights"]["w_multis"]) == (1, 5, 10, 20)
-    assert tuple(cpu["msd_batch_size"]["effective_batches"]) == (16, 64, 256, 512)
+    assert cpu["msd_alpha_beta"].alpha_betas == ((1, 0), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0, 1))
+    assert cpu["msd_loss_weights"].w_multis == (1, 5, 10, 20)
+    assert cpu["msd_batch_size"].effective_batches == (16, 64, 256, 512)
 
 
 def test_variant_keys():
@@ -66,7 +65,7 @@ def test_momentum_queue_variants():
     rec = experiments.run("msd_momentum_queue", "fast", seeds=[0], write=False, verbose=False,
                           overrides={**TINY, "momenta": (0.9,), "queue_sizes": (32,)})
     assert set(rec["per_seed"]["0"]) == {"m_0.9", "q_32"}
-    assert cfg["momentum"] in cfg["momenta"]  # the default run is one of the m variants
+    assert cfg.momentum in cfg.momenta  # the default run is one of the m variants
 
 
 def _entry(values):

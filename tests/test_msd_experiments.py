@@ -17,13 +17,13 @@ def test_registered_with_every_profile_and_same_encoders_as_chapter_01():
     assert set(exp.profiles) == {"fast", "cpu", "gpu"}
     for p in ("fast", "cpu", "gpu"):
         cfg = exp.config(p)
-        assert cfg["batch_size"] == 16 and tuple(cfg["methods"]) == exp_msd.METHODS
-        assert (cfg["alpha"], cfg["beta"]) == (0.3, 0.7)
+        assert cfg.batch_size == 16 and cfg.methods == exp_msd.METHODS
+        assert (cfg.alpha, cfg.beta) == (0.3, 0.7)
         # CLIP trains without augmentation on cpu: the momentum methods match it there, the gpu profile augments
-        assert cfg["image_augment"] is (p == "gpu")
+        assert cfg.image_augment is (p == "gpu")
         for key in ("image_encoder", "text_encoder", "image_size", "n_test", "embed_dim", "lr", "pretrained"):
-            assert cfg[key] == CLIP[p][key], (p, key)
-    assert tuple(exp.config("cpu")["augmented"]) == ("msd",)
+            assert getattr(cfg, key) == getattr(CLIP[p], key), (p, key)
+    assert exp.config("cpu").augmented == ("msd",)
 
 
 def test_claim_ids_are_ledger_rows():
@@ -45,7 +45,7 @@ def test_build_method_kinds():
     assert type(kinds["mm_moco"]) is MMMoCo and kinds["mm_moco"].targets == "mm_moco"
     assert type(kinds["albef"]) is ALBEF and kinds["albef"].alpha == 0.4 and kinds["albef"].alpha_warmup_steps == 10
     assert type(kinds["msd"]) is MSD and (kinds["msd"].alpha, kinds["msd"].beta) == (0.3, 0.7)
-    assert kinds["msd"].image_queue.feats.shape[0] == cfg["queue_size"]
+    assert kinds["msd"].image_queue.feats.shape[0] == cfg.queue_size
     # same seed -> same initial image tower for every method (a paired comparison)
     first = [next(exp_msd._dual(m).image_encoder.parameters()) for m in kinds.values()]
     assert all(torch.equal(first[0], w) for w in first[1:])

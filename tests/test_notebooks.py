@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def test_runner_injects_parameters_and_fails_on_crash(tmp_path):
     _write_md(ok, "assert PROFILE == 'cpu', PROFILE\nprint('done')")
     nbrun.execute_notebook(ok, tmp_path / "out" / "01_ok.ipynb", {"PROFILE": "cpu"}, timeout=120)
     executed = nbformat.read(tmp_path / "out" / "01_ok.ipynb", as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "remove-cell" in injected[0].metadata["tags"]  # the page shows the real parameters cell
     bad = tmp_path / "02_bad.md"
     _write_md(bad, "raise RuntimeError('boom')")
     with pytest.raises(Exception, match="boom"):
@@ -107,6 +109,65 @@ def test_runner_injects_parameters_and_fails_on_crash(tmp_path):
     _write_md(noparams, "print(1)", params=False)
     with pytest.raises(ValueError, match="parameters"):
         nbrun.execute_notebook(noparams, tmp_path / "out" / "03.ipynb")
+
+
+def _stream(name, text):
+    return nbformat.v4.new_output("stream", name=name, text=text)
+
+
+def test_clean_outputs_keeps_one_final_line_per_progress_bar():
+    """The stored shapes seen in the book: a bar redrawn per step (set_postfix), split over many outputs,
+    interrupted by a print, and a bar that clears itself (leave=False)."""
+    bar = [_stream("stderr", f"\rCLIP: {i:3d}%|      | {i}/48 [loss={i}]") for i in range(0, 49, 8)]
+    cell = nbformat.v4.new_code_cell("run()", outputs=[
+        _stream("stdout", "[clip] profile=fast\n"),
+        _stream("stderr", "\rrendering:   0%|   | 0/768"), _stream("stderr", "\r                 "),
+        _stream("stderr", "\r"),
+        *bar[:3], _stream("stdout", f"note from {project_root()}/results/tmp/x.json\n"), *bar[3:],
+        _stream("stderr", "\n"), _stream("stdout", "done\n")])
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nbrun.clean_outputs(nb, project_root())
+    outs = [(o.name, o.text) for o in nb.cells[0].outputs]
+    assert outs == [("stdout", "[clip] profile=fast\n"), ("stdout", "note from results/tmp/x.json\n"),
+                    ("stderr", "CLIP:  48%|      | 48/48 [loss=48]\n"), ("stdout", "done\n")], outs
+
+
+@pytest.mark.notebook
+def test_a_real_progress_bar_is_stored_as_one_line(tmp_path):
+    """tqdm through the runner, redrawn every step by set_postfix (as the trainer does) and a leave=False bar."""
+    src = tmp_path / "01_bars.md"
+    _write_md(src, "from tqdm.auto import tqdm\nimport time\n"
+                   "bar = tqdm(range(30), desc='train')\nfor i in bar:\n"
+                   "    bar.set_postfix(loss=i)\n    time.sleep(0.01)\n"
+                   "for i in tqdm(range(30), desc='render', leave=False):\n    time.sleep(0.01)\nprint('done')")
+    nbrun.execute_notebook(src, tmp_path / "out.ipynb", {"PROFILE": "fast"}, timeout=120)
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    text = "".join(o.text for o in streams if o.name == "stderr")
+    assert "\r" not in text and text.count("train:") == 1 and "render" not in text, text
+    assert "30/30" in text and "loss=29" in text
+
+
+@pytest.mark.notebook
+def test_chapter_figures_are_drawn_legible_and_say_so(tmp_path):
+    """After the setup cell's setup_notebook(), figures go through medvlp_lib.book.figure_png: text that the
+    book's column would shrink below MIN_FONT_PX is enlarged, and the PNG records its smallest font."""
+    import io
+
+    from PIL import Image
+
+    from medvlp_lib import book
+    src = tmp_path / "01_fig.md"
+    _write_md(src, "from medvlp_lib.book import setup_notebook\nsetup_notebook()\nimport matplotlib.pyplot as plt\n"
+                   "fig, axes = plt.subplots(1, 4, figsize=(14, 3))\naxes[0].set_title('tiny', fontsize=6)")
+    nbrun.execute_notebook(src, tmp_path / "out.ipynb", {"PROFILE": "fast"}, timeout=120)
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    (png,) = [o.data["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if "image/png" in o.get("data", {})]
+    image = Image.open(io.BytesIO(__import__("base64").b64decode(png)))
+    pt, dpi = float(image.text["medvlp-min-font-pt"]), float(image.text["medvlp-dpi"])
+    shown = pt * dpi / 72 * min(1.0, book.COLUMN_PX / image.size[0])
+    assert shown >= book.MIN_FONT_PX - 0.1, (pt, dpi, image.size)
 
 
 @pytest.mark.notebook
@@ -161,6 +222,20 @@ def test_executed_book_copies_are_clean():
         nb = nbformat.read(path, as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
         assert not errors, f"{src.stem} has error outputs"
+        streams = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.output_type == "stream"]
+        text = "".join(o.text for o in streams)
+        assert "\r" not in text, f"{src.stem} stores progress-bar redraws"
+        assert str(ROOT) not in text and not re.search(r"/\S+/site-packages/", text), \
+            f"{src.stem}: a path of this machine in an output"
+        warnings = [ln for o in streams if o.name == "stderr" for ln in o.text.splitlines() if "Warning" in ln]
+        assert not warnings, f"{src.stem} shows warnings: {warnings[:3]}"
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert all("remove-cell" in c.metadata["tags"] for c in injected)
+        pngs = [o.data["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if "image/png" in o.get("data", {})]
+        unstamped = [i for i, p in enumerate(pngs) if b"medvlp-min-font-pt" not in __import__("base64").b64decode(p)]
+        assert not unstamped, f"{src.stem}: figures {unstamped} were not drawn by medvlp_lib.book.figure_png"
         assert os.path.getmtime(path) >= os.path.getmtime(src), f"{src.stem}: executed copy older than its source"
         if "plt." in src.read_text():  # a chapter that draws must show its figures in the book
             images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

@@ -170,3 +170,36 @@ def test_balanced_weights_and_batches(cohort):
     tb = SlideBatches(cohort, seed=0, transform=lambda b: calls.append(1) or {**b, "extra": 1})
     b1, b2 = tb.batch(0), tb.batch(0)
     assert b1["extra"] == 1 and len(calls) == 1 and torch.equal(b1["features"], b2["features"])
+
+
+def test_subtype_cohort_omics_carry_more_than_the_label_and_slides_get_distractors():
+    """subtype_strength > 0: a subtype independent of the label lifts omics module 1 and shifts some tumour
+    patches along u (cos(u, v) = subtype_overlap); everything else is the subtype-free cohort."""
+    from medvlp_lib.data.pathology import signal_directions
+
+    kw = dict(n_patches=(60, 120), n_genes=40, n_modules=4)
+    base = simulate_cohort(24, seed=5, **kw)
+    sub = simulate_cohort(24, seed=5, subtype_strength=1.5, subtype_overlap=0.6, **kw)
+    types = np.asarray(sub.info["subtype"])
+    assert list(sub.labels) == list(base.labels) and 0 < types.sum() < len(types)
+    cfg = CohortConfig(**{**kw, "subtype_strength": 1.5, "subtype_overlap": 0.6})
+    genes = np.arange(cfg.n_genes)
+    o = np.stack([s.omics for s in sub])
+    o_base = np.stack([s.omics for s in base])
+    changed = np.abs(o - o_base).max(0) > 1e-6   # the genes of module 1
+    # only one module's genes move, in subtype-1 cases only, each gene by a fixed loading times the strength
+    assert 0 < changed.sum() < len(genes)
+    d = (o - o_base)[:, changed]
+    assert np.all(np.abs(d[types == 0]) < 1e-6) and np.all(np.abs(d[types == 1]) > 0.5 * 2.0 * 0.5 - 1e-6)
+    np.testing.assert_allclose(d[types == 1], np.broadcast_to(d[types == 1][0], d[types == 1].shape), atol=1e-5)
+    v = signal_directions(cfg)["label"]
+    for s, b, t in zip(sub, base, types):
+        d = s.features - b.features
+        moved = np.abs(d).sum(1) > 1e-6
+        assert moved.any() == bool(t) and np.all(b.tissue[moved] == 1)        # only tumour patches of subtype 1
+        if t:
+            u = d[moved][0] / np.linalg.norm(d[moved][0])
+            assert float(u @ v) == pytest.approx(0.6, abs=1e-5)
+            np.testing.assert_allclose(u, signal_directions(cfg)["subtype"], atol=1e-5)
+    with pytest.raises(ValueError, match="cosine"):
+        simulate_cohort(4, subtype_strength=1.0, subtype_overlap=1.5, **kw)

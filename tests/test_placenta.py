@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from medvlp_lib.data.real.fixtures import write_placenta
 from medvlp_lib.data.real.placenta import PLACENTA_LABELS, PlacentaDataset, read_labels, read_reports
 
 REPORTS = {
@@ -28,18 +28,14 @@ def _colour(i: int) -> tuple[int, int, int]:
 
 
 def make_tree(root, with_masks=True):
-    (root / "fetal_side").mkdir(parents=True)
-    (root / "fetal_seg").mkdir()
-    for i, sid in enumerate(["P001", "P002", "P003", "P004", "P005"]):  # P005: no report, no label
-        Image.new("RGB", (16, 12), _colour(i)).save(root / "fetal_side" / f"{sid}.jpg", quality=95)
-        if with_masks:
-            m = np.zeros((12, 16), dtype=np.uint8)
-            m[2:10, 4:12] = 255
-            Image.fromarray(m).save(root / "fetal_seg" / f"{sid}.png")
-    (root / "annotation_diagnosis_new.json").write_text(json.dumps(REPORTS))
-    lines = ["studyid,meconium,fir,mir,chorioamnionitis,insertion"] + [",".join(r) for r in LABEL_ROWS]
-    (root / "placenta_test_labels.csv").write_text("\n".join(lines) + "\n")
-    return root
+    mask = np.zeros((12, 16), dtype=np.uint8)
+    mask[2:10, 4:12] = 255
+    labels = {sid: [None if v == "" else float(v) for v in vals] for sid, *vals in LABEL_ROWS}
+    records = [dict(study_id=sid, report=REPORTS.get(sid), labels=labels.get(sid),  # P005: no report, no label
+                    image=np.full((12, 16, 3), _colour(i), np.uint8), mask=mask)
+               for i, sid in enumerate(["P001", "P002", "P003", "P004", "P005"])]
+    records.append(dict(study_id="P999", report=REPORTS["P999"], image=False, mask=False))
+    return write_placenta(root, records=records, masks=with_masks)
 
 
 def test_round_trip_all_split(tmp_path):

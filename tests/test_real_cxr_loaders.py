@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from medvlp_lib.data.real.covidx import COVIDX_BINARY, COVIDX_CLASSES, COVIDx, read_covidx_split
+from medvlp_lib.data.real.fixtures import write_covidx, write_rsna, write_siim
 from medvlp_lib.data.real.rsna import RSNAPneumonia, boxes_to_mask, load_image_gray, read_rsna_labels, xrv_data_file
 from medvlp_lib.data.real.siim import SIIMPneumothorax, mask_from_rles, read_siim_rle, rle_decode, rle_encode
 
@@ -84,17 +85,17 @@ def test_real_siim_csv_round_trip_and_reference_decoder():
 
 
 def test_siim_fixture_tree(tmp_path):
-    root = tmp_path / "siim"
     m1 = np.zeros((1024, 1024), bool)
     m1[100:200, 300:420] = True
     m2 = np.zeros((1024, 1024), bool)
     m2[600:700, 50:60] = True
     # Kaggle header with the leading space; image A has two regions, B none, C has no image on disk
-    (root).mkdir()
-    (root / "train-rle.csv").write_text(
-        f"ImageId, EncodedPixels\nA, {rle_encode(m1)}\nA, {rle_encode(m2)}\nB, -1\nC, 5 5\n")
-    _png(root / "png_images" / "A.png", 64, 64, seed=1)
-    _png(root / "png_images" / "sub" / "B.png", 64, 64, seed=2)  # any depth
+    root = write_siim(tmp_path / "siim", size=64, records=[
+        dict(image_id="A", masks=[m1, m2]), dict(image_id="B", masks=[]), dict(image_id="C", masks=["5 5"],
+                                                                              image=False)])
+    assert (root / "train-rle.csv").read_text().startswith(f"ImageId, EncodedPixels\nA, {rle_encode(m1)}\n")
+    (root / "png_images" / "sub").mkdir()
+    (root / "png_images" / "B.png").rename(root / "png_images" / "sub" / "B.png")  # any depth
     ds = SIIMPneumothorax(root, size=64)
     assert ds.uids == ["A", "B"] and ds.skipped == 1
     assert ds.labels.tolist() == [1.0, 0.0]
@@ -121,16 +122,16 @@ def test_real_rsna_csv():
 
 
 def test_rsna_fixture_tree(tmp_path):
-    root = tmp_path / "rsna"
-    (root / "stage_2_train_images").mkdir(parents=True)
-    (root / "stage_2_train_labels.csv").write_text(
+    root = write_rsna(tmp_path / "rsna", size=64, records=[
+        dict(patient_id="p1", image=np.full((64, 64), 255, np.uint8)),
+        dict(patient_id="p2", boxes=[(0, 0, 512, 256), (512, 512, 512, 512)]),
+        dict(patient_id="p3", image=False)])
+    assert (root / "stage_2_train_labels.csv").read_text() == (
         "patientId,x,y,width,height,Target\n"
         "p1,,,,,0\n"
         "p2,0.0,0.0,512.0,256.0,1\n"
         "p2,512.0,512.0,512.0,512.0,1\n"
         "p3,,,,,0\n")
-    _png(root / "stage_2_train_images" / "p1.png", 64, 64, value=255)
-    _png(root / "stage_2_train_images" / "p2.png", 64, 64, seed=3)
     ds = RSNAPneumonia(root, size=32)
     assert ds.uids == ["p1", "p2"] and ds.skipped == 1
     assert ds.labels.tolist() == [0.0, 1.0]
@@ -171,17 +172,14 @@ def test_dicom_without_pydicom_says_so(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- COVIDx
 def test_covidx_fixture_three_class(tmp_path):
-    root = tmp_path / "covidx"
-    (root / "train").mkdir(parents=True)
-    (root / "train.txt").write_text(
-        "1 a.png normal rsna\n"
-        "2 b.jpg pneumonia rsna\n"
-        "\n"
-        "3 c.png COVID-19 cohen\n"
-        "4 missing.png normal sirm\n")
-    _png(root / "train" / "a.png")
-    _png(root / "train" / "c.png")
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "train" / "b.jpg")
+    root = write_covidx(tmp_path / "covidx", size=32, records=[
+        dict(patient_id="1", filename="a.png", label="normal", source="rsna"),
+        dict(patient_id="2", filename="b.jpg", label="pneumonia", source="rsna", image=np.zeros((32, 32), np.uint8)),
+        dict(patient_id="3", filename="c.png", label="COVID-19", source="cohen"),
+        dict(patient_id="4", filename="missing.png", label="normal", source="sirm", image=False)])
+    lines = (root / "train.txt").read_text().splitlines(keepends=True)
+    assert lines[2] == "3 c.png COVID-19 cohen\n"
+    (root / "train.txt").write_text("".join(lines[:2] + ["\n"] + lines[2:]))  # a blank line is tolerated
     ds = COVIDx(root, "train", size=16)
     assert ds.classes == COVIDX_CLASSES
     assert ds.uids == ["a.png", "b.jpg", "c.png"] and ds.skipped == 1

@@ -6,14 +6,12 @@ GroupNorm or BatchNorm in eval mode restore it.
 """
 from __future__ import annotations
 
-import math
-import zlib
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from medvlp_lib.models.toy import ToyDualEncoder
 from medvlp_lib.methods.msd import MSD
 from medvlp_lib.methods.rfbe import RFBE, rfbe_step
 
@@ -24,30 +22,10 @@ REPORTS = ["Heart size normal. Lungs are clear.", "No acute cardiopulmonary abno
            "Pulmonary edema.", "No pneumothorax. Stable mediastinum."]
 
 
-class TinyDual(nn.Module):
-    """Stand-in dual encoder; ``norm`` in {"none", "bn", "gn"} for the image tower."""
-
-    def __init__(self, dim: int = 8, vocab: int = 50, norm: str = "none"):
-        super().__init__()
-        self.embed_dim, self.vocab = dim, vocab
-        norm_layer = {"none": nn.Identity(), "bn": nn.BatchNorm2d(4), "gn": nn.GroupNorm(2, 4)}[norm]
-        self.img = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), norm_layer, nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, dim))
-        self.tok = nn.EmbeddingBag(vocab, 10, mode="mean")
-        self.txt = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.to(DT)
-
-    def encode_image(self, x):
-        return F.normalize(self.img(x.to(DT)), dim=-1)
-
-    def encode_text(self, texts):
-        ids, offsets = [], []
-        for t in texts:
-            offsets.append(len(ids))
-            ids += [zlib.crc32(w.encode()) % self.vocab for w in (t.lower().split() or ["<empty>"])]
-        e = self.tok(torch.tensor(ids), torch.tensor(offsets))
-        return F.normalize(self.txt(e), dim=-1)
+def TinyDual(norm: str = "none"):
+    """The library's toy dual encoder at this file's size (float64); ``norm`` in {"none", "bn", "gn"}."""
+    norm = {"none": "none", "bn": "batchnorm_train", "gn": "groupnorm"}[norm]
+    return ToyDualEncoder(8, channels=(4,), norm=norm, vocab=50, token_dim=10, text_hidden=16, dtype=DT)
 
 
 @pytest.fixture(autouse=True)

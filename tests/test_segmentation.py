@@ -8,8 +8,8 @@ import torch
 
 from medvlp_lib.eval.segmentation import (attention_mass_in_mask, dice_aggregate, dice_per_image, dice_summary,
                                           pointing_game)
-from medvlp_lib.models.segmentation import (FrozenBackboneSegmenter, SegmentationMethod, UNetDecoder,
-                                            multiscale_features, segmentation_loss)
+from medvlp_lib.methods.segmentation import SegmentationMethod, segmentation_loss
+from medvlp_lib.models.segmentation import FrozenBackboneSegmenter, UNetDecoder, multiscale_features
 
 torch.set_num_threads(1)
 

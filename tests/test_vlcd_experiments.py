@@ -58,11 +58,10 @@ def test_tiny_end_to_end_students(tmp_path, monkeypatch):
     # a second call loads the cached teacher (same weights) instead of training again
     w = next(X.get_teacher(cfg).image_proj.parameters()).clone()
     X._TEACHERS.clear()
-    import medvlp_lib.pipeline as P
 
     def no_training(*a, **k):
         raise AssertionError("teacher retrained although a checkpoint exists")
-    monkeypatch.setattr(P, "train_method", no_training)
+    monkeypatch.setattr(X, "fit", no_training)
     assert torch.equal(next(X.get_teacher(cfg).image_proj.parameters()), w)
 
 
@@ -78,6 +77,8 @@ def test_claim_match_teacher():
     rec["summary"]["efficientformer_l1/vlcd/clean"] = _e(0.60)
     ours, verdict, why = X._claim_match_teacher(rec)
     assert verdict == "not reproduced" and "EfficientFormer-L1" in why and "60.0" in ours
+    one_seed = {"profile": "fast", "summary": {k: _e(v["mean"], 0.0, 1) for k, v in rec["summary"].items()}}
+    assert X._claim_match_teacher(one_seed)[1] == "pending"  # "not worse" cannot be judged without seed noise
 
 
 def test_claim_predistill_and_lambda():
@@ -87,12 +88,14 @@ def test_claim_predistill_and_lambda():
     rec["summary"]["pre/phone"] = _e(0.605)
     assert X._claim_predistill(rec)[1] == "not reproduced"
     lam = {f"lam{l:g}/clean": _e(m) for l, m in [(0, 0.6), (0.01, 0.62), (0.1, 0.7), (1, 0.64), (10, 0.5)]}
-    assert X._claim_lambda({"profile": "cpu", "summary": lam})[1] == "reproduced"
+    config = {"lams": [0.0, 0.01, 0.1, 1.0, 10.0]}
+    assert X._claim_lambda({"profile": "cpu", "summary": lam, "config": config})[1] == "reproduced"
     lam["lam1/clean"] = _e(0.75)
-    ours, verdict, why = X._claim_lambda({"profile": "cpu", "summary": lam})
+    ours, verdict, why = X._claim_lambda({"profile": "cpu", "summary": lam, "config": config})
     assert verdict == "not reproduced" and "lambda = 1" in why
     lam["lam1/clean"] = _e(0.705)
-    assert "flat" in X._claim_lambda({"profile": "cpu", "summary": lam})[2]
+    assert "flat" in X._claim_lambda({"profile": "cpu", "summary": lam, "config": config})[2]
+    assert X._claim_lambda({"profile": "cpu", "summary": lam, "config": {"lams": [0.0, 1.0]}})[1] == "not testable here"
 
 
 def test_claim_efficiency():

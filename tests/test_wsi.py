@@ -169,3 +169,18 @@ def test_gatv2_chunked_inference_is_exact():
         full = enc(x, e)
         for chunk in (7, 64, 299, 300, 1000):
             torch.testing.assert_close(enc(x, e, chunk_size=chunk), full, atol=1e-5, rtol=1e-5)
+
+
+def test_knn_public_code_direction_reverses_the_edges_and_changes_the_in_degree():
+    """'public_code' is the public MoMKD code's [centre; neighbour] rows: every patch still *sends* to its own k
+    neighbours' side, but receives from the patches that chose it, so in-degrees vary while out-degrees are k."""
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (60, 2))
+    gather = knn_graph(xy, 4)
+    public = knn_graph(xy, 4, direction="public_code")
+    assert torch.equal(public, gather.flip(0))
+    assert torch.bincount(gather[1], minlength=60).tolist() == [4] * 60       # each centre hears its 4 neighbours
+    indeg = torch.bincount(public[1], minlength=60)
+    assert int(indeg.sum()) == 240 and int(indeg.min()) != int(indeg.max())   # uneven under the code's edges
+    with pytest.raises(ValueError, match="direction"):
+        knn_graph(xy, 4, direction="both")

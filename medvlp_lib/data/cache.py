@@ -245,11 +245,14 @@ class EmbeddingCache(Dataset):
         """A collated batch for ``indices`` (sorted memmap reads; padding trimmed as :func:`collate_cached`)."""
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(idx, kind="stable")
-        inv = np.empty_like(order)
-        inv[order] = np.arange(len(idx))
-        out = {a: self.tensor(a, idx[order])[torch.from_numpy(inv)] for a in ARRAYS}
+        inv = torch.from_numpy(np.argsort(order, kind="stable"))
+        mask = self.tensor("txt_mask", idx[order])[inv]
+        T = _trimmed_length(mask)  # read (and convert) only the text columns some row of the batch uses
+        out = {a: self.tensor(a, idx[order])[inv] for a in ARRAYS if a not in ("txt_tokens", "txt_mask")}
+        out["txt_tokens"] = self.tensor("txt_tokens", (idx[order], slice(0, T)))[inv]
+        out["txt_mask"] = mask[:, :T]
         out["index"] = torch.from_numpy(idx)
-        return _trim(out)
+        return out
 
     def __repr__(self) -> str:
         m = self.meta
@@ -257,9 +260,14 @@ class EmbeddingCache(Dataset):
                 f"grid={tuple(m['grid'])}, dtype={m['dtype']}, path={str(self.path)!r})")
 
 
+def _trimmed_length(mask: torch.Tensor) -> int:
+    """1 + the last text position that is real in any row of ``mask`` [B, N_t] (at least 1)."""
+    return int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 1
+
+
 def _trim(batch: dict) -> dict:
     if "txt_mask" in batch and batch["txt_mask"].ndim == 2:
-        T = int(batch["txt_mask"].any(0).nonzero().max()) + 1 if bool(batch["txt_mask"].any()) else 1
+        T = _trimmed_length(batch["txt_mask"])
         batch["txt_tokens"] = batch["txt_tokens"][:, :T]
         batch["txt_mask"] = batch["txt_mask"][:, :T]
     return batch

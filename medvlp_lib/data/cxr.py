@@ -13,15 +13,16 @@ Splits come from :func:`medvlp_lib.data.reports.split_ids` (hash of seed and rep
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .render import (DEGRADE_PRESETS, MASK_NAMES, SITE_PRESETS, Degradation, SiteShift, _check_size,
-                     _resolve, bits_to_masks, render_batch)
-from .reports import LABELS, ReportCorpus, _unit_hash, load_reports, split_ids
+from ..utils import check_seed
+from .real.common import check_index
+from .render import (DEGRADE_PRESETS, MASK_NAMES, SITE_PRESETS, Degradation, SiteShift, check_size, render_batch,
+                     resolve_preset)
+from .reports import LABELS, ReportCorpus, load_reports, split_ids, unit_hash
 
 __all__ = ["CXRDataset", "SPLITS"]
 
@@ -70,7 +71,7 @@ def _select_uids(corpus: ReportCorpus, split: str, seed: int, n: int | None) -> 
             raise ValueError(f"n must be a positive int or None (all reports of the split), got {n!r}")
         if n > len(uids):
             raise ValueError(f"n={n} exceeds the {len(uids)} reports of split {split!r}")
-        keep = set(sorted(uids, key=lambda u: _unit_hash("subset", seed, u))[:n])
+        keep = set(sorted(uids, key=lambda u: unit_hash("subset", seed, u))[:n])
         uids = [u for u in uids if u in keep]
     return uids
 
@@ -130,9 +131,9 @@ class CXRDataset(Dataset):
     def __init__(self, split: str = "train", size: int = 64, seed: int = 0, n: int | None = None,
                  site: SiteShift | str | None = None, degrade: Degradation | str | None = None,
                  corpus: ReportCorpus | None = None, progress: bool = True):
-        size = _check_size(size)
-        site = _resolve(site, SITE_PRESETS, SiteShift, "site")
-        degrade = _resolve(degrade, DEGRADE_PRESETS, Degradation, "degrade")
+        size, seed = check_size(size), check_seed(seed)
+        site = resolve_preset(site, SITE_PRESETS, SiteShift, "site")
+        degrade = resolve_preset(degrade, DEGRADE_PRESETS, Degradation, "degrade")
         corpus = corpus if corpus is not None else load_reports()
         self.split, self.size, self.seed, self.site, self.degrade = split, size, int(seed), site, degrade
         self.uids: list[str] = _select_uids(corpus, split, int(seed), n)
@@ -148,9 +149,7 @@ class CXRDataset(Dataset):
         return len(self.uids)
 
     def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for CXRDataset of length {len(self)}")
-        i = int(i) % len(self)
+        i = check_index(i, len(self), "CXRDataset")
         return dict(
             image=torch.from_numpy(self.images[i].astype(np.float32) / 255.0)[None],
             text=self.texts[i],

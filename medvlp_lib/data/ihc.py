@@ -31,6 +31,8 @@ import math
 
 import numpy as np
 
+from ..utils import check_seed
+from .natural import skimage_data_dir
 from .pathology import Cohort, CohortConfig, Slide, simulate_omics
 
 __all__ = ["ihc_image", "tile_image", "check_tiles", "tile_dab", "dab_threshold", "dab_mask", "ihc_cohort",
@@ -47,8 +49,6 @@ def ihc_image() -> np.ndarray:
     Read from ``skimage/data/ihc.png`` on disk (the same array as ``skimage.data.immunohistochemistry()``,
     without going through scikit-image's fetcher, so nothing can be downloaded)."""
     from PIL import Image
-
-    from .natural import skimage_data_dir
 
     path = skimage_data_dir() / IHC_FILE
     if not path.is_file():
@@ -210,6 +210,7 @@ def ihc_cohort(features: np.ndarray, n_bags: int = 64, bag_size: int = 64, seed:
     bag, indices into the whole image's tiles), ``split_col``, ``encoder`` (embedding info) and ``n_patches``.
     Deterministic in ``seed``.
     """
+    seed = check_seed(seed)
     for nm, v, lo in (("n_bags", n_bags, 4), ("bag_size", bag_size, 1), ("n_genes", n_genes, 1),
                       ("n_modules", n_modules, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:

@@ -33,8 +33,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
+
+from ..utils import check_seed
+from .real.common import check_index, read_pil
 
 __all__ = ["NATURAL_IMAGES", "skimage_data_dir", "available_natural_images", "CropAugment", "NaturalCrops",
            "ImageFolderCrops", "IMAGE_EXTENSIONS"]
@@ -83,13 +86,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _load_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"could not read image file {str(path)!r} ({type(err).__name__}: {err}); the file is "
-                         f"corrupt or not an image") from err
+    """RGB image of ``path``; a corrupt file raises :class:`~medvlp_lib.data.real.common.CorruptImageError`
+    (a ``ValueError``) naming it."""
+    return _to_rgb(read_pil(path))
 
 
 @dataclass(frozen=True)
@@ -185,9 +184,7 @@ class _CropDataset(Dataset):
     def __init__(self, n: int, seed: int, augment: CropAugment):
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer (number of crops), got {n!r}")
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.n, self.seed, self.augment = int(n), int(seed), augment
+        self.n, self.seed, self.augment = int(n), check_seed(seed), augment
 
     def __len__(self) -> int:
         return self.n
@@ -196,14 +193,7 @@ class _CropDataset(Dataset):
         return np.random.default_rng([self.seed, int(index)])
 
     def _check_index(self, index) -> int:
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an integer, got {type(index).__name__}")
-        index = int(index)
-        if index < 0:
-            index += self.n
-        if not 0 <= index < self.n:
-            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {self.n}")
-        return index
+        return check_index(index, self.n, type(self).__name__)
 
 
 class NaturalCrops(_CropDataset):
@@ -269,7 +259,8 @@ class ImageFolderCrops(_CropDataset):
     it. ``root`` defaults to ``$MEDVLP_DATA/imagenet/train``.
     """
 
-    LAYOUT = "root/<class>/*.JPEG  (e.g. imagenet/train/n01440764/n01440764_10026.JPEG)"
+    LAYOUT = ("root/<class>/*.JPEG  (e.g. imagenet/train/n01440764/n01440764_10026.JPEG); ImageNet (ILSVRC2012 train) "
+              "after registration at https://image-net.org/download, or any folder of class sub-folders")
 
     def __init__(self, root: str | os.PathLike | None = None, size: int = 224, seed: int = 0, grayscale: bool = False,
                  n: int | None = None, scale: tuple[float, float] = (0.08, 1.0),

@@ -63,28 +63,33 @@ texture statistics of lung parenchyma; anatomy comes from 12 parametric bodies (
 no breast shadows, no skeletal deformity, scoliosis, fractures, spinal hardware); findings are
 idealised textbook shapes with fixed appearance families: no silhouette signs, air bronchograms,
 cavities, hilar adenopathy masses, pleural thickening, fibrosis/interstitial patterns,
-hiatal hernia, tortuous aorta, old rib fractures or the long tail of rarer MeSH terms (ignored).
+hiatal hernia, tortuous aorta, old rib fractures or the long tail of rarer MeSH terms (ignored in a
+:class:`Report`; a term passed directly must be a known finding name, else ``ValueError`` with close matches,
+so a typo such as ``Cardiomegally`` cannot render a normal film).
 Negations and uncertainty in the text are not read: the picture follows the MeSH tags only, so
 report text and image can disagree exactly where the IU annotators' tags disagree with the text.
 Severity is mapped to 3 discrete levels; location words beyond side and three zones are ignored.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import io
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .reports import MeshFinding, Report, SEVERITIES, map_finding, parse_mesh_term
+from ..utils import check_seed
+from .reports import (MeshFinding, Report, SEVERITIES, is_known_finding, known_finding_names, map_finding,
+                      parse_mesh_term)
 
 __all__ = [
     "MASK_NAMES", "SiteShift", "Degradation", "SITE_PRESETS", "DEGRADE_PRESETS", "Rendered",
-    "render", "render_batch", "findings_key", "MIN_SIZE", "MAX_SIZE",
+    "render", "render_batch", "findings_key", "MIN_SIZE", "MAX_SIZE", "check_size", "resolve_preset", "anatomy_bank",
 ]
 
 MIN_SIZE, MAX_SIZE = 64, 256
@@ -149,7 +154,9 @@ DEGRADE_PRESETS: dict[str, Degradation] = {
 }
 
 
-def _resolve(obj, presets, cls, argname):
+def resolve_preset(obj, presets, cls, argname):
+    """``obj`` if it is None or a ``cls``, else the preset named ``obj`` (``ValueError`` / ``TypeError`` naming
+    ``argname`` otherwise)."""
     if obj is None or isinstance(obj, cls):
         return obj
     if isinstance(obj, str):
@@ -160,7 +167,8 @@ def _resolve(obj, presets, cls, argname):
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_size(size) -> int:
+def check_size(size) -> int:
+    """``size`` as an int in [:data:`MIN_SIZE`, :data:`MAX_SIZE`] pixels, else a ``TypeError`` / ``ValueError``."""
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
         raise TypeError(f"size must be an int in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     if not MIN_SIZE <= int(size) <= MAX_SIZE:
@@ -338,7 +346,7 @@ def _anatomy(size: int, p: dict, infl: int, heart: int):
 
 
 @functools.lru_cache(maxsize=4)
-def _bank(size: int):
+def anatomy_bank(size: int):
     """Pre-rendered anatomy for one size: A, lung field and markings [bodies, infl, heart, H, W]."""
     shape = (N_BODIES, 3, 4, size, size)
     A = np.empty(shape, np.float32)
@@ -368,8 +376,23 @@ def _noise_tiles(size: int):
 
 
 # --------------------------------------------------------------------------- findings -> spec
+def _check_known(f: MeshFinding) -> MeshFinding:
+    if not is_known_finding(f):
+        close = difflib.get_close_matches(f.name.strip().lower(), known_finding_names(), n=3, cutoff=0.6)
+        hint = f"did you mean {' / '.join(repr(c) for c in close)}? " if close else ""
+        raise ValueError(f"unknown finding {f.name!r} in MeSH term {f.raw or f.name!r}: the renderer would draw "
+                         f"nothing for it. {hint}Known names: medvlp_lib.data.reports.known_finding_names() "
+                         f"(case-insensitive, e.g. 'Cardiomegaly/mild', 'Pleural Effusion/right')")
+    return f
+
+
 def _as_findings(findings) -> tuple[tuple[MeshFinding, ...], str]:
-    """Normalise input to parsed findings and a stable key (uid if a Report)."""
+    """Normalise input to parsed findings and a stable key (uid if a Report).
+
+    Terms given directly (strings / :class:`MeshFinding`) must name a known finding
+    (:func:`~medvlp_lib.data.reports.is_known_finding`), else ``ValueError`` with close matches: a typo such as
+    ``"Cardiomegally"`` would otherwise render a normal film. A :class:`Report`'s own unknown terms (real IU
+    annotations, counted in ``corpus.unknown_terms``) are drawn as nothing, as documented in the module."""
     if isinstance(findings, Report):
         return tuple(findings.findings_parsed), findings.uid
     if isinstance(findings, (str, MeshFinding)):
@@ -382,9 +405,9 @@ def _as_findings(findings) -> tuple[tuple[MeshFinding, ...], str]:
     out = []
     for f in items:
         if isinstance(f, MeshFinding):
-            out.append(f)
+            out.append(_check_known(f))
         elif isinstance(f, str):
-            out.append(parse_mesh_term(f))
+            out.append(_check_known(parse_mesh_term(f)))
         else:
             raise TypeError(f"findings items must be MeSH term strings or MeshFinding, got {type(f).__name__}")
     return tuple(out), findings_key(out)
@@ -711,16 +734,21 @@ def render_batch(items: Sequence, seeds: int | Sequence[int] = 0, size: int = 12
     Returns ``(images float32 [B, H, W] in [0, 1], mask_bits uint8 [B, H, W])``; unpack the bit field
     with :func:`bits_to_masks` (bit ``i`` = ``MASK_NAMES[i]``).
     """
-    size = _check_size(size)
-    site = _resolve(site, SITE_PRESETS, SiteShift, "site")
-    degrade = _resolve(degrade, DEGRADE_PRESETS, Degradation, "degrade")
+    size = check_size(size)
+    site = resolve_preset(site, SITE_PRESETS, SiteShift, "site")
+    degrade = resolve_preset(degrade, DEGRADE_PRESETS, Degradation, "degrade")
     B = len(items)
-    seeds_l = [int(seeds)] * B if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    if isinstance(seeds, (int, np.integer, bool, np.bool_)):
+        seeds_l = [check_seed(seeds, "seeds")] * B
+    elif isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
+        raise ValueError(f"seeds must be a non-negative integer or one per item, got {seeds!r}")
+    else:
+        seeds_l = [check_seed(s, f"seeds[{j}]") for j, s in enumerate(seeds)]
     if len(seeds_l) != B:
         raise ValueError(f"seeds must be an int or have one entry per item ({B}), got {len(seeds_l)}")
     if B == 0:
         return np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8)
-    bankA, bankL, bankM, _, geoms = _bank(size)
+    bankA, bankL, bankM, _, geoms = anatomy_bank(size)
     white, smooth = _noise_tiles(size)
     X, Y = _grid(size)
     A = np.empty((B, size, size), np.float32)
@@ -842,9 +870,12 @@ def render(findings, seed: int = 0, size: int = 128, site: SiteShift | str | Non
     """Render one film for ``findings`` (a :class:`Report`, MeSH term strings or MeshFindings).
 
     The random stream is derived from ``(seed, key)``, where ``key`` defaults to the report uid
-    (or the sorted MeSH terms), so the same inputs always give identical bytes.
+    (or the sorted MeSH terms), so the same inputs always give identical bytes. ``seed``: a non-negative int.
+    An unknown finding name in a term given directly raises ``ValueError`` (see :func:`_as_findings`).
     """
+    seed = check_seed(seed)
     fl, k = _as_findings(findings)
     k = key if key is not None else k
-    imgs, bits = render_batch([fl], [seed], size, site=site, degrade=degrade, keys=[k])
-    return Rendered(image=imgs[0], masks=bits_to_masks(bits[0]), findings=fl, key=k, seed=int(seed))
+    item = findings if isinstance(findings, Report) else fl  # a Report keeps its own (unchecked) terms
+    imgs, bits = render_batch([item], [seed], size, site=site, degrade=degrade, keys=[k])
+    return Rendered(image=imgs[0], masks=bits_to_masks(bits[0]), findings=fl, key=k, seed=seed)

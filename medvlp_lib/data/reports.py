@@ -54,10 +54,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..utils import check_seed
+
 __all__ = [
     "LABELS", "SYNONYMS", "IGNORED_FINDINGS", "MeshFinding", "Report", "ReportCorpus",
-    "parse_mesh_term", "map_finding", "clean_text", "load_reports", "default_reports_path",
-    "split_ids",
+    "parse_mesh_term", "map_finding", "is_known_finding", "known_finding_names", "clean_text", "load_reports",
+    "default_reports_path",
+    "split_ids", "unit_hash",
 ]
 
 LABELS: tuple[str, ...] = (
@@ -194,6 +197,21 @@ def map_finding(name: str, qualifiers: Iterable[str] = ()) -> tuple[str, ...]:
         if n == key and q in quals and lab not in out:
             out.append(lab)
     return tuple(out)
+
+
+def is_known_finding(f: "MeshFinding") -> bool:
+    """Whether the module knows ``f``'s finding name: a label synonym, a name that maps to a label with its
+    qualifiers (``Cardiac Shadow/enlarged``), or a known non-label finding (:data:`IGNORED_FINDINGS`)."""
+    name = f.name.strip().lower()
+    return (name in SYNONYMS or name in IGNORED_FINDINGS
+            or bool(map_finding(f.name, f.locations | {f.severity or ""} | set(f.modifiers))))
+
+
+@functools.lru_cache(maxsize=1)
+def known_finding_names() -> tuple[str, ...]:
+    """Every finding name (lower case) the module knows: :data:`SYNONYMS`, qualified names and
+    :data:`IGNORED_FINDINGS`, sorted (for "did you mean" hints)."""
+    return tuple(sorted(set(SYNONYMS) | {n for n, _ in _QUALIFIED} | IGNORED_FINDINGS))
 
 
 def parse_mesh_term(term: str) -> MeshFinding:
@@ -347,9 +365,7 @@ def _parse_xml(data: bytes, member: str) -> tuple[Report | None, str | None, lis
     impression = clean_text(sections.get("IMPRESSION"))
     mesh = tuple(_text_of(m).strip() for m in root.iter("major") if _text_of(m).strip())
     parsed = tuple(parse_mesh_term(m) for m in mesh)
-    unknown = [f.name for f in parsed
-               if f.name.lower() not in SYNONYMS and f.name.lower() not in IGNORED_FINDINGS
-               and not map_finding(f.name, f.locations | {f.severity or ""} | set(f.modifiers))]
+    unknown = [f.name for f in parsed if not is_known_finding(f)]
     if not findings and not impression:
         return None, "no_text", unknown
     images = tuple(p.get("id") for p in root.iter("parentImage") if p.get("id"))
@@ -407,7 +423,8 @@ def load_reports(path: str | Path | None = None) -> ReportCorpus:
     return _load_cached(str(p.resolve()), p.stat().st_mtime)
 
 
-def _unit_hash(*parts) -> float:
+def unit_hash(*parts) -> float:
+    """A deterministic number in [0, 1) from ``parts`` (SHA-256 of their ``:``-joined strings)."""
     h = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little") / 2.0**64
 
@@ -419,12 +436,13 @@ def split_ids(uids: Iterable[str], seed: int = 0,
     Each uid's split depends only on its own id and the seed, so adding or removing reports never
     moves the others. Returns ``{"train": [...], "val": [...], "test": [...]}`` (input order kept).
     """
+    seed = check_seed(seed)
     fr = [float(f) for f in fractions]
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1 (train, val, test), got {fractions!r}")
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     c1, c2 = fr[0], fr[0] + fr[1]
     for u in uids:
-        x = _unit_hash("split", seed, u)
+        x = unit_hash("split", seed, u)
         out["train" if x < c1 else "val" if x < c2 else "test"].append(u)
     return out

@@ -14,6 +14,8 @@ import itertools
 
 import numpy as np
 
+from ..utils import check_seed
+
 __all__ = ["PROMPT_LABELS", "PROMPT_WORDS", "build_prompts", "all_prompts"]
 
 PROMPT_LABELS: tuple[str, ...] = ("cardiomegaly", "pleural_effusion", "opacity", "atelectasis", "nodule",
@@ -106,6 +108,7 @@ def build_prompts(label: str, n: int | None = None, seed: int = 0) -> list[str]:
     The subset is drawn without replacement with ``numpy.random.default_rng(seed)`` and returned in the
     fixed order of :func:`all_prompts`, so the same ``(label, n, seed)`` always gives the same list.
     """
+    seed = check_seed(seed)
     prompts = all_prompts(label)
     if n is None or n >= len(prompts):
         if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):

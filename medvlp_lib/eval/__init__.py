@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from .probe import linear_probe_auc, stratified_subsample
-from .retrieval import normalise_text, retrieval_recall
+from ..utils import get_device
+from .attention import attention_quality, attention_scores
+from .probe import linear_probe_auc, multiclass_probe_accuracy, stratified_subsample
+from .retrieval import class_precision_at_k, normalise_text, retrieval_recall
 from .segmentation import attention_mass_in_mask, dice_aggregate, dice_per_image, dice_summary, pointing_game
-from .zero_shot import binary_auc, prompt_similarity, zero_shot_auc, zero_shot_scores
+from .zero_shot import binary_auc, label_prompt_embeddings, prompt_similarity, zero_shot_auc, zero_shot_scores
 
 __all__ = ["embed", "zero_shot_auc", "zero_shot_scores", "prompt_similarity", "binary_auc", "retrieval_recall",
            "normalise_text", "linear_probe_auc", "stratified_subsample", "dice_per_image", "dice_aggregate",
-           "dice_summary", "pointing_game", "attention_mass_in_mask"]
+           "dice_summary", "pointing_game", "attention_mass_in_mask", "attention_scores", "attention_quality",
+           "multiclass_probe_accuracy", "label_prompt_embeddings", "class_precision_at_k"]
 
 
 @torch.no_grad()
@@ -27,10 +32,6 @@ def embed(model, dataset_or_loader, batch_size: int = 256, device=None, progress
     Tensors are returned on the CPU in float32; ``labels`` only if the items have them. The model is put
     in eval mode and restored afterwards.
     """
-    from torch.utils.data import DataLoader
-
-    from ..utils import get_device
-
     # a method (CLIP: .model, MSD: .online) or the dual encoder itself; prefer one exposing backbone features
     candidates = [model] + [getattr(model, a) for a in ("model", "online") if isinstance(getattr(model, a, None), nn.Module)]
     with_feats = [c for c in candidates if hasattr(c, "encode_image_with_features") and hasattr(c, "encode_text")]
@@ -49,8 +50,6 @@ def embed(model, dataset_or_loader, batch_size: int = 256, device=None, progress
     model.eval()
     model.to(device)
     img, txt, feat, texts, labels = [], [], [], [], []
-    from tqdm.auto import tqdm
-
     try:
         for batch in tqdm(loader, desc="embed", disable=not progress):
             if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:

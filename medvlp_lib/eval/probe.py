@@ -17,8 +17,12 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
-__all__ = ["linear_probe_auc", "stratified_subsample"]
+__all__ = ["linear_probe_auc", "stratified_subsample", "multiclass_probe_accuracy"]
 
 
 def _np2(x, name: str) -> np.ndarray:
@@ -62,10 +66,6 @@ def linear_probe_auc(train_x, train_y, test_x, test_y, fractions: Sequence[float
     ``std`` = standard deviation over seeds of that mean (0 for one seed); ``per_label`` = seed-averaged
     AUC per label; ``n_train`` = subset size per seed.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import roc_auc_score
-
     xtr, xte = _np2(train_x, "train_x"), _np2(test_x, "test_x")
     ytr, yte = _np2(train_y, "train_y"), _np2(test_y, "test_y")
     if xtr.shape[0] != ytr.shape[0] or xte.shape[0] != yte.shape[0]:
@@ -119,3 +119,22 @@ def linear_probe_auc(train_x, train_y, test_x, test_y, fractions: Sequence[float
             "n_not_converged": not_conv,
         }
     return results
+
+
+def multiclass_probe_accuracy(xtr, ytr, xte, yte, fractions, seed: int, C: float = 1.0) -> dict:
+    """Accuracy of a multinomial logistic regression on standardised features, per label fraction.
+
+    ``xtr`` [N, F], ``ytr`` int [N] in 0..K-1 (likewise ``xte``, ``yte``); the training rows of fraction ``f``
+    are drawn by :func:`stratified_subsample` on the one-hot labels (every class present). Returns
+    ``{f: {"acc": float, "n_train": int}}``."""
+    k = int(max(ytr.max(), yte.max())) + 1
+    onehot = np.eye(k)[ytr]
+    out = {}
+    for f in fractions:
+        rows = stratified_subsample(onehot, f, seed)
+        sc = StandardScaler().fit(xtr[rows])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = LogisticRegression(C=C, max_iter=1000).fit(sc.transform(xtr[rows]), ytr[rows])
+        out[f] = {"acc": float((clf.predict(sc.transform(xte)) == yte).mean()), "n_train": int(len(rows))}
+    return out

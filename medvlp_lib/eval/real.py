@@ -22,7 +22,12 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..utils import get_device
+from .probe import linear_probe_auc
+from .zero_shot import label_prompt_embeddings, zero_shot_auc
 
 __all__ = ["LabelledImages", "as_labelled", "embed_images", "zero_shot_real", "evaluate_real", "BINARY_LABEL"]
 
@@ -60,6 +65,9 @@ def as_labelled(dataset) -> LabelledImages:
         return LabelledImages(dataset, np.asarray(dataset.labels, np.float32).reshape(-1, 1), (BINARY_LABEL[name],))
     if hasattr(dataset, "label_names") and hasattr(dataset, "labels"):
         return LabelledImages(dataset, dataset.labels, dataset.label_names)
+    if hasattr(dataset, "classes") and np.asarray(dataset.labels).ndim == 1:  # multi-class (COVIDx): one-hot
+        classes = tuple(dataset.classes)
+        return LabelledImages(dataset, np.eye(len(classes), dtype=np.float32)[np.asarray(dataset.labels)], classes)
     raise TypeError(f"{name} has no labels / label_names; known binary loaders: {sorted(BINARY_LABEL)}")
 
 
@@ -78,10 +86,6 @@ def embed_images(model, dataset, batch_size: int = 64, device=None, progress: bo
     ``image_feat`` are pooled backbone features when the model has ``encode_image_with_features`` (what the
     linear probe uses), else the embeddings. The model is put in eval mode and restored.
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    from ..utils import get_device
 
     ds = as_labelled(dataset)
     m = _image_model(model)
@@ -116,9 +120,6 @@ def zero_shot_real(model, dataset, n_prompts: int | None = None, seed: int = 0, 
 
 
 def _zero_shot_from(model, ds, out: dict, n_prompts, seed) -> dict:
-    from ..pipeline import label_prompt_embeddings
-    from .zero_shot import zero_shot_auc
-
     prompt_labels = list(dict.fromkeys([*ds.label_names, "normal"]))
     prompts = label_prompt_embeddings(_text_model(model), prompt_labels, n_prompts=n_prompts, seed=seed)
     res = zero_shot_auc(out["image_emb"], prompts, out["labels"].numpy(), label_names=list(ds.label_names))
@@ -135,16 +136,18 @@ def _text_model(model):
 
 def evaluate_real(model, train, test, fractions: Sequence[float] = (0.01, 0.1, 1.0), probe_seeds=(0,),
                   n_prompts: int | None = None, seed: int = 0, batch_size: int = 64, device=None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, zero_shot: bool = True) -> dict:
     """Zero-shot AUC on ``test`` and linear-probe AUC (features of ``train`` at each fraction, tested on
-    ``test``); ``train`` may be ``None`` for zero-shot only. Returns ``zero_shot_auc``, ``zero_shot_per_label``,
-    ``probe_auc@<fraction>`` and ``few_shot_gain@<fraction>`` (probe minus zero-shot)."""
-    from .probe import linear_probe_auc
+    ``test``); ``train`` may be ``None`` for zero-shot only, ``zero_shot=False`` skips it (labels without
+    prompts, e.g. COVIDx's ``covid``). Returns ``zero_shot_auc``, ``zero_shot_per_label``,
+    ``probe_auc@<fraction>`` and ``few_shot_gain@<fraction>`` (probe minus zero-shot, with zero-shot)."""
 
     te = as_labelled(test)
     ete = embed_images(model, te, batch_size=batch_size, device=device, progress=progress)
-    out = _zero_shot_from(model, te, ete, n_prompts, seed)
+    out = _zero_shot_from(model, te, ete, n_prompts, seed) if zero_shot else {}
     if train is None:
+        if not zero_shot:
+            raise ValueError("evaluate_real needs a train split when zero_shot=False (nothing to evaluate)")
         return out
     tr = as_labelled(train)
     if tuple(tr.label_names) != tuple(te.label_names):
@@ -154,5 +157,6 @@ def evaluate_real(model, train, test, fractions: Sequence[float] = (0.01, 0.1, 1
                              seeds=probe_seeds, label_names=list(te.label_names))
     for frac, entry in probe.items():
         out[f"probe_auc@{frac:g}"] = entry["mean"]
-        out[f"few_shot_gain@{frac:g}"] = entry["mean"] - out["zero_shot_auc"]
+        if zero_shot:
+            out[f"few_shot_gain@{frac:g}"] = entry["mean"] - out["zero_shot_auc"]
     return out

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dice_per_image", "dice_aggregate", "dice_summary", "pointing_game", "attention_mass_in_mask"]
+__all__ = ["dice_per_image", "dice_aggregate", "dice_summary", "pointing_game", "attention_mass_in_mask", "resize_maps"]
 
 
 def _as_bool(x, name: str) -> torch.Tensor:
@@ -89,7 +89,9 @@ def dice_summary(pred, target) -> dict:
             "n_both_empty": int(both.sum())}
 
 
-def _maps_to(maps, size) -> torch.Tensor:
+def resize_maps(maps, size) -> torch.Tensor:
+    """Non-negative maps ``[N, h, w]`` (or ``[h, w]``) as float ``[N, H, W]`` at ``size = (H, W)``: bilinear,
+    ``align_corners=False`` (the resize every attention score here uses)."""
     m = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).float()
     if m.ndim == 2:
         m = m[None]
@@ -114,7 +116,7 @@ def _masks(masks) -> torch.Tensor:
 def pointing_game(maps, masks) -> dict:
     """``dict(accuracy, hits, n, skipped)``: is each map's argmax inside its (non-empty) mask?"""
     g = _masks(masks)
-    m = _maps_to(maps, g.shape[-2:])
+    m = resize_maps(maps, g.shape[-2:])
     if m.shape[0] != g.shape[0]:
         raise ValueError(f"maps ({m.shape[0]}) and masks ({g.shape[0]}) must have the same number of images")
     flat_m, flat_g = m.reshape(len(m), -1), g.reshape(len(g), -1)
@@ -129,7 +131,7 @@ def pointing_game(maps, masks) -> dict:
 def attention_mass_in_mask(maps, masks) -> dict:
     """``dict(mass, area, lift, n, skipped)`` averaged over images with a non-empty mask (see module doc)."""
     g = _masks(masks)
-    m = _maps_to(maps, g.shape[-2:])
+    m = resize_maps(maps, g.shape[-2:])
     if m.shape[0] != g.shape[0]:
         raise ValueError(f"maps ({m.shape[0]}) and masks ({g.shape[0]}) must have the same number of images")
     flat_m, flat_g = m.reshape(len(m), -1), g.reshape(len(g), -1).float()

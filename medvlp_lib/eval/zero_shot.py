@@ -23,8 +23,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 
-__all__ = ["prompt_similarity", "zero_shot_scores", "zero_shot_auc", "binary_auc"]
+from ..data.text import build_prompts
+
+__all__ = ["prompt_similarity", "zero_shot_scores", "zero_shot_auc", "binary_auc", "label_prompt_embeddings"]
 
 
 def _as_tensor(x, name: str, ndim: int) -> torch.Tensor:
@@ -39,8 +42,6 @@ def _as_tensor(x, name: str, ndim: int) -> torch.Tensor:
 
 def binary_auc(scores, labels) -> float:
     """ROC AUC of ``scores`` for binary ``labels`` (ties count one half); NaN if only one class present."""
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(labels).astype(float).ravel()
     s = np.asarray(scores, dtype=float).ravel()
     if y.shape != s.shape:
@@ -116,3 +117,11 @@ def zero_shot_auc(image_emb, class_text_embs: Mapping[str, object], labels, labe
             per[lab] = auc
     mean = float(np.mean(list(per.values()))) if per else float("nan")
     return {"per_label": per, "mean": mean, "skipped": skipped, "n_skipped": len(skipped), "scores": scores}
+
+
+@torch.no_grad()
+def label_prompt_embeddings(model, labels: Sequence[str], n_prompts: int | None = None, seed: int = 0) -> dict:
+    """Prompt-ensemble text embeddings per finding: ``{label: [P, D]}`` (GLoRIA-style word lists in
+    :func:`medvlp_lib.data.text.build_prompts`), from ``model.encode_text`` in eval mode, on the CPU."""
+    model.eval()
+    return {lab: model.encode_text(build_prompts(lab, n=n_prompts, seed=seed)).cpu() for lab in labels}

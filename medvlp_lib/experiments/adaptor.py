@@ -35,7 +35,7 @@ count alone (seconds, no training): the ledger row ``adaptor-params`` reads it.
 
 Cost (one CPU thread, measured on the shared 2-core machine)
 ------------------------------------------------------------
-* ``fast`` (CI, notebook): 256 training / 160 test films, a 12-step SimCLR backbone (``_FAST_SSL``: a weak
+* ``fast`` (CI, notebook): 256 training / 160 test films, a 12-step SimCLR backbone (``PROFILES["fast"].ssl``: a weak
   backbone, seconds), one epoch of each end-to-end model, 10 decoder steps: about 1.5 CPU-minutes.
 * ``cpu``: 1,200 training films (38 % of the train split; 1 % = 12 labelled films) and the full 393-film test
   split; the SimCLR backbone (200 steps at batch 64 on 3,000 radiographs + 600 natural crops) is trained once,
@@ -51,83 +51,164 @@ Cost (one CPU thread, measured on the shared 2-core machine)
 from __future__ import annotations
 
 import copy
-import json
-import math
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import register
-from ..ledger import compare, fmt
+from ..config import Variant, require
+from ..data.cache import cached_embeddings, collate_cached
+from ..eval import attention_scores, dice_per_image, linear_probe_auc, multiclass_probe_accuracy, stratified_subsample
+from ..methods.adaptor import AdaptorMethod
+from ..methods.msd import MSD
+from ..methods.segmentation import SegmentationMethod
+from ..methods.ssl import SSLConfig, offline_pretrained_backbone
+from ..methods.vlcd import VLCD
+from ..models.adaptor import (Adaptor, adaptor_image_embeddings, empty_text_tokens, find_word_tokens,
+                              paper_scale_parameter_table, trainable_parameter_table, word_to_image_attention)
+from ..models.backbones import build_frozen_text_backbone
+from ..models.encoders import build_image_encoder
+from ..models.segmentation import FrozenBackboneSegmenter
+from ..models.students import build_student
+from ..pipeline import DualEncoderConfig, build_clip, build_dual_encoder, embed_dataset, load_benchmark
+from ..results import ONE_SEED, Comparison, Wording, claim_verdict, fmt, judge, judge_claim
+from ..train import fit
+from ..utils import get_device, seed_everything
+from ..viz.embeddings import project_2d, silhouette
+from . import claim, claims_of, register
 
 # --------------------------------------------------------------------------------------------------
-# Profiles
+# Configuration and profiles
 # --------------------------------------------------------------------------------------------------
-_FULL_SSL = dict(steps=200)  # 3000 radiographs + 600 natural crops, batch 64: about 5 CPU-minutes, once per machine
-_FAST_SSL = dict(n_radiographs=256, n_natural=32, steps=12, batch_size=32)  # ~10 CPU-seconds; a weak backbone
+@dataclass(frozen=True, kw_only=True)
+class AdaptorConfig(DualEncoderConfig):
+    """Chapters 07-08. The dual-encoder fields (:class:`~medvlp_lib.pipeline.DualEncoderConfig`) are the backbones
+    every method shares (the end-to-end baselines fine-tune the image tower); then
 
-_COMMON = dict(
-    image_size=64, data_seed=0, image_encoder="resnet18", text_encoder=None, pretrained=False,
-    text_trainable="none", embed_dim=128, proj="mlp", ssl=_FULL_SSL, feature_index=-2,
-    # Adaptor (paper: width 768, 2 layers, lr 2e-5 for 50 epochs at batch 1024; see the chapter for our choice)
-    adaptor_width=128, adaptor_heads=8, adaptor_layers=2, adaptor_embed_dim=128, adaptor_lr=5e-4,
-    adaptor_wd=0.01, adaptor_epochs=2, adaptor_batch=64,
-    weightings={"adaptor": (0.75, 0.25), "adaptor_paper": (0.5, 0.5)},
-    # end-to-end baselines (same backbones; image tower fine-tuned from the SimCLR weights)
-    e2e_lr=3e-4, e2e_wd=0.1, e2e_batch=64, clip_epochs=2, msd_epochs=1, msd_queue=1024,
-    # MSD's image views: un-augmented on fast/cpu like CLIP's (chapter 02: the crop/rotation augmenter costs
-    # MSD much of its zero-shot AUC in short runs on 64 px films); the gpu profile augments, as the paper does
-    msd_image_augment=False,
-    vlcd_student="mobilenetv3_large_100", vlcd_epochs=1, vlcd_lam=0.1, vlcd_lr=1e-3,
-    # downstream
-    fractions=(0.01, 0.1, 1.0), binary_label="opacity", three_classes=("normal", "opacity", "pleural_effusion"),
-    seg_masks=("pleural_effusion", "pneumothorax"), seg_steps=30, seg_batch=32, seg_width=32, seg_lr=2e-3,
-    attention_word="effusion", attention_mask="pleural_effusion", tsne_perplexity=30.0,
-    paper_scale_params=True, n_train=1200, n_test=None,
-)
+    * data: ``image_size``, ``n_train`` / ``n_test`` films (``None`` = the whole split), ``data_seed``;
+    * the frozen image backbone: SimCLR pretraining ``ssl`` (:class:`~medvlp_lib.methods.ssl.SSLConfig`, its
+      ``size`` = ``image_size``), image tokens from stage ``feature_index``;
+    * the Adaptor (paper: width 768, 2 layers, lr 2e-5 for 50 epochs at batch 1024; see the chapter for ours):
+      ``adaptor_width`` / ``_heads`` / ``_layers`` / ``_embed_dim``, ``adaptor_lr`` / ``_wd`` / ``_epochs`` /
+      ``_batch`` (epochs here and below may be fractional), and the loss ``weightings`` trained (a
+      :class:`~medvlp_lib.config.Variant` per Adaptor: ``image_weight`` on the image->text direction, results
+      under its key);
+    * the end-to-end baselines (same backbones; image tower fine-tuned from the SimCLR weights): ``e2e_lr`` /
+      ``_wd`` / ``_batch``, ``clip_epochs``, ``msd_epochs``, ``msd_queue``, ``msd_image_augment`` (off on
+      fast/cpu like CLIP's: chapter 02 found the crop/rotation augmenter costs MSD much of its zero-shot AUC in
+      short runs on 64 px films; the gpu profile augments, as the paper does); the VLCD student
+      (``vlcd_student``, ``vlcd_epochs``, ``vlcd_lam``, ``vlcd_lr``);
+    * downstream: label ``fractions``, the ``binary_label`` and ``three_classes`` tasks, segmentation of
+      ``seg_masks`` (``seg_steps`` / ``_batch`` / ``_width`` / ``_lr``), the attention of ``attention_word`` vs
+      the ``attention_mask`` mask, ``tsne_perplexity``, and whether to count parameters at the paper's size.
+    """
+    image_size: int = 64
+    n_train: int | None = 1200
+    n_test: int | None = None
+    data_seed: int = 0
+    ssl: SSLConfig = SSLConfig(steps=200)
+    feature_index: int = -2
+    adaptor_width: int = 128
+    adaptor_heads: int = 8
+    adaptor_layers: int = 2
+    adaptor_embed_dim: int = 128
+    adaptor_lr: float = 5e-4
+    adaptor_wd: float = 0.01
+    adaptor_epochs: float = 2
+    adaptor_batch: int = 64
+    weightings: tuple[Variant, ...] = (Variant("adaptor", {"image_weight": 0.75}, "adaptor"),
+                                       Variant("adaptor", {"image_weight": 0.5}, "adaptor_paper"))
+    e2e_lr: float = 3e-4
+    e2e_wd: float = 0.1
+    e2e_batch: int = 64
+    clip_epochs: float = 2
+    msd_epochs: float = 1
+    msd_queue: int = 1024
+    msd_image_augment: bool = False
+    vlcd_student: str = "mobilenetv3_large_100"
+    vlcd_epochs: float = 1
+    vlcd_lam: float = 0.1
+    vlcd_lr: float = 1e-3
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    binary_label: str = "opacity"
+    three_classes: tuple[str, str, str] = ("normal", "opacity", "pleural_effusion")
+    seg_masks: tuple[str, ...] = ("pleural_effusion", "pneumothorax")
+    seg_steps: int = 30
+    seg_batch: int = 32
+    seg_width: int = 32
+    seg_lr: float = 2e-3
+    attention_word: str = "effusion"
+    attention_mask: str = "pleural_effusion"
+    tsne_perplexity: float = 30.0
+    paper_scale_params: bool = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(self, positive=("image_size", "n_train", "n_test", "adaptor_width", "adaptor_heads",
+                                "adaptor_layers", "adaptor_embed_dim", "adaptor_lr", "adaptor_epochs", "adaptor_batch",
+                                "e2e_lr", "e2e_batch", "clip_epochs", "msd_epochs", "msd_queue", "vlcd_epochs",
+                                "vlcd_lr", "fractions", "seg_steps", "seg_batch", "seg_width", "seg_lr",
+                                "tsne_perplexity"),
+                non_negative=("data_seed", "adaptor_wd", "e2e_wd", "vlcd_lam"), unit=("fractions",),
+                unique=("fractions", "three_classes", "seg_masks"))
+        if self.ssl.size != self.image_size:
+            raise ValueError(f"AdaptorConfig.ssl.size ({self.ssl.size}) must equal image_size ({self.image_size}): "
+                             "the frozen backbone is pretrained at the size it embeds")
+        keys = [w.key for w in self.weightings]
+        if not keys or len(set(keys)) != len(keys):
+            raise ValueError(f"AdaptorConfig.weightings need distinct result keys, got {keys}")
+        for w in self.weightings:
+            iw = w.overrides.get("image_weight")
+            if w.name != "adaptor" or set(w.overrides) != {"image_weight"} or not isinstance(iw, (int, float)) \
+                    or isinstance(iw, bool) or not 0 <= iw <= 1:
+                raise ValueError(f"AdaptorConfig.weightings: each is Variant('adaptor', {{'image_weight': w}}, key) "
+                                 f"with w in [0, 1], got {w!r}")
+
+
+# cost of each profile: see the module docstring
+_CPU = AdaptorConfig(
+    image_size=64, data_seed=0, image_encoder="resnet18", text_encoder=None, pretrained=False, text_trainable="none",
+    embed_dim=128, proj="mlp", ssl=SSLConfig(size=64, steps=200), feature_index=-2, n_train=1200, n_test=None)
 PROFILES = {
-    "fast": dict(_COMMON, ssl=_FAST_SSL, n_train=256, n_test=160, adaptor_width=64, adaptor_epochs=3,
-                 adaptor_batch=32, e2e_batch=32, clip_epochs=1, msd_epochs=1, msd_queue=256, vlcd_epochs=1,
-                 seg_steps=10, seg_batch=16, paper_scale_params=False, tsne_perplexity=20.0),
-    "cpu": dict(_COMMON),
-    "gpu": dict(_COMMON, image_size=224, n_train=None, seg_steps=2000, adaptor_width=768, adaptor_embed_dim=512,
-                adaptor_lr=2e-5, adaptor_epochs=50, adaptor_batch=1024, clip_epochs=30, msd_epochs=30, e2e_lr=1e-4,
-                ssl=dict(size=224, steps=5000, batch_size=256), vlcd_epochs=30, msd_image_augment=True),
+    # fast: a 12-step SimCLR backbone (~10 CPU-seconds; a weak backbone)
+    "fast": _CPU.replace(ssl=SSLConfig(size=64, n_radiographs=256, n_natural=32, steps=12, batch_size=32),
+                         n_train=256, n_test=160, adaptor_width=64, adaptor_epochs=3, adaptor_batch=32, e2e_batch=32,
+                         clip_epochs=1, msd_epochs=1, msd_queue=256, vlcd_epochs=1,
+                         seg_steps=10, seg_batch=16, paper_scale_params=False, tsne_perplexity=20.0),
+    "cpu": _CPU,  # SimCLR 200 steps: 3000 radiographs + 600 natural crops, batch 64: ~5 CPU-minutes, once per machine
+    "gpu": _CPU.replace(image_size=224, n_train=None, seg_steps=2000, adaptor_width=768, adaptor_embed_dim=512,
+                        adaptor_lr=2e-5, adaptor_epochs=50, adaptor_batch=1024, clip_epochs=30, msd_epochs=30,
+                        e2e_lr=1e-4, ssl=SSLConfig(size=224, steps=5000, batch_size=256), vlcd_epochs=30,
+                        msd_image_augment=True),
 }
 
 
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
-def ssl_config(cfg: dict):
-    """The :class:`~medvlp_lib.models.backbones.SSLConfig` of a profile (its fields enter the cache hash)."""
-    from ..models.backbones import SSLConfig
-
-    return SSLConfig(**{"size": cfg["image_size"], **cfg["ssl"]})
+def ssl_config(cfg: AdaptorConfig) -> SSLConfig:
+    """The :class:`~medvlp_lib.methods.ssl.SSLConfig` of a profile (its fields enter the cache hash)."""
+    return cfg.ssl
 
 
 _ENV: dict[str, dict] = {}
 
 
-def environment(cfg: dict, progress: bool = True) -> dict:
+def environment(cfg: AdaptorConfig, progress: bool = True) -> dict:
     """Data, frozen backbones and embedding caches of a profile (built once per process and reused).
 
     Returns dict(train, test, image_backbone, text_backbone, cache_train, cache_test, grid, empty_text).
     """
-    from ..data.cache import cached_embeddings
-    from ..models.adaptor import empty_text_tokens
-    from ..models.backbones import build_frozen_text_backbone, offline_pretrained_backbone
-    from ..pipeline import load_benchmark
 
-    key = json.dumps({k: cfg[k] for k in ("image_size", "n_train", "n_test", "data_seed", "ssl", "feature_index",
-                                          "text_encoder")}, sort_keys=True, default=str)
+    key = repr(tuple(getattr(cfg, k) for k in ("image_size", "n_train", "n_test", "data_seed", "ssl", "feature_index",
+                                                "text_encoder")))
     if key in _ENV:
         return _ENV[key]
-    train, test = load_benchmark(cfg["image_size"], cfg["n_train"], cfg["n_test"], cfg["data_seed"])
+    train, test = load_benchmark(cfg.image_size, cfg.n_train, cfg.n_test, cfg.data_seed)
     img = offline_pretrained_backbone(ssl_config(cfg), progress=progress)
-    txt = build_frozen_text_backbone(cfg["text_encoder"])
-    caches = {name: cached_embeddings(img, txt, ds.images, ds.texts, feature_index=cfg["feature_index"],
+    txt = build_frozen_text_backbone(cfg.text_encoder)
+    caches = {name: cached_embeddings(img, txt, ds.images, ds.texts, feature_index=cfg.feature_index,
                                       progress=progress) for name, ds in (("train", train), ("test", test))}
     env = dict(train=train, test=test, image_backbone=img, text_backbone=txt, cache_train=caches["train"],
                cache_test=caches["test"], grid=tuple(caches["train"].meta["grid"]),
@@ -136,31 +217,19 @@ def environment(cfg: dict, progress: bool = True) -> dict:
     return env
 
 
-def _fit(method, dataset, *, batch_size, epochs, lr, weight_decay, seed, collate_fn=None, progress=True):
-    from ..train import StepBatches, Trainer
-    from ..utils import get_device
-
-    batches = StepBatches(dataset, min(batch_size, len(dataset)), seed=seed, collate_fn=collate_fn)
-    steps = max(1, int(round(epochs * len(batches))))
-    trainer = Trainer(method, lr=lr, weight_decay=weight_decay, warmup_steps=max(1, steps // 20), total_steps=steps,
-                      device=get_device(), seed=seed, progress=progress)
-    return trainer.fit(batches, steps=steps)
-
-
-def train_adaptor(env: dict, cfg: dict, seed: int, w_img: float, w_txt: float, progress: bool = True):
+def train_adaptor(env: dict, cfg: AdaptorConfig, seed: int, w_img: float, w_txt: float, progress: bool = True):
     """An :class:`~medvlp_lib.models.adaptor.Adaptor` trained on the cached frozen embeddings."""
-    from ..data.cache import collate_cached
-    from ..models.adaptor import Adaptor, AdaptorMethod
-    from ..utils import seed_everything
 
     seed_everything(seed)
     c = env["cache_train"]
     adaptor = Adaptor(int(c.array("img_tokens").shape[-1]), int(c.array("txt_tokens").shape[-1]),
-                      width=cfg["adaptor_width"], embed_dim=cfg["adaptor_embed_dim"], num_layers=cfg["adaptor_layers"],
-                      num_heads=cfg["adaptor_heads"])
-    method = AdaptorMethod(adaptor, w_img=w_img, w_txt=w_txt)
-    hist = _fit(method, c, batch_size=cfg["adaptor_batch"], epochs=cfg["adaptor_epochs"], lr=cfg["adaptor_lr"],
-                weight_decay=cfg["adaptor_wd"], seed=seed, collate_fn=collate_cached, progress=progress)
+                      width=cfg.adaptor_width, embed_dim=cfg.adaptor_embed_dim, num_layers=cfg.adaptor_layers,
+                      num_heads=cfg.adaptor_heads)
+    if abs(w_img + w_txt - 1.0) > 1e-9:
+        raise ValueError(f"the Adaptor's loss weights must sum to 1 (image->text, text->image), got {w_img}, {w_txt}")
+    method = AdaptorMethod(adaptor, image_weight=w_img)
+    hist = fit(method, c, batch_size=cfg.adaptor_batch, epochs=cfg.adaptor_epochs, lr=cfg.adaptor_lr,
+               weight_decay=cfg.adaptor_wd, seed=seed, collate_fn=collate_cached, progress=progress)
     adaptor.eval()
     return adaptor, hist
 
@@ -170,60 +239,55 @@ def _init_from_ssl(dual, env):
     return dual
 
 
-def train_clip(env: dict, cfg: dict, seed: int, progress: bool = True):
+def train_clip(env: dict, cfg: AdaptorConfig, seed: int, progress: bool = True):
     """End-to-end CLIP (pipeline.build_clip) from the SimCLR image weights."""
-    from ..pipeline import build_clip
 
     method = build_clip(cfg, seed)
     _init_from_ssl(method.model, env)
     method.model.text_encoder.precompute(env["train"].texts + env["test"].texts)
-    hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["clip_epochs"], lr=cfg["e2e_lr"],
-                weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
+    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.clip_epochs, lr=cfg.e2e_lr,
+               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
 
-def train_msd(env: dict, cfg: dict, seed: int, progress: bool = True):
+def train_msd(env: dict, cfg: AdaptorConfig, seed: int, progress: bool = True):
     """MSD (methods.msd, paper defaults alpha 0.3, beta 0.7, w_multi 10) from the SimCLR image weights.
 
     Text views are not augmented (``text_augment=None``): the frozen MiniLM then reads its per-report cache,
     which keeps the CPU cost at the three image passes per step. Image views are augmented only if
-    ``cfg["msd_image_augment"]`` (the gpu profile), as in chapter 02's ``msd_vs_baselines``.
+    ``cfg.msd_image_augment`` (the gpu profile), as in chapter 02's ``msd_vs_baselines``.
     """
-    from ..methods.msd import MSD
-    from ..pipeline import build_dual_encoder
 
     dual = _init_from_ssl(build_dual_encoder(cfg, seed), env)
     dual.text_encoder.precompute(env["train"].texts + env["test"].texts)
-    method = MSD(dual, queue_size=cfg["msd_queue"], text_augment=None,
-                 image_augment="default" if cfg["msd_image_augment"] else None)
-    hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["msd_epochs"], lr=cfg["e2e_lr"],
-                weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
+    method = MSD(dual, queue_size=cfg.msd_queue, text_augment=None,
+                 image_augment="default" if cfg.msd_image_augment else None)
+    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.msd_epochs, lr=cfg.e2e_lr,
+               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
 
-def train_vlcd(env: dict, cfg: dict, seed: int, teacher, progress: bool = True):
+def train_vlcd(env: dict, cfg: AdaptorConfig, seed: int, teacher, progress: bool = True):
     """A VLCD student (MobileNetV3, random init) distilled from ``teacher`` (the CLIP dual encoder)."""
-    from ..methods.vlcd import VLCD
-    from ..models.students import build_student
-    from ..utils import seed_everything
 
     seed_everything(seed)
-    student = build_student(cfg["vlcd_student"], embed_dim=cfg["embed_dim"], img_size=cfg["image_size"])
-    method = VLCD(student, teacher=teacher, lam=cfg["vlcd_lam"])
-    hist = _fit(method, env["train"], batch_size=cfg["e2e_batch"], epochs=cfg["vlcd_epochs"], lr=cfg["vlcd_lr"],
-                weight_decay=cfg["e2e_wd"], seed=seed, progress=progress)
+    student = build_student(cfg.vlcd_student, embed_dim=cfg.embed_dim, img_size=cfg.image_size)
+    method = VLCD(student, teacher=teacher, lam=cfg.vlcd_lam)
+    hist = fit(method, env["train"], batch_size=cfg.e2e_batch, epochs=cfg.vlcd_epochs, lr=cfg.vlcd_lr,
+               weight_decay=cfg.e2e_wd, seed=seed, progress=progress)
     method.eval()
     return method, hist
 
 
-def train_all(cfg: dict, seed: int, progress: bool = True) -> dict:
+def train_all(cfg: AdaptorConfig, seed: int, progress: bool = True) -> dict:
     """Every model of one seed: ``dict(env, adaptor, adaptor_paper, clip, msd, vlcd, histories)``."""
     env = environment(cfg, progress)
     out = {"env": env, "histories": {}}
-    for name, (wi, wt) in cfg["weightings"].items():
-        out[name], out["histories"][name] = train_adaptor(env, cfg, seed, wi, wt, progress)
+    for w in cfg.weightings:
+        wi = w.overrides["image_weight"]
+        out[w.key], out["histories"][w.key] = train_adaptor(env, cfg, seed, wi, 1.0 - wi, progress)
     out["clip"], out["histories"]["clip"] = train_clip(env, cfg, seed, progress)
     out["msd"], out["histories"]["msd"] = train_msd(env, cfg, seed, progress)
     out["vlcd"], out["histories"]["vlcd"] = train_vlcd(env, cfg, seed, out["clip"].model, progress)
@@ -235,7 +299,6 @@ def train_all(cfg: dict, seed: int, progress: bool = True) -> dict:
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _student_embeddings(student, ds, batch_size=256):
-    from ..utils import get_device
 
     dev = get_device()
     student.eval().to(dev)
@@ -255,8 +318,6 @@ def image_features(models: dict, split: str) -> dict[str, dict[str, np.ndarray]]
     * ``clip`` / ``msd``: pooled (fine-tuned) backbone features / projected image embeddings;
     * ``vlcd``: the student's image embedding (both keys).
     """
-    from ..models.adaptor import adaptor_image_embeddings
-    from ..pipeline import embed_dataset
 
     env = models["env"]
     cache, ds = env[f"cache_{split}"], env[split]
@@ -283,44 +344,20 @@ def three_class_labels(ds, classes) -> np.ndarray:
     return out.astype(int)
 
 
-def multiclass_probe_accuracy(xtr, ytr, xte, yte, fractions, seed: int, C: float = 1.0) -> dict:
-    """Accuracy of a multinomial logistic regression on standardised features, per label fraction."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    from ..eval.probe import stratified_subsample
-
-    k = int(max(ytr.max(), yte.max())) + 1
-    onehot = np.eye(k)[ytr]
-    out = {}
-    for f in fractions:
-        rows = stratified_subsample(onehot, f, seed)
-        sc = StandardScaler().fit(xtr[rows])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(C=C, max_iter=1000).fit(sc.transform(xtr[rows]), ytr[rows])
-        out[f] = {"acc": float((clf.predict(sc.transform(xte)) == yte).mean()), "n_train": int(len(rows))}
-    return out
-
-
 def classification(feats_tr, feats_te, env, cfg, seed) -> dict:
-    from ..eval.probe import linear_probe_auc
 
     tr, te = env["train"], env["test"]
-    j = list(tr.label_names).index(cfg["binary_label"])
+    j = list(tr.label_names).index(cfg.binary_label)
     ytr_b, yte_b = tr.labels[:, j:j + 1], te.labels[:, j:j + 1]
-    ytr_3, yte_3 = three_class_labels(tr, cfg["three_classes"]), three_class_labels(te, cfg["three_classes"])
+    ytr_3, yte_3 = three_class_labels(tr, cfg.three_classes), three_class_labels(te, cfg.three_classes)
     mtr, mte = ytr_3 >= 0, yte_3 >= 0
     out = {}
     for name in feats_tr:
         xtr, xte = feats_tr[name]["probe"], feats_te[name]["probe"]
-        auc = linear_probe_auc(xtr, ytr_b, xte, yte_b, fractions=cfg["fractions"], seeds=(seed,))
-        acc = multiclass_probe_accuracy(xtr[mtr], ytr_3[mtr], xte[mte], yte_3[mte], cfg["fractions"], seed)
-        out[name] = {**{f"binary_auc@{f:g}": auc[f]["mean"] for f in cfg["fractions"]},
-                     **{f"three_class_acc@{f:g}": acc[f]["acc"] for f in cfg["fractions"]}}
+        auc = linear_probe_auc(xtr, ytr_b, xte, yte_b, fractions=cfg.fractions, seeds=(seed,))
+        acc = multiclass_probe_accuracy(xtr[mtr], ytr_3[mtr], xte[mte], yte_3[mte], cfg.fractions, seed)
+        out[name] = {**{f"binary_auc@{f:g}": auc[f]["mean"] for f in cfg.fractions},
+                     **{f"three_class_acc@{f:g}": acc[f]["acc"] for f in cfg.fractions}}
     return out
 
 
@@ -347,34 +384,26 @@ def segmentation(encoders: dict, env, cfg, seed, progress=True) -> dict:
     with ``eps = 1`` scores an empty prediction on an empty film as perfect), and its Dice on the positive test
     films then *falls* with more labels -- an artefact of class balance, not of the features.
     """
-    from ..eval.probe import stratified_subsample
-    from ..eval.segmentation import dice_per_image
-    from ..models.segmentation import FrozenBackboneSegmenter, SegmentationMethod
-    from ..utils import seed_everything
 
     tr, te = env["train"], env["test"]
-    names = list(cfg["seg_masks"])
+    names = list(cfg.seg_masks)
     has = np.stack([tr.masks[n].any((1, 2)) for n in names], 1).astype(float)
     x_te = torch.from_numpy(te.images.astype(np.float32) / 255.0)[:, None]
     g_te = torch.from_numpy(np.stack([te.masks[n] for n in names], 1))
     out = {}
     for enc_name, enc in encoders.items():
         res = {}
-        for f in cfg["fractions"]:
+        for f in cfg.fractions:
             rows = stratified_subsample(has, f, seed)
             pos_rows = rows[has[rows].any(1)]  # empty films teach only "predict nothing" (see the docstring)
             rows = pos_rows if len(pos_rows) else rows
             seed_everything(seed)
-            model = FrozenBackboneSegmenter(copy.deepcopy(enc), num_classes=len(names), width=cfg["seg_width"],
-                                            probe_size=cfg["image_size"])
+            model = FrozenBackboneSegmenter(copy.deepcopy(enc), num_classes=len(names), width=cfg.seg_width,
+                                            probe_size=cfg.image_size)
             method = SegmentationMethod(model)
             ds = _SegSet(tr, names, rows)
-            bs = min(cfg["seg_batch"], len(ds))
-            from ..train import StepBatches, Trainer
-            from ..utils import get_device
-            Trainer(method, lr=cfg["seg_lr"], weight_decay=1e-4, warmup_steps=max(1, cfg["seg_steps"] // 20),
-                    total_steps=cfg["seg_steps"], device=get_device(), seed=seed, progress=progress).fit(
-                StepBatches(ds, bs, seed=seed), steps=cfg["seg_steps"])
+            fit(method, ds, steps=cfg.seg_steps, batch_size=cfg.seg_batch, lr=cfg.seg_lr, weight_decay=1e-4,
+                seed=seed, progress=progress)
             pred = torch.cat([method.predict(x_te[i:i + 128]).cpu() for i in range(0, len(x_te), 128)])
             for k, n in enumerate(names):
                 pos = g_te[:, k].flatten(1).any(1)
@@ -390,14 +419,13 @@ def silhouettes(feats_te: dict, env, cfg, seed) -> tuple[dict, dict]:
     """Silhouette (cosine, embedding space; Euclidean, 2-D t-SNE) of the three-class test images.
 
     Returns (scores, tsne_coords) with ``tsne_coords[name]`` = [n, 2] for the labelled rows."""
-    from ..viz.embeddings import project_2d, silhouette
 
-    y = three_class_labels(env["test"], cfg["three_classes"])
+    y = three_class_labels(env["test"], cfg.three_classes)
     m = y >= 0
     scores, coords = {}, {}
     for name, f in feats_te.items():
         x = f["emb"][m].astype(np.float64)
-        z = project_2d(x, "tsne", seed=int(seed), perplexity=cfg["tsne_perplexity"])  # one thread, same coordinates
+        z = project_2d(x, "tsne", seed=int(seed), perplexity=cfg.tsne_perplexity)  # one thread, same coordinates
         coords[name] = z
         scores[name] = {"space": silhouette(x, y[m], metric="cosine"), "tsne": silhouette(z, y[m])}
     return scores, coords
@@ -405,18 +433,17 @@ def silhouettes(feats_te: dict, env, cfg, seed) -> tuple[dict, dict]:
 
 @torch.no_grad()
 def word_attention(adaptor, env, cfg, split: str = "test", max_images: int = 256) -> dict:
-    """Text->image attention of ``cfg["attention_word"]`` (mean over layers) on images whose report contains the
-    word and whose ``cfg["attention_mask"]`` mask is non-empty: dict(maps [n, h, w], masks [n, H, W], rows)."""
-    from ..models.adaptor import find_word_tokens, word_to_image_attention
+    """Text->image attention of ``cfg.attention_word`` (mean over layers) on images whose report contains the
+    word and whose ``cfg.attention_mask`` mask is non-empty: dict(maps [n, h, w], masks [n, H, W], rows)."""
 
     ds, cache = env[split], env[f"cache_{split}"]
     tok = env["text_backbone"].tokenizer
-    masks = ds.masks[cfg["attention_mask"]]
+    masks = ds.masks[cfg.attention_mask]
     rows, pos = [], []
     for i, text in enumerate(ds.texts):
         if not masks[i].any():
             continue
-        p = find_word_tokens(tok, text, cfg["attention_word"], max_length=env["text_backbone"].max_length)
+        p = find_word_tokens(tok, text, cfg.attention_word, max_length=env["text_backbone"].max_length)
         if p and p[0] < cache.array("txt_tokens").shape[1]:
             rows.append(i)
             pos.append(p[0])
@@ -432,37 +459,16 @@ def word_attention(adaptor, env, cfg, split: str = "test", max_images: int = 256
     return {"maps": maps, "masks": torch.from_numpy(masks[rows]), "rows": rows, "positions": pos}
 
 
-def attention_scores(att: dict, seed: int = 0, n_random: int = 50) -> dict:
-    """Pointing game, attention mass / lift, relative entropy (1 = uniform) and the random-map pointing baseline."""
-    from ..eval.segmentation import attention_mass_in_mask, pointing_game
-
-    maps, masks = att["maps"], att["masks"]
-    n = int(maps.shape[0])
-    if n == 0:
-        return {"n": 0}
-    pg = pointing_game(maps, masks)
-    mass = attention_mass_in_mask(maps, masks)
-    p = maps.flatten(1).clamp_min(1e-12)
-    ent = float((-(p * p.log()).sum(1) / math.log(p.shape[1])).mean())
-    g = torch.Generator().manual_seed(seed)
-    rand = float(np.mean([pointing_game(torch.rand(maps.shape, generator=g), masks)["accuracy"]
-                          for _ in range(n_random)]))
-    return {"n": n, "pointing": pg["accuracy"], "pointing_random": rand, "mass": mass["mass"], "area": mass["area"],
-            "lift": mass["lift"], "relative_entropy": ent, "max_over_uniform": float(maps.flatten(1).max(1).values.mean()
-                                                                                      * maps[0].numel())}
-
-
-def parameter_counts(models: dict, cfg: dict) -> dict:
+def parameter_counts(models: dict, cfg: AdaptorConfig) -> dict:
     """Trainable parameters (Adaptor / CLIP end-to-end / MSD) on our backbones and at the paper's size."""
-    from ..models.adaptor import paper_scale_parameter_table, trainable_parameter_table
 
     env = models["env"]
     out = {}
     rows = trainable_parameter_table(env["image_backbone"], env["text_backbone"], adaptor=models.get("adaptor"),
-                                     embed_dim=cfg["embed_dim"], proj=cfg["proj"])
+                                     embed_dim=cfg.embed_dim, proj=cfg.proj)
     out["ours"] = {r["method"].split(" ")[0].lower(): {"trainable": r["trainable"], "total": r["total"]} for r in rows}
-    if cfg["paper_scale_params"]:
-        rows = paper_scale_parameter_table(embed_dim=cfg["embed_dim"], proj=cfg["proj"])
+    if cfg.paper_scale_params:
+        rows = paper_scale_parameter_table(embed_dim=cfg.embed_dim, proj=cfg.proj)
         out["paper_scale"] = {r["method"].split(" ")[0].lower(): {"trainable": r["trainable"], "total": r["total"]}
                               for r in rows}
     for k, v in out.items():
@@ -470,7 +476,7 @@ def parameter_counts(models: dict, cfg: dict) -> dict:
     return out
 
 
-def evaluate_all(models: dict, cfg: dict, seed: int, progress: bool = True) -> tuple[dict, dict]:
+def evaluate_all(models: dict, cfg: AdaptorConfig, seed: int, progress: bool = True) -> tuple[dict, dict]:
     """Every downstream metric of one seed's models; returns (metrics, extras for plotting)."""
     env = models["env"]
     ftr, fte = image_features(models, "train"), image_features(models, "test")
@@ -496,8 +502,7 @@ def evaluate_all(models: dict, cfg: dict, seed: int, progress: bool = True) -> t
 
 @register("adaptor_downstream", PROFILES, description="Adaptor vs end-to-end CLIP / MSD: parameters, 1/10/100 % "
           "classification and segmentation, silhouettes, word attention (chapters 07-08)")
-def adaptor_downstream(cfg: dict, seed: int) -> dict:
-    import time
+def adaptor_downstream(cfg: AdaptorConfig, seed: int) -> dict:
 
     t0 = time.process_time()
     models = train_all(cfg, seed)
@@ -507,26 +512,23 @@ def adaptor_downstream(cfg: dict, seed: int) -> dict:
     return metrics
 
 
-def _parameter_models(cfg: dict) -> dict:
+def _parameter_models(cfg: AdaptorConfig) -> dict:
     """Backbones (randomly initialised: counting needs no weights) and the profile's Adaptor, as ``train_all``
     would hold them, for :func:`parameter_counts`."""
-    from ..models.adaptor import Adaptor
-    from ..models.backbones import build_frozen_text_backbone
-    from ..models.encoders import build_image_encoder
 
-    img = build_image_encoder(cfg["image_encoder"], pretrained=False, in_chans=1, trainable="none")
-    txt = build_frozen_text_backbone(cfg["text_encoder"])
-    adaptor = Adaptor(int(img.out_dim), int(txt.out_dim), width=cfg["adaptor_width"],
-                      embed_dim=cfg["adaptor_embed_dim"], num_layers=cfg["adaptor_layers"],
-                      num_heads=cfg["adaptor_heads"])
+    img = build_image_encoder(cfg.image_encoder, pretrained=False, in_chans=1, trainable="none")
+    txt = build_frozen_text_backbone(cfg.text_encoder)
+    adaptor = Adaptor(int(img.out_dim), int(txt.out_dim), width=cfg.adaptor_width,
+                      embed_dim=cfg.adaptor_embed_dim, num_layers=cfg.adaptor_layers,
+                      num_heads=cfg.adaptor_heads)
     return {"env": {"image_backbone": img, "text_backbone": txt}, "adaptor": adaptor}
 
 
-@register("adaptor_params", {p: dict(c, paper_scale_params=True) for p, c in PROFILES.items()},
+@register("adaptor_params", {p: c.replace(paper_scale_params=True) for p, c in PROFILES.items()},
           seeds={"fast": (0,), "cpu": (0,), "gpu": (0,)},
           description="Trainable parameters: Adaptor vs end-to-end CLIP / MSD, on the book's backbones and at the "
                       "paper's size (counted from the modules; seconds, deterministic)")
-def adaptor_params(cfg: dict, seed: int) -> dict:
+def adaptor_params(cfg: AdaptorConfig, seed: int) -> dict:
     """Parameter counts only (the ``params/...`` keys of ``adaptor_downstream``); no training, no data."""
     return {"params": parameter_counts(_parameter_models(cfg), cfg)}
 
@@ -534,6 +536,8 @@ def adaptor_params(cfg: dict, seed: int) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Claims (ledger rows adaptor-params, adaptor-1pct, adaptor-clusters, adaptor-seg)
 # --------------------------------------------------------------------------------------------------
+@claim("adaptor-params", paper="Adaptor", chapter="07", claim="over 90 % fewer trainable parameters",
+       paper_value="~12 M vs 135-173 M", result="adaptor_params")
 def _claim_params(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     if "params/paper_scale/reduction_pct" not in s:
@@ -548,7 +552,7 @@ def _claim_params(rec: dict) -> tuple[str, str, str]:
     if red > 90.0:
         return text, "reproduced", f"Counted from the modules: the paper-size Adaptor trains {red:.1f} % fewer parameters."
     lo, hi = 100 * (1 - adp / 135.0), 100 * (1 - adp / 173.0)
-    return text, "not reproduced", (f"Counted from the modules, the paper's Adaptor (width 768, 2 shared cross-attention "
+    return text, "contradicted", (f"Counted from the modules, the paper's Adaptor (width 768, 2 shared cross-attention "
                                     f"layers) has {adp:.1f} M parameters, {red:.1f} % fewer than end-to-end training of "
                                     f"ResNet-50 + BERT-base: large, but short of 'over 90 %' (against the paper's "
                                     f"135-173 M comparators it would be {lo:.1f}-{hi:.1f} %; the paper's ~12 M needs a "
@@ -568,63 +572,72 @@ def _weak(se: float, points: float = 5.0) -> str:
     return ""
 
 
-_ONE_SEED = "one seed gives no seed noise to judge 'competitive' against; run the cpu profile with >= 2 seeds"
+_ONE_SEED = ONE_SEED
+COMPETITIVE_MARGIN = 0.02
+"""Non-inferiority margin of "competitive" (2 AUC / Dice points), pre-registered before the re-run (issue 12)."""
 
 
-def _claim_1pct(rec: dict) -> tuple[str, str, str]:
+def _competitive(rec: dict, key: str, adaptor: str, what: str, context: str, wording: Wording) -> tuple[str, str, str]:
+    """The claim "the Adaptor is competitive": its summary entry ``key.format(adaptor)`` is not worse than the
+    best (by mean) of CLIP's and MSD's by more than :data:`COMPETITIVE_MARGIN` (non-inferiority, the margin stated
+    before the re-run). ``what`` / ``context`` word "ours"; wording fields ``{best}`` (the rival's name) and
+    ``{weak}``."""
     s = rec["summary"]
-    a, c, m = (s[f"cls/{k}/binary_auc@0.01"] for k in ("adaptor", "clip", "msd"))
+    a, c, m = (s[key.format(k)] for k in (adaptor, "clip", "msd"))
+    ours = f"{what} {fmt(a)}, CLIP {fmt(c)}, MSD {fmt(m)}; {context} (n={a['n']} seeds)"
     best_name, best = max((("CLIP", c), ("MSD", m)), key=lambda t: t[1]["mean"])
-    worse, diff, se = compare(best, a)
-    a3, c3 = s["cls/adaptor/three_class_acc@0.01"], s["cls/clip/three_class_acc@0.01"]
-    ours = (f"opacity AUC at 1 %: Adaptor {fmt(a)}, CLIP {fmt(c)}, MSD {fmt(m)}; 3-class accuracy Adaptor "
-            f"{fmt(a3)} vs CLIP {fmt(c3)} (n={a['n']} seeds)")
-    if _one_seed(a, c, m):
-        return ours, "pending", _ONE_SEED
-    if worse:
-        return ours, "not reproduced", (f"{best_name} beats the Adaptor at 1 % labels by {diff * 100:.1f} AUC points "
-                                        f"(> 2 standard errors, {se * 100:.1f}).")
-    return ours, "reproduced", (f"The Adaptor is within seed noise of, or better than, the best end-to-end model "
-                                f"({best_name}) at 1 % labels ({-diff * 100:+.1f} AUC points, SE {se * 100:.1f})."
-                                + _weak(se))
+    j = judge(Comparison(a, best, kind="non-inferiority", margin=COMPETITIVE_MARGIN))
+    verdict = claim_verdict([j])
+    return ours, verdict, wording.explain(verdict, [j], best=best_name, weak=_weak(j.se))
 
 
+_1PCT = Wording(
+    reproduced="The Adaptor is within seed noise of, or better than, the best end-to-end model ({best}) at 1 % labels "
+               "({d:+.1f} AUC points, SE {se:.1f}).{weak}",
+    not_reproduced="{best} beats the Adaptor at 1 % labels by {neg:.1f} AUC points (> 2 standard errors, {se:.1f}).",
+    pending=_ONE_SEED)
+_SEG = Wording(
+    reproduced="At 1 % labels the frozen backbone's decoder is within seed noise of, or better than, the end-to-end "
+               "backbones ({d:+.1f} Dice points vs {best}, SE {se:.1f}); short end-to-end training barely moves the "
+               "SimCLR weights.{weak}",
+    not_reproduced="{best}'s fine-tuned backbone segments better at 1 % by {neg:.1f} Dice points (> 2 SE, {se:.1f}).",
+    pending=_ONE_SEED)
+
+
+@claim("adaptor-1pct", paper="Adaptor", chapter="07", claim="competitive with end-to-end at 1 % labels",
+       paper_value="RSNA AUC 84.4 at 1 %", result="adaptor_downstream")
+def _claim_1pct(rec: dict) -> tuple[str, str, str]:
+    a3, c3 = (rec["summary"][f"cls/{k}/three_class_acc@0.01"] for k in ("adaptor", "clip"))
+    return _competitive(rec, "cls/{}/binary_auc@0.01", "adaptor", "opacity AUC at 1 %: Adaptor",
+                        f"3-class accuracy Adaptor {fmt(a3)} vs CLIP {fmt(c3)}", _1PCT)
+
+
+@claim("adaptor-seg", paper="Adaptor", chapter="07", claim="segmentation at 1 % labels is competitive",
+       paper_value="SIIM Dice", result="adaptor_downstream")
+def _claim_seg(rec: dict) -> tuple[str, str, str]:
+    full = rec["summary"]["seg/frozen/pleural_effusion_dice@1"]
+    return _competitive(rec, "seg/{}/pleural_effusion_dice@0.01", "frozen", "effusion Dice at 1 %: Adaptor (frozen "
+                        "backbone)", f"Adaptor at 100 %: {fmt(full)}", _SEG)
+
+
+_CLUSTERS = Wording(
+    reproduced="The Adaptor's embedding separates the classes better than the frozen features (+{d1:.3f} silhouette, "
+               "SE {se1:.3f}; t-SNE +{d2:.3f}).",
+    not_reproduced="The Adaptor does not separate the classes better than the frozen backbone beyond seed noise "
+                   "(embedding space {d1:+.3f}, SE {se1:.3f}; t-SNE {d2:+.3f}, SE {se2:.3f}).", scale=1.0)
+
+
+@claim("adaptor-clusters", paper="Adaptor", chapter="08", claim="the Adaptor improves cluster separation (t-SNE/UMAP)",
+       paper_value="t-SNE, COVIDx", result="adaptor_downstream", scale=1.0, unit="silhouette")
 def _claim_clusters(rec: dict) -> tuple[str, str, str]:
     s = rec["summary"]
     a, f = s["silhouette/adaptor/space"], s["silhouette/frozen/space"]
     at, ft = s["silhouette/adaptor/tsne"], s["silhouette/frozen/tsne"]
-    holds, diff, se = compare(a, f)
-    holds_t, diff_t, se_t = compare(at, ft)
     ours = (f"silhouette (normal/opacity/effusion, test): before {fmt(f, 1, 3)} -> after the Adaptor {fmt(a, 1, 3)} "
             f"(embedding space); t-SNE {fmt(ft, 1, 3)} -> {fmt(at, 1, 3)}")
-    if _one_seed(a, f, at, ft):
+    if _one_seed(a, f, at, ft):  # pending, as the chapter's other claims on this record
         return ours, "pending", _ONE_SEED
-    if holds and holds_t:
-        return ours, "reproduced", (f"The Adaptor's embedding separates the classes better than the frozen features "
-                                    f"(+{diff:.3f} silhouette, SE {se:.3f}; t-SNE +{diff_t:.3f}).")
-    return ours, "not reproduced", (f"The Adaptor does not separate the classes better than the frozen backbone beyond "
-                                    f"seed noise (embedding space {diff:+.3f}, SE {se:.3f}; t-SNE {diff_t:+.3f}, "
-                                    f"SE {se_t:.3f}).")
+    return judge_claim(ours, [Comparison(a, f), Comparison(at, ft)], _CLUSTERS)
 
 
-def _claim_seg(rec: dict) -> tuple[str, str, str]:
-    s = rec["summary"]
-    key = "pleural_effusion_dice@0.01"
-    a, c, m = (s[f"seg/{k}/{key}"] for k in ("frozen", "clip", "msd"))
-    best_name, best = max((("CLIP", c), ("MSD", m)), key=lambda t: t[1]["mean"])
-    worse, diff, se = compare(best, a)
-    full = s["seg/frozen/pleural_effusion_dice@1"]
-    ours = (f"effusion Dice at 1 %: Adaptor (frozen backbone) {fmt(a)}, CLIP {fmt(c)}, MSD {fmt(m)}; "
-            f"Adaptor at 100 %: {fmt(full)} (n={a['n']} seeds)")
-    if _one_seed(a, c, m):
-        return ours, "pending", _ONE_SEED
-    if worse:
-        return ours, "not reproduced", (f"{best_name}'s fine-tuned backbone segments better at 1 % by {diff * 100:.1f} "
-                                        f"Dice points (> 2 SE, {se * 100:.1f}).")
-    return ours, "reproduced", (f"At 1 % labels the frozen backbone's decoder is within seed noise of, or better than, "
-                                f"the end-to-end backbones ({-diff * 100:+.1f} Dice points vs {best_name}, SE "
-                                f"{se * 100:.1f}); short end-to-end training barely moves the SimCLR weights." + _weak(se))
-
-
-CLAIMS = {"adaptor-params": _claim_params, "adaptor-1pct": _claim_1pct, "adaptor-clusters": _claim_clusters,
-          "adaptor-seg": _claim_seg}
+CLAIMS = claims_of(__name__)

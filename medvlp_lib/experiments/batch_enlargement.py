@@ -17,103 +17,24 @@ runs one RFBE step on CPU.
 from __future__ import annotations
 
 import math
-import zlib
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import register
+from ..config import ExperimentConfig, require
+from ..methods.msd import MSD
+from ..methods.rfbe import chunked_views, rfbe_step
+from ..models.paper_msd import PAPER, build_paper_dual
+from ..models.toy import NORMS, ToyDualEncoder, toy_batch
+from . import claim, claims_of, register
 
-__all__ = ["TinyDual", "gradient_check", "saved_activation_mb", "GPU_COMMAND", "PAPER", "build_paper_dual",
-           "claim_rfbe_memory", "bench_frame", "CLAIMS", "PROFILES", "NORMS"]
-
-NORMS = ("none", "groupnorm", "layernorm", "batchnorm_eval", "batchnorm_train")
-
-PAPER = dict(
-    image_encoder="swin_tiny_patch4_window7_224",   # timm, ImageNet-pretrained
-    text_encoder="emilyalsentzer/Bio_ClinicalBERT",  # a BERT-family clinical encoder (the paper says "BERT")
-    image_size=224, queue_size=4096, effective_batch=512, sub_batch=32, momentum=0.995,
-    alpha=0.3, beta=0.7, w_uni=1.0, w_multi=10.0, embed_dim=256,  # embed_dim: not in the paper (ALBEF's 256)
-    paper_rfbe_memory_gb=9.0, paper_rfbe_gpu="1x RTX 4090 (24 GB)",
-    paper_end_to_end_memory_gb=32.0, paper_end_to_end_batch=128, paper_end_to_end_gpu="4x A100",
-)
-"""The paper's set-up (Table 5 for the memory numbers: RFBE batch 512 in ~9 GB on one RTX 4090; end-to-end
-batch 128 needed ~32 GB on 4x A100)."""
+__all__ = ["gradient_check", "saved_activation_mb", "GPU_COMMAND", "PAPER", "build_paper_dual",
+           "claim_rfbe_memory", "bench_frame", "CLAIMS", "RFBEConfig", "PROFILES", "NORMS"]
 
 GPU_COMMAND = ("python -m benchmarks.bench_rfbe --arch paper --device cuda --size 224 "
                "--batches 32 64 128 256 512 --steps 5")
 """The gpu-profile memory measurement (CUDA max allocated, pretrained Swin-Tiny + Bio_ClinicalBERT)."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# models
-# ----------------------------------------------------------------------------------------------------
-class TinyDual(nn.Module):
-    """A small dual encoder for the gradient check (float64 by default).
-
-    Image tower: conv (stride 2) -> ``norm`` -> ReLU -> pool -> linear; ``norm`` in :data:`NORMS`
-    (``batchnorm_eval`` / ``batchnorm_train`` are the same BatchNorm layer, put in eval or train mode by
-    :func:`gradient_check`). Text tower: hashed-token bag of words -> MLP. Outputs are L2-normalised.
-    """
-
-    def __init__(self, dim: int = 16, vocab: int = 64, norm: str = "groupnorm", dtype=torch.float64):
-        super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        self.embed_dim, self.vocab, self.norm = dim, vocab, norm
-        layer = {"none": nn.Identity(), "groupnorm": nn.GroupNorm(2, 8), "layernorm": nn.GroupNorm(1, 8),
-                 "batchnorm_eval": nn.BatchNorm2d(8), "batchnorm_train": nn.BatchNorm2d(8)}[norm]
-        # GroupNorm(1, C) normalises over (C, H, W) of each sample: LayerNorm over a feature map
-        self.img = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), layer, nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, dim))
-        self.tok = nn.EmbeddingBag(vocab, 16, mode="mean")
-        self.txt = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.to(dtype)
-
-    def encode_image(self, x):
-        return F.normalize(self.img(x.to(self.logit_scale.dtype)), dim=-1)
-
-    def encode_text(self, texts):
-        ids, offsets = [], []
-        for t in texts:
-            offsets.append(len(ids))
-            ids += [zlib.crc32(w.encode()) % self.vocab for w in (t.lower().split() or ["<empty>"])]
-        dev = self.logit_scale.device
-        e = self.tok(torch.tensor(ids, device=dev), torch.tensor(offsets, device=dev))
-        return F.normalize(self.txt(e), dim=-1)
-
-
-def build_paper_dual(image_size: int = 224, pretrained: bool = True, text_encoder: str | None = None,
-                     text_config=None, embed_dim: int = PAPER["embed_dim"], in_chans: int = 1,
-                     max_length: int = 128):
-    """The paper's dual encoder: timm Swin-Tiny + a BERT-family text encoder, both trained end to end.
-
-    ``image_size`` is passed to timm (``img_size``), which adapts the patch grid and windows, so the same
-    architecture runs at reduced resolution. Text: ``text_encoder`` (a Hugging Face name or folder; default
-    :data:`PAPER` ``["text_encoder"]``, downloaded weights) or, with ``text_config`` (a ``transformers``
-    ``BertConfig``), a randomly initialised ``BertModel`` of that configuration with the packaged MiniLM's
-    BERT WordPiece tokenizer (uncased; no download), which is what the CPU test uses.
-    """
-    from ..models.encoders import DualEncoder, TextEncoder, build_image_encoder, build_text_encoder
-
-    image = build_image_encoder(PAPER["image_encoder"], pretrained=pretrained, in_chans=in_chans,
-                                trainable="all", img_size=image_size)
-    if text_config is not None:
-        from transformers import AutoTokenizer, BertModel
-
-        from ..models.encoders import default_text_encoder_path
-
-        tok = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
-        if text_config.vocab_size < tok.vocab_size:
-            raise ValueError(f"text_config.vocab_size={text_config.vocab_size} is smaller than the tokenizer's "
-                             f"{tok.vocab_size}")
-        text = TextEncoder(BertModel(text_config, add_pooling_layer=False), tok, "bert-random", trainable="all",
-                           max_length=max_length)
-    else:
-        text = build_text_encoder(text_encoder or PAPER["text_encoder"], trainable="all", max_length=max_length)
-    return DualEncoder(image, text, embed_dim=embed_dim, proj="linear")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -131,8 +52,6 @@ def saved_activation_mb(method, batch: dict, sub_batch: int | None = None) -> di
     and still grows a little with the effective batch. Returns ``{"peak_mb", "total_mb", "per_call_mb"}`` and leaves the
     gradients accumulated (call ``zero_grad`` afterwards).
     """
-    from ..methods.rfbe import rfbe_step
-
     calls: list[float] = []
 
     def counting(fn):
@@ -170,19 +89,6 @@ def saved_activation_mb(method, batch: dict, sub_batch: int | None = None) -> di
 # ----------------------------------------------------------------------------------------------------
 # gradient equivalence
 # ----------------------------------------------------------------------------------------------------
-_REPORTS = ("Heart size normal. Lungs are clear.", "No acute cardiopulmonary abnormality.",
-            "Cardiomegaly. Small left pleural effusion.", "Right lower lobe consolidation.",
-            "Calcified granuloma. Heart size normal.", "Emphysema. Degenerative changes of the thoracic spine.",
-            "Pulmonary edema.", "No pneumothorax. Stable mediastinum.")
-
-
-def _batch(n: int, size: int, seed: int, dtype=torch.float64) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return dict(image=torch.rand(n, 1, size, size, generator=g, dtype=dtype),
-                text=[_REPORTS[(i * 3 + seed) % len(_REPORTS)] for i in range(n)],
-                index=torch.arange(n) + 1000 * seed)
-
-
 def _flat_grad(module: nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype)
                       for p in module.parameters()])
@@ -193,31 +99,29 @@ def gradient_check(norm: str = "groupnorm", batch: int = 24, sub_batch: int = 8,
                    chunk_views: bool = False, dtype=torch.float64) -> dict:
     """Relative error ``|g_rfbe - g_full| / |g_full|`` of the online encoders' gradient (float64 by default).
 
-    Builds :class:`TinyDual` (``norm``) inside an MSD method, fills the queues with ``prefill_steps`` ordinary
+    Builds a :class:`~medvlp_lib.models.toy.ToyDualEncoder` (one conv block of 8 channels, ``norm``) inside an
+    MSD method, fills the queues with ``prefill_steps`` ordinary
     steps, then computes, from the same augmentation draws, (a) the full-batch gradient of the loss on the whole
     batch (``compute_keys`` + ``query_loss`` + one ``backward``) and (b) the RFBE gradient (``rfbe_step`` with
     ``sub_batch``). With ``chunk_views`` the views are built sub-batch by sub-batch in both (a) and (b).
     Returns ``rel_err``, the two losses, the gradient norm and the number of sub-batches.
     """
-    from ..methods.msd import MSD
-    from ..methods.rfbe import _chunked_views, rfbe_step
-
     torch.manual_seed(seed)
-    model = TinyDual(norm=norm, dtype=dtype)
+    model = ToyDualEncoder(16, channels=(8,), norm=norm, vocab=64, token_dim=16, text_hidden=32, dtype=dtype)
     method = MSD(model, targets=targets, queue_size=queue_size)
     for s in range(prefill_steps):  # stale keys of some of the next batch's samples sit in the queue
         torch.manual_seed(100 + s)
-        method.training_step(_batch(batch // 2, image_size, s, dtype))
+        method.training_step(toy_batch(batch // 2, image_size, s, dtype))
         method.after_optimizer_step()
     if norm == "batchnorm_eval":
         method.eval()
     else:
         method.train()
-    b = _batch(batch, image_size, seed + 7, dtype)
+    b = toy_batch(batch, image_size, seed + 7, dtype)
     b["index"] = torch.arange(batch)  # ids 0.. overlap the queued ids of the prefill batches
     method.zero_grad(set_to_none=True)
     torch.manual_seed(seed + 11)
-    views = _chunked_views(method, b, sub_batch) if chunk_views else method.make_views(b)
+    views = chunked_views(method, b, sub_batch) if chunk_views else method.make_views(b)
     keys = method.compute_keys(views)
     loss_full, _ = method.query_loss(views, keys)
     loss_full.backward()
@@ -233,26 +137,42 @@ def gradient_check(norm: str = "groupnorm", batch: int = 24, sub_batch: int = 8,
             "loss_rfbe": float(out["loss"]), "grad_norm": float(g_full.norm()), "sub_batches": int(out["sub_batches"])}
 
 
-_COMMON = dict(norms=list(NORMS), sub_batch=8, image_size=16, queue_size=32, prefill_steps=2, targets="msd")
+@dataclass(frozen=True, kw_only=True)
+class RFBEConfig(ExperimentConfig):
+    """Chapter 04's gradient check (:func:`gradient_check`) for each image-tower normalisation in ``norms``: a
+    ``batch`` split into sub-batches of ``sub_batch``, ``image_size`` px, queues of ``queue_size`` filled by
+    ``prefill_steps`` steps, MSD's (or a baseline's) ``targets``."""
+    norms: tuple[str, ...] = NORMS
+    batch: int = 64
+    sub_batch: int = 8
+    image_size: int = 16
+    queue_size: int = 32
+    prefill_steps: int = 2
+    targets: str = "msd"
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self, positive=("batch", "sub_batch", "image_size", "queue_size"), non_negative=("prefill_steps",),
+                unique=("norms",))
+        if not self.norms or any(n not in NORMS for n in self.norms):
+            raise ValueError(f"RFBEConfig.norms must be non-empty names from {NORMS}, got {self.norms!r}")
+
+
+_CPU = RFBEConfig(norms=NORMS, sub_batch=8, image_size=16, queue_size=32, prefill_steps=2, targets="msd", batch=64)
 PROFILES = {
-    "fast": dict(_COMMON, batch=16),
-    "cpu": dict(_COMMON, batch=64),
-    "gpu": dict(_COMMON, batch=64),  # an exactness check: nothing to gain from scale
+    "fast": _CPU.replace(batch=16),
+    "cpu": _CPU,
+    "gpu": _CPU,  # an exactness check: nothing to gain from scale
 }
 
 
 @register("rfbe_equivalence", PROFILES, description="RFBE vs full-batch gradient (float64) per normalisation "
                                                       "of the image tower (chapter 04)")
-def rfbe_equivalence(cfg: dict, seed: int) -> dict:
-    out = {}
-    for norm in cfg["norms"]:
-        out[norm] = gradient_check(norm, batch=cfg["batch"], sub_batch=cfg["sub_batch"],
-                                   image_size=cfg["image_size"], queue_size=cfg["queue_size"],
-                                   prefill_steps=cfg["prefill_steps"], seed=seed, targets=cfg["targets"])
-    out["groupnorm_chunked_views"] = gradient_check("groupnorm", batch=cfg["batch"], sub_batch=cfg["sub_batch"],
-                                                    image_size=cfg["image_size"], queue_size=cfg["queue_size"],
-                                                    prefill_steps=cfg["prefill_steps"], seed=seed,
-                                                    targets=cfg["targets"], chunk_views=True)
+def rfbe_equivalence(cfg: RFBEConfig, seed: int) -> dict:
+    common = dict(batch=cfg.batch, sub_batch=cfg.sub_batch, image_size=cfg.image_size, queue_size=cfg.queue_size,
+                  prefill_steps=cfg.prefill_steps, seed=seed, targets=cfg.targets)
+    out = {norm: gradient_check(norm, **common) for norm in cfg.norms}
+    out["groupnorm_chunked_views"] = gradient_check("groupnorm", chunk_views=True, **common)
     return out
 
 
@@ -272,6 +192,8 @@ NAIVE_GROWTH_MIN = 1.5
 benchmark to show anything (otherwise the model is too small for memory to depend on the batch)."""
 
 
+@claim("rfbe-memory", paper="MSD+RFBE", chapter="04", claim="RFBE keeps memory flat in batch size",
+       paper_value="batch 512 in ~9 GB (RTX 4090)", result="bench_rfbe")
 def claim_rfbe_memory(rec: dict) -> tuple[str, str, str]:
     """Ledger row ``rfbe-memory`` from ``results/bench_rfbe.json``.
 
@@ -302,11 +224,11 @@ def claim_rfbe_memory(rec: dict) -> tuple[str, str, str]:
                                     f"{naive:.1f}x; the paper's absolute number (~9 GB at 224 px on a GPU) is not "
                                     f"testable here, its shape is.")
     if naive < NAIVE_GROWTH_MIN:
-        return ours, "not reproduced", (f"naive memory grew only {naive:.2f}x, so this benchmark cannot tell flat "
+        return ours, "inconclusive", (f"naive memory grew only {naive:.2f}x, so this benchmark cannot tell flat "
                                         f"from growing memory")
-    return ours, "not reproduced", (f"RFBE's memory grew {net:.2f}x (> {target}x) from batch {lo} to {hi}: what "
+    return ours, "contradicted", (f"RFBE's memory grew {net:.2f}x (> {target}x) from batch {lo} to {hi}: what "
                                     f"still scales with the effective batch (inputs, keys, augmentation) is not "
                                     f"negligible at this model size")
 
 
-CLAIMS = {"rfbe-memory": claim_rfbe_memory}
+CLAIMS = claims_of(__name__)

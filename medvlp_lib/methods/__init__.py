@@ -1,16 +1,17 @@
-"""Training methods and their pure loss functions (depend only on torch).
+"""Training methods (trainer contract: ``training_step(batch) -> dict``) and their pure loss functions.
 
 ``contrastive`` (InfoNCE, CLIP loss), ``clip`` (the CLIP baseline method), ``momentum`` (EMA, queues),
 ``msd`` (momentum self-distillation, MM-MoCo, ALBEF), ``rfbe`` (batch enlargement), ``memory`` and ``momkd``
-(class-conditional momentum memory), ``vlcd`` (contrastive distillation). The main names of each are
-re-exported here lazily (importing ``medvlp_lib.methods`` does not import every chapter).
+(class-conditional momentum memory), ``vlcd`` (contrastive distillation), ``adaptor`` (the Adaptor on cached
+frozen embeddings), ``segmentation`` (a decoder on a frozen backbone), ``ssl`` (SimCLR pretraining of the
+offline backbones). Layer: methods build on ``models``, ``data`` and ``train``; the main names of each module
+are re-exported here lazily (importing ``medvlp_lib.methods`` does not import every chapter).
 """
 from __future__ import annotations
 
-from .clip import CLIP
-from .contrastive import clip_loss, info_nce, similarity_logits
-
 from ..utils import lazy_exports
+from .clip import CLIP
+from .contrastive import as_scale, clip_loss, info_nce, similarity_logits
 
 _LAZY = {
     "ema_update_": "momentum",
@@ -38,6 +39,14 @@ _LAZY = {
     "vlcd_loss": "vlcd",
     "Predistill": "vlcd",
     "VLCD": "vlcd",
+    "AdaptorMethod": "adaptor",
+    "segmentation_loss": "segmentation",
+    "SegmentationMethod": "segmentation",
+    "nt_xent": "ssl",
+    "SimCLR": "ssl",
+    "SSLConfig": "ssl",
+    "offline_pretrained_backbone": "ssl",
+    "embed_tiles": "ssl",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
-__all__ = ["CLIP", "clip_loss", "info_nce", "similarity_logits", *_LAZY]
+__all__ = ["CLIP", "as_scale", "clip_loss", "info_nce", "similarity_logits", *_LAZY]

@@ -14,14 +14,29 @@ from torch import nn
 
 from .contrastive import clip_loss
 
-__all__ = ["CLIP"]
+__all__ = ["CLIP", "image_text_batch"]
+
+
+def image_text_batch(batch: dict, device: torch.device,
+                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """``(images [B, C, H, W] on device (augmented if augment is given), texts: B strings)`` of an image-report
+    batch ``dict(image=[B, C, H, W], text=list[str], ...)``; the error names what is missing or mismatched."""
+    if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
+        raise ValueError("batch must be a dict with keys 'image' ([B, C, H, W] tensor) and 'text' (list[str]), "
+                         f"got {type(batch).__name__} with keys {list(batch) if isinstance(batch, dict) else None}")
+    images = batch["image"].to(device)
+    texts = list(batch["text"])
+    if images.shape[0] != len(texts):
+        raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
+    return (images if augment is None else augment(images)), texts
 
 
 class CLIP(nn.Module):
     """CLIP training method around a :class:`~medvlp_lib.models.encoders.DualEncoder` (``self.model``).
 
     ``training_step(batch)`` with ``batch = dict(image=[B, 1, H, W], text=list[str], ...)`` returns
-    ``{"loss": tensor, "logit_scale": float, "i2t", "t2i", "acc_i2t", "acc_t2i"}``. ``augment`` (optional)
+    ``{"loss": tensor, "scale": float (the multiplier 1/temperature), "i2t", "t2i", "acc_i2t", "acc_t2i"}``.
+    ``augment`` (optional)
     maps an image batch to an augmented one inside the step (it may use the global torch RNG: the trainer
     reseeds it per step, so resumed runs are identical). ``image_weight`` weights the image->text direction.
     """
@@ -37,15 +52,7 @@ class CLIP(nn.Module):
         self.image_weight = image_weight
 
     def training_step(self, batch: dict) -> dict:
-        if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
-            raise ValueError("batch must be a dict with keys 'image' ([B, 1, H, W] tensor) and 'text' (list[str]), "
-                             f"got {type(batch).__name__} with keys {list(batch) if isinstance(batch, dict) else None}")
-        images = batch["image"].to(self.model.device)
-        texts = list(batch["text"])
-        if images.shape[0] != len(texts):
-            raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
-        if self.augment is not None:
-            images = self.augment(images)
+        images, texts = image_text_batch(batch, self.model.device, self.augment)
         img, txt = self.model.encode_image(images), self.model.encode_text(texts)
         loss, parts = clip_loss(img.float(), txt.float(), self.model.scale, image_weight=self.image_weight)
         return {"loss": loss, **parts}

@@ -11,44 +11,58 @@ images and vice versa, positives on the diagonal):
     L_CLIP = ( L_InfoNCE(img -> txt) + L_InfoNCE(txt -> img) ) / 2.
 
 Inputs are used as given: pass L2-normalised embeddings for cosine similarities (``DualEncoder`` does).
+
+Temperature convention (one for the whole library): every loss takes the multiplier ``scale = s = 1/tau =
+exp(logit_scale)`` -- what a model's ``scale`` property returns (capped at
+:data:`medvlp_lib.models.encoders.MAX_SCALE`) -- never its log. :func:`as_scale` validates it.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["info_nce", "clip_loss", "similarity_logits"]
+__all__ = ["info_nce", "clip_loss", "similarity_logits", "as_scale"]
 
 
-def _as_scale(logit_scale, ref: torch.Tensor) -> torch.Tensor:
-    if isinstance(logit_scale, torch.Tensor):
-        if logit_scale.numel() != 1:
-            raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
-        s = logit_scale.reshape(())
-    elif isinstance(logit_scale, (int, float)):
-        s = torch.tensor(float(logit_scale), dtype=ref.dtype, device=ref.device)
+def as_scale(scale, ref: torch.Tensor) -> torch.Tensor:
+    """The similarity multiplier ``scale`` (= 1/temperature = ``exp(logit_scale)``) as a 0-d tensor on ``ref``'s
+    device: a positive finite float or scalar tensor (gradient kept), else a ``TypeError`` / ``ValueError``
+    naming ``scale``."""
+    if isinstance(scale, torch.Tensor):
+        if scale.numel() != 1:
+            raise ValueError(f"scale must be a scalar, got shape {tuple(scale.shape)}")
+        s = scale.reshape(()).to(ref.device)
+    elif isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        s = torch.tensor(float(scale), dtype=ref.dtype, device=ref.device)
     else:
-        raise TypeError(f"logit_scale must be a float or scalar tensor, got {type(logit_scale).__name__}")
+        raise TypeError(f"scale must be a float or scalar tensor (the multiplier 1/temperature), got "
+                        f"{type(scale).__name__}")
     if not torch.isfinite(s).all() or float(s.detach()) <= 0:
-        raise ValueError(f"logit_scale must be a finite positive multiplier exp(log-scale), got {float(s.detach())}")
+        raise ValueError(f"scale must be a finite positive multiplier 1/temperature = exp(logit_scale), got "
+                         f"{float(s.detach())}")
     return s
 
 
-def similarity_logits(query: torch.Tensor, keys: torch.Tensor, logit_scale=1.0 / 0.07) -> torch.Tensor:
-    """``s * query @ keys.T`` with shape checks: query [B, D], keys [K, D] -> [B, K]."""
-    for name, t in (("query", query), ("keys", keys)):
+def _check_embeddings(a_name: str, a, b_name: str, b) -> None:
+    """Both are 2-D tensors [N, D] with the same D; the errors name the argument."""
+    for name, t in ((a_name, a), (b_name, b)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 2:
             raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
-    if query.shape[1] != keys.shape[1]:
-        raise ValueError(f"query and keys must share the embedding dim: query {tuple(query.shape)}, "
-                         f"keys {tuple(keys.shape)}")
-    return _as_scale(logit_scale, query) * query @ keys.t()
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{a_name} and {b_name} must share the embedding dim: {a_name} {tuple(a.shape)}, "
+                         f"{b_name} {tuple(b.shape)}")
+
+
+def similarity_logits(query: torch.Tensor, keys: torch.Tensor, scale=1.0 / 0.07) -> torch.Tensor:
+    """``s * query @ keys.T`` with shape checks: query [B, D], keys [K, D] -> [B, K]."""
+    _check_embeddings("query", query, "keys", keys)
+    return as_scale(scale, query) * query @ keys.t()
 
 
 def info_nce(query: torch.Tensor, keys: torch.Tensor, positive_index: torch.Tensor | None = None,
-             logit_scale=1.0 / 0.07, mask: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+             scale=1.0 / 0.07, mask: torch.Tensor | None = None, targets: torch.Tensor | None = None,
              reduction: str = "mean") -> torch.Tensor:
     """General InfoNCE of ``query`` [B, D] against ``keys`` [K, D] (K >= B allowed: batch keys + queue).
 
@@ -59,10 +73,10 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, positive_index: torch.Tens
         ALBEF momentum distillation) or several positives (bool, or 0/1: uniform over the positives).
         Rows are normalised to sum to 1; the loss is the cross-entropy ``-sum_j t_ij log p_ij``.
     ``mask`` ([B, K] bool, True = excluded): keys removed from the softmax denominator (e.g. queue entries
-    that duplicate the query's own sample). A positive may not be masked. ``logit_scale`` is the
-    multiplier ``s = exp(log-scale)`` (not its log). ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
+    that duplicate the query's own sample). A positive may not be masked. ``scale`` is the
+    multiplier ``s = 1/tau = exp(logit_scale)`` (not its log). ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
     """
-    logits = similarity_logits(query, keys, logit_scale)
+    logits = similarity_logits(query, keys, scale)
     B, K = logits.shape
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -112,28 +126,25 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, positive_index: torch.Tens
     return loss
 
 
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale=1.0 / 0.07,
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale=1.0 / 0.07,
               image_weight: float = 0.5) -> tuple[torch.Tensor, dict[str, float]]:
-    """Symmetric InfoNCE on B matched pairs: ``w L(img->txt) + (1 - w) L(txt->img)``, ``w = image_weight``.
+    """Weighted symmetric InfoNCE on B matched pairs (CLIP; the Adaptor's loss with its weights):
 
-    ``image_weight=0.5`` is CLIP; the Adaptor code uses 0.75. Returns ``(loss, parts)`` with parts
-    ``i2t``, ``t2i`` (the two directional losses), ``acc_i2t`` / ``acc_t2i`` (in-batch top-1 accuracy) and
-    ``logit_scale`` (the multiplier used).
+        S = scale * I T^T  [B, B],   L = w CE(S, diag) + (1 - w) CE(S^T, diag),   w = image_weight
+
+    ``image_emb``, ``text_emb``: [B, D] (L2-normalised for cosine similarities); ``scale`` the multiplier
+    ``exp(logit_scale)`` (a model's ``scale`` property). ``image_weight=0.5`` is CLIP; the Adaptor's public
+    code weights the image->text direction (softmax over texts per image) by 0.75 (see
+    :mod:`medvlp_lib.methods.adaptor`). Returns ``(loss, parts)`` with parts ``i2t``, ``t2i`` (the two
+    directional losses), ``acc_i2t`` / ``acc_t2i`` (in-batch top-1 accuracy) and ``scale`` (the multiplier used).
     """
-    for name, t in (("image_emb", image_emb), ("text_emb", text_emb)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim != 2:
-            raise ValueError(f"{name} must be 2-D [B, D], got shape {tuple(t.shape)}")
+    _check_embeddings("image_emb", image_emb, "text_emb", text_emb)
     if image_emb.shape[0] != text_emb.shape[0]:
         raise ValueError(f"image_emb and text_emb must have the same batch size, got {image_emb.shape[0]} "
                          f"and {text_emb.shape[0]}")
-    if image_emb.shape[1] != text_emb.shape[1]:
-        raise ValueError(f"image_emb and text_emb must share the embedding dim, got {image_emb.shape[1]} "
-                         f"and {text_emb.shape[1]}")
     if not 0.0 <= image_weight <= 1.0:
         raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
-    logits = similarity_logits(image_emb, text_emb, logit_scale)
+    logits = similarity_logits(image_emb, text_emb, scale)
     target = torch.arange(logits.shape[0], device=logits.device)
     l_i2t = F.cross_entropy(logits, target)
     l_t2i = F.cross_entropy(logits.t(), target)
@@ -142,5 +153,5 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale=1.0 /
         parts = {"i2t": float(l_i2t), "t2i": float(l_t2i),
                  "acc_i2t": float((logits.argmax(1) == target).float().mean()),
                  "acc_t2i": float((logits.argmax(0) == target).float().mean()),
-                 "logit_scale": float(_as_scale(logit_scale, logits))}
+                 "scale": float(as_scale(scale, logits))}
     return loss, parts

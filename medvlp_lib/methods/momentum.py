@@ -25,7 +25,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ema_update_", "momentum_schedule", "MomentumEncoder", "MomentumQueue", "concat_all_gather"]
+__all__ = ["ema_update_", "momentum_schedule", "MomentumEncoder", "MomentumQueue", "concat_all_gather",
+           "gather_with_offset"]
 
 
 @torch.no_grad()
@@ -142,6 +143,20 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def gather_with_offset(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(rows of every process in rank order, row where this process's rows start)``.
+
+    With ``torch.distributed`` initialised (world size W, equal ``len(x)`` on every rank) this is
+    ``(concat_all_gather(x), rank * len(x))``: the *global* batch as one process would hold it, and the offset of
+    this rank's slice in it. Single process: ``(x, 0)``. No gradient flows through the gathered copy.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    return concat_all_gather(x), dist.get_rank() * x.shape[0]
 
 
 class MomentumQueue(nn.Module):

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.wsi import EDGE_DIRECTIONS, GATv2SlideEncoder, OmicsDecoder, OmicsEncoder, ProjectionHead, knn_graph
 from .memory import (MEMORY_MODES, ClassMemory, MemoryAttentionPool, orthogonality_loss, soft_angle_loss,
                      vq_commitment_loss)
 
@@ -64,18 +65,19 @@ class MoMKD(nn.Module):
             ``align_omics_weight`` 0.05, ``mem_weight`` 0.1, ``ortho_weight`` 10 (inside ``L_mem``).
         switches: ``align_wsi``, ``align_omics``, ``recon``, ``hard_max`` (max instead of LogSumExp).
         memory_sources: features that move the momentum memory (default: the aligned modalities).
-        k: neighbours of the patch graph when a batch has ``coords`` but no ``edge_index``.
+        k, edge_direction: neighbours and direction (:func:`~medvlp_lib.models.wsi.knn_graph`: ``"gather"`` =
+            the paper's reading, ``"public_code"`` = the public code's edges) of the patch graph when a batch
+            has ``coords`` but no ``edge_index``.
     """
-
     def __init__(self, in_dim: int, omics_dim: int, *, hidden_dim: int = 256, shared_dim: int = 128,
                  omics_hidden: int = 512, n_slots: int = 16, memory_mode: str = "momentum",
                  momentum: float = 0.99, margin: float = 0.3, tau_init: float = 0.2, dropout: float = 0.25,
                  ce_weight: float = 0.5, recon_weight: float = 0.01, align_wsi_weight: float = 0.2,
                  align_omics_weight: float = 0.05, mem_weight: float = 0.1, ortho_weight: float = 10.0,
                  align_wsi: bool = True, align_omics: bool = True, recon: bool = True, hard_max: bool = False,
-                 memory_sources: Iterable[str] | None = None, k: int = 8, seed: int = 0) -> None:
+                 memory_sources: Iterable[str] | None = None, k: int = 8, edge_direction: str = "gather",
+                 seed: int = 0) -> None:
         super().__init__()
-        from ..models.wsi import GATv2SlideEncoder, OmicsDecoder, OmicsEncoder, ProjectionHead
 
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}")
@@ -88,7 +90,9 @@ class MoMKD(nn.Module):
         bad = set(memory_sources) - {"omics", "wsi", "patches"}
         if bad:
             raise ValueError(f"memory_sources must be a subset of ('omics', 'wsi', 'patches'), got {sorted(bad)}")
-        self.in_dim, self.omics_dim, self.k = in_dim, omics_dim, k
+        if edge_direction not in EDGE_DIRECTIONS:
+            raise ValueError(f"edge_direction must be one of {EDGE_DIRECTIONS}, got {edge_direction!r}")
+        self.in_dim, self.omics_dim, self.k, self.edge_direction = in_dim, omics_dim, k, edge_direction
         self.memory_sources = memory_sources
         self.margin, self.hard_max = margin, hard_max
         self.align_wsi, self.align_omics, self.recon = align_wsi, align_omics, recon
@@ -121,8 +125,6 @@ class MoMKD(nn.Module):
         return next(self.parameters()).device
 
     def _slide_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..models.wsi import knn_graph
-
         if not isinstance(batch, dict):  # a Slide
             batch = batch.to_batch()
         if "features" not in batch:
@@ -135,7 +137,7 @@ class MoMKD(nn.Module):
         if batch.get("edge_index") is not None:
             ei = torch.as_tensor(batch["edge_index"]).long()
         elif batch.get("coords") is not None:
-            ei = knn_graph(batch["coords"], self.k)
+            ei = knn_graph(batch["coords"], self.k, direction=self.edge_direction)
         else:
             raise ValueError("batch needs 'edge_index' [2, E] or 'coords' [N, 2] to build the patch graph")
         dev = self._device()

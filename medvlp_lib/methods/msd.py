@@ -4,7 +4,7 @@ Notation. A *query* ``q_i`` comes from the online encoder of one modality; the *
 ``K = [k_1 .. k_B ; queue]`` holds the momentum-encoder keys of the other modality for the current
 batch (row ``i`` is the positive of query ``i`` unless ``pos`` says otherwise) followed by that
 modality's :class:`~medvlp_lib.methods.momentum.MomentumQueue`. With ``s = 1/tau`` (the dual
-encoder's ``logit_scale.exp()``, shared by every loss here):
+encoder's ``scale`` = ``exp(logit_scale)``, passed to every loss here as ``scale``):
 
     p_q2k(i) = softmax(s * q_i K^T)          the online prediction
     p_k2k(i) = softmax(s * k_i K^T)          k_i = momentum key of sample i (in K's modality)
@@ -22,13 +22,25 @@ L_multi. (A test asserts the gradient is zero to rounding.) With beta > 0 the ta
 p_k2k, a distribution that puts the most mass on the sample's own key but shares it with keys that
 are *similar to it* (e.g. the many "heart size normal, lungs clear" reports), i.e. a soft label.
 
+Two readings of the alpha term (``alpha_teacher`` of :class:`MSD`, ``q_teacher`` of the losses). The paper
+says only that MSD combines "query-to-key" and "key-to-key" similarity distributions:
+
+* (a) ``alpha_teacher="online"`` (default, the reading above): p_q2k is the *online* prediction, detached. It
+  gives no gradient of its own, so alpha only rescales the weight of the beta term, and alpha = 1 learns nothing
+  ("training failed" as a standstill).
+* (b) ``alpha_teacher="momentum"``: p_q2k is the *momentum* encoder's query-to-key distribution,
+  ``softmax(s * q^m_i K^T)`` with q^m_i the momentum embedding of the query's own sample (ALBEF's teacher
+  without its one-hot part). It does give a gradient, and with alpha = 1 the model distils only its own slow
+  copy, with no positive pair anywhere in the target: a self-referential objective that can drift or collapse
+  (the paper reports that alpha = 1 *diverges*). Chapter 03 runs the (alpha, beta) ablation under both.
+
 Reading of k_i: by default (``k2k="positive"``) k_i is the momentum key of the query's paired sample
 in the *keys'* modality (for an image query, the momentum text embedding of its own report), so
 p_k2k is text-text similarity and needs no cross-modal alignment to be meaningful: this is why
 beta = 1 trains. ``k2k="teacher"`` instead uses the momentum encoder's version of the query itself
 (ALBEF's momentum-distillation teacher, a cross-modal similarity).
 
-Baselines behind the same signature ``fn(q, keys, *, k_same, scale|tau, alpha, beta, pos, q_ids,
+Baselines behind the same signature ``fn(q, keys, *, k_same, scale, alpha, beta, pos, q_ids,
 key_ids, own_id)``:
 * :func:`mm_moco_loss`: cross-entropy with one-hot targets over ``[batch keys; queue]`` (MoCo-style
   InfoNCE across modalities).
@@ -46,9 +58,9 @@ distribution (default), ``"positive"`` counts them as extra positives in hard (o
 become uniform over all positives, and leaves soft MSD targets unchanged; ``"ignore"`` treats them as
 ordinary negatives (ALBEF/MoCo behaviour). Negative ids mean "unknown" and never match.
 
-Temperature: every similarity uses the dual encoder's learnable ``logit_scale`` (log-space, clamped to
-``<= max_logit_scale`` = 100 when exponentiated); targets are built with a detached scale, so the
-temperature learns only from the prediction side, as in ALBEF.
+Temperature: every similarity uses the dual encoder's learnable multiplier ``scale`` (``exp(logit_scale)``
+capped at :data:`~medvlp_lib.models.encoders.MAX_SCALE` = 100, the library's one convention); targets are
+built with a detached scale, so the temperature learns only from the prediction side, as in ALBEF.
 """
 from __future__ import annotations
 
@@ -59,40 +71,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .momentum import MomentumEncoder, MomentumQueue, momentum_schedule
+from ..data.augment import ImageAugmenter, ReportAugmenter
+from .contrastive import as_scale
+from .momentum import MomentumEncoder, MomentumQueue, gather_with_offset, momentum_schedule
 
 __all__ = ["soft_targets", "msd_loss", "mm_moco_loss", "albef_loss", "uni_modal_loss", "combine_losses",
-           "MULTIMODAL_LOSSES", "OWN_ID_MODES", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
+           "MULTIMODAL_LOSSES", "OWN_ID_MODES", "ALPHA_TEACHERS", "MSD", "MMMoCo", "ALBEF", "Views", "Keys"]
 
 OWN_ID_MODES = ("mask", "positive", "ignore")
-MAX_SCALE = 100.0  # exp(logit_scale) is clamped to this (temperature >= 0.01), as in CLIP
+ALPHA_TEACHERS = ("online", "momentum")
 
 
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
-def _get_scale(tau, scale, ref: torch.Tensor, logit_scale=None) -> torch.Tensor:
-    """The multiplier ``s = 1/tau`` from exactly one of ``tau``, ``scale`` (= 1/tau) or ``logit_scale``
-    (log-space, as stored by the dual encoder; ``exp`` clamped to at most 100)."""
-    given = sum(v is not None for v in (tau, scale, logit_scale))
-    if given != 1:
-        raise ValueError("give exactly one of tau (temperature), scale (= 1/tau) or logit_scale (= log(1/tau))")
-    if logit_scale is not None:
-        ls = torch.as_tensor(logit_scale, dtype=ref.dtype, device=ref.device)
-        if ls.numel() != 1:
-            raise ValueError(f"logit_scale must be a scalar, got shape {tuple(ls.shape)}")
-        return ls.reshape(()).exp().clamp(max=MAX_SCALE)
-    if tau is not None:
-        t = torch.as_tensor(tau, dtype=ref.dtype, device=ref.device)
-        if t.numel() != 1 or not bool(t > 0):
-            raise ValueError(f"tau must be a positive scalar, got {tau!r}")
-        return 1.0 / t.reshape(())
-    s = torch.as_tensor(scale, dtype=ref.dtype, device=ref.device)
-    if s.numel() != 1 or not bool(s > 0):
-        raise ValueError(f"scale must be a positive scalar (1/temperature), got {scale!r}")
-    return s.reshape(())
-
-
 def _check(q: torch.Tensor, keys: torch.Tensor, pos, q_ids, key_ids, own_id: str):
     if not isinstance(q, torch.Tensor) or q.ndim != 2:
         raise ValueError(f"q must be a [B, D] tensor of queries, got "
@@ -108,6 +100,10 @@ def _check(q: torch.Tensor, keys: torch.Tensor, pos, q_ids, key_ids, own_id: str
             raise ValueError(f"keys has {n} rows but there are {b} queries: the first B rows of keys must be "
                              "the queries' positives (or pass pos=)")
         pos = torch.arange(b, device=q.device)
+    elif isinstance(pos, range):  # checked without reading a tensor (no device sync per call)
+        if len(pos) != b or (b and (min(pos[0], pos[-1]) < 0 or max(pos[0], pos[-1]) >= n)):
+            raise ValueError(f"pos must be [B={b}] indices into keys (0..{n - 1}), got {pos}")
+        pos = torch.arange(pos.start, pos.stop, pos.step, device=q.device)
     else:
         pos = torch.as_tensor(pos, device=q.device, dtype=torch.long)
         if pos.shape != (b,) or (b and (int(pos.min()) < 0 or int(pos.max()) >= n)):
@@ -163,17 +159,26 @@ def _parts(prefix: str, target: torch.Tensor, log_p: torch.Tensor, pos: torch.Te
                 f"{prefix}acc": (p.argmax(1) == pos).to(p.dtype).mean()}
 
 
+def _check_teacher(q: torch.Tensor, q_teacher) -> torch.Tensor:
+    if not isinstance(q_teacher, torch.Tensor) or q_teacher.shape != q.shape:
+        got = tuple(q_teacher.shape) if isinstance(q_teacher, torch.Tensor) else type(q_teacher).__name__
+        raise ValueError(f"q_teacher must have the queries' shape {tuple(q.shape)}, got {got}")
+    return q_teacher.detach().to(q.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------
 # pure losses
 # ----------------------------------------------------------------------------------------------------
-def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tensor, *, tau=None, scale=None,
-                 logit_scale=None, alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
-                 own_id: str = "mask") -> torch.Tensor:
+def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tensor, *, scale, alpha: float = 0.3,
+                 beta: float = 0.7, pos=None, q_ids=None, key_ids=None, own_id: str = "mask",
+                 q_teacher: torch.Tensor | None = None) -> torch.Tensor:
     """MSD soft targets ``(alpha * p_q2k + beta * p_k2k) / (alpha + beta)``, detached, shape ``[B, N]``.
 
     ``q [B, D]`` online queries, ``keys [N, D]`` = [momentum batch keys; queue] of the other modality,
     ``k_same [B, D]`` the momentum key of each query's own sample (default ``keys[pos]``, i.e.
-    ``keys[:B]``). Rows sum to 1. ``alpha, beta >= 0`` with ``alpha + beta > 0``.
+    ``keys[:B]``). Rows sum to 1. ``alpha, beta >= 0`` with ``alpha + beta > 0``. ``q_teacher [B, D]``
+    (reading (b), see the module docstring): ``p_q2k`` from the momentum encoder's embedding of the query
+    sample instead of the online query.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
     if alpha < 0 or beta < 0 or alpha + beta <= 0:
@@ -183,32 +188,42 @@ def soft_targets(q: torch.Tensor, k_same: torch.Tensor | None, keys: torch.Tenso
     if k_same.shape != q.shape:
         raise ValueError(f"k_same must have the queries' shape {tuple(q.shape)}, got {tuple(k_same.shape)}")
     with torch.no_grad():
-        s = _get_scale(tau, scale, q, logit_scale).detach()
+        s = as_scale(scale, q).detach()
         k = keys.detach()
         t = torch.zeros(q.shape[0], keys.shape[0], dtype=q.dtype, device=q.device)
         if alpha > 0:
-            t = t + alpha * F.softmax(_mask(s * q.detach() @ k.T, same, own_id), dim=1)
+            src = _check_teacher(q, q_teacher) if q_teacher is not None else q
+            t = t + alpha * F.softmax(_mask(s * src.detach() @ k.T, same, own_id), dim=1)
         if beta > 0:
             t = t + beta * F.softmax(_mask(s * k_same.detach() @ k.T, same, own_id), dim=1)
         return t / (alpha + beta)
 
 
-def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None, scale=None,
-             logit_scale=None, alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
-             own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
+def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
+             alpha: float = 0.3, beta: float = 0.7, pos=None, q_ids=None, key_ids=None,
+             own_id: str = "mask", reduction: str = "mean",
+             q_teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """``KL(target || p_q2k)`` with :func:`soft_targets` (see module docstring); returns ``(loss, parts)``.
 
-    The stop-gradient part of the target is ``exp(log_softmax(logits)).detach()``, bit-identical to the
-    probabilities the backward pass uses, so alpha = 1, beta = 0 gives a zero gradient up to rounding.
+    Reading (a), ``q_teacher=None``: the alpha part of the target is the online prediction itself,
+    ``exp(log_softmax(logits)).detach()`` -- bit-identical to the probabilities the backward pass uses, so
+    alpha = 1, beta = 0 gives a zero gradient up to rounding. Reading (b), ``q_teacher [B, D]`` = the momentum
+    encoder's embedding of each query's own sample: the alpha part is the momentum query-to-key distribution
+    ``softmax(s q_teacher K^T)`` (ALBEF's teacher without its one-hot part), which does give a gradient.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
     if alpha < 0 or beta < 0 or alpha + beta <= 0:
         raise ValueError(f"alpha and beta must be >= 0 with alpha + beta > 0, got alpha={alpha}, beta={beta}")
-    s = _get_scale(tau, scale, q, logit_scale)
+    s = as_scale(scale, q)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = torch.zeros_like(log_p)
     if alpha > 0:
-        target = target + alpha * log_p.detach().exp()
+        if q_teacher is None:
+            target = target + alpha * log_p.detach().exp()
+        else:
+            with torch.no_grad():
+                qt = _check_teacher(q, q_teacher)
+                target = target + alpha * F.softmax(_mask(s.detach() * qt @ keys.detach().T, same, own_id), dim=1)
     if beta > 0:
         if k_same is None:
             k_same = keys[pos]
@@ -222,8 +237,8 @@ def msd_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None
     return loss, _parts("", target, log_p, pos)
 
 
-def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None,
-                 scale=None, logit_scale=None, alpha: float | None = None, beta: float | None = None, pos=None,
+def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
+                 alpha: float | None = None, beta: float | None = None, pos=None,
                  q_ids=None, key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """MoCo-style InfoNCE: cross-entropy with one-hot targets over ``[batch keys; queue]``.
 
@@ -231,14 +246,14 @@ def mm_moco_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | 
     ``own_id="positive"`` the target is uniform over the positive and the query's stale queue copies.
     """
     pos, same = _check(q, keys, pos, q_ids, key_ids, own_id)
-    s = _get_scale(tau, scale, q, logit_scale)
+    s = as_scale(scale, q)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = _hard_targets(log_p.detach(), pos, same, own_id)
     return _ce(target, log_p, kl=False, reduction=reduction), _parts("", target, log_p, pos)
 
 
-def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, tau=None,
-               scale=None, logit_scale=None, alpha: float = 0.4, beta: float | None = None, pos=None, q_ids=None,
+def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | None = None, scale,
+               alpha: float = 0.4, beta: float | None = None, pos=None, q_ids=None,
                key_ids=None, own_id: str = "mask", reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """ALBEF momentum distillation: CE to ``alpha * softmax(s * k_same K^T) + (1 - alpha) * one-hot``.
 
@@ -253,7 +268,7 @@ def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | No
         raise ValueError("albef_loss needs k_same = the momentum (teacher) embedding of each query, [B, D]")
     if k_same.shape != q.shape:
         raise ValueError(f"k_same must have the queries' shape {tuple(q.shape)}, got {tuple(k_same.shape)}")
-    s = _get_scale(tau, scale, q, logit_scale)
+    s = as_scale(scale, q)
     log_p = F.log_softmax(_mask(s * q @ keys.T, same, own_id), dim=1)
     target = _hard_targets(log_p.detach(), pos, same, own_id)
     if alpha > 0:
@@ -263,12 +278,12 @@ def albef_loss(q: torch.Tensor, keys: torch.Tensor, *, k_same: torch.Tensor | No
     return _ce(target, log_p, kl=False, reduction=reduction), _parts("", target, log_p, pos)
 
 
-def uni_modal_loss(q: torch.Tensor, keys: torch.Tensor, *, tau=None, scale=None, logit_scale=None, pos=None,
+def uni_modal_loss(q: torch.Tensor, keys: torch.Tensor, *, scale, pos=None,
                    q_ids=None, key_ids=None, own_id: str = "mask",
                    reduction: str = "mean") -> tuple[torch.Tensor, dict]:
     """Uni-modal InfoNCE: online view-1 queries ``q`` vs ``keys`` = [momentum view-2 keys; same-modality
     queue] with hard labels (row ``pos[i]``, default ``i``, is the positive)."""
-    return mm_moco_loss(q, keys, tau=tau, scale=scale, logit_scale=logit_scale, pos=pos, q_ids=q_ids,
+    return mm_moco_loss(q, keys, scale=scale, pos=pos, q_ids=q_ids,
                         key_ids=key_ids, own_id=own_id, reduction=reduction)
 
 
@@ -315,22 +330,43 @@ class Views:
 
 @dataclass
 class Keys:
-    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step)."""
+    """Momentum keys of the whole batch plus a snapshot of both queues (taken before this step), and the key sets
+    every query is scored against, concatenated once per step (not once per RFBE sub-batch):
+    ``img_all = [img; img_queue]`` with sample ids ``img_all_ids = [batch ids; img_queue_ids]``, same for text.
+
+    Under ``torch.distributed`` ``img``/``txt`` hold the *global* batch's keys (all ranks, rank order), ``ids``
+    their sample ids and ``offset`` the row of this rank's first query (:func:`_gather_keys`); in one process
+    ``ids`` are the views' ids and ``offset`` is 0.
+    """
     img: torch.Tensor
     txt: torch.Tensor
     img_queue: torch.Tensor
     img_queue_ids: torch.Tensor
     txt_queue: torch.Tensor
     txt_queue_ids: torch.Tensor
+    img_all: torch.Tensor
+    img_all_ids: torch.Tensor
+    txt_all: torch.Tensor
+    txt_all_ids: torch.Tensor
+    ids: torch.Tensor | None = None
+    offset: int = 0
+
+
+def _gather_keys(img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor):
+    """``(img, txt, ids, offset)`` of the global batch under ``torch.distributed`` (all-gathered in rank order,
+    ``offset`` = this rank's first row), so each rank scores its queries against the same key set as one process
+    on the concatenated batch would, with positives at ``offset + i``. Single process: unchanged, offset 0."""
+    img_all, offset = gather_with_offset(img)
+    if img_all is img:
+        return img, txt, ids, 0
+    return img_all, gather_with_offset(txt)[0], gather_with_offset(ids)[0], offset
 
 
 def _default_image_aug():
-    from ..data.augment import ImageAugmenter
     return ImageAugmenter()
 
 
 def _default_text_aug():
-    from ..data.augment import ReportAugmenter
     return ReportAugmenter()
 
 
@@ -338,7 +374,8 @@ class MSD(nn.Module):
     """MSD training method around a dual encoder (trainer contract: ``training_step``/``after_optimizer_step``).
 
     ``dual`` must provide ``encode_image(x) -> [B, D]`` and ``encode_text(list[str]) -> [B, D]``
-    (L2-normalised) and ``logit_scale`` (log-space parameter). Holds: ``online`` (the dual encoder),
+    (L2-normalised) and the similarity multiplier as the property ``scale`` (``exp(logit_scale)``, capped; see
+    :data:`~medvlp_lib.models.encoders.MAX_SCALE`). Holds: ``online`` (the dual encoder),
     ``momentum_encoder`` (EMA copy), ``image_queue`` and ``text_queue`` (size ``queue_size``), and a
     ``step`` buffer. ``targets`` selects the multi-modal loss: ``"msd"`` (default), ``"mm_moco"`` or
     ``"albef"`` (see :data:`MULTIMODAL_LOSSES`).
@@ -351,6 +388,8 @@ class MSD(nn.Module):
     with their sample ids. ``batch`` = dict(image=[B,C,H,W], text=list[str], index=LongTensor[B]).
 
     Defaults follow the paper: alpha 0.3, beta 0.7, w_uni 1, w_multi 10, m 0.995, queue 4096.
+    ``alpha_teacher``: ``"online"`` (reading (a)) or ``"momentum"`` (reading (b)) of the alpha term; see the
+    module docstring.
 
     Views and keys (our reading; the paper does not spell it out): the online encoders embed view 1 of
     each modality (queries), the momentum encoders embed view 2 (keys, which are also what is enqueued).
@@ -366,12 +405,13 @@ class MSD(nn.Module):
     def __init__(self, dual: nn.Module, *, targets: str = "msd", alpha: float = 0.3, beta: float = 0.7,
                  w_uni: float = 1.0, w_multi: float = 10.0, momentum: float = 0.995,
                  momentum_end: float | None = None, total_steps: int | None = None, queue_size: int = 4096,
-                 own_id: str = "mask", k2k: str | None = None, image_augment="default", text_augment="default",
-                 max_logit_scale: float = 100.0, alpha_warmup_steps: int = 0, embed_dim: int | None = None):
+                 own_id: str = "mask", k2k: str | None = None, alpha_teacher: str = "online",
+                 image_augment="default", text_augment="default",
+                 alpha_warmup_steps: int = 0, embed_dim: int | None = None):
         super().__init__()
-        for attr in ("encode_image", "encode_text", "logit_scale"):
+        for attr in ("encode_image", "encode_text", "scale"):
             if not hasattr(dual, attr):
-                raise TypeError(f"dual must provide encode_image, encode_text and logit_scale; missing {attr!r}")
+                raise TypeError(f"dual must provide encode_image, encode_text and the property scale; missing {attr!r}")
         if targets not in MULTIMODAL_LOSSES:
             raise ValueError(f"targets must be one of {tuple(MULTIMODAL_LOSSES)}, got {targets!r}")
         if own_id not in OWN_ID_MODES:
@@ -379,6 +419,10 @@ class MSD(nn.Module):
         k2k = k2k or ("teacher" if targets == "albef" else "positive")
         if k2k not in ("positive", "teacher"):
             raise ValueError(f"k2k must be 'positive' or 'teacher', got {k2k!r}")
+        if alpha_teacher not in ALPHA_TEACHERS:
+            raise ValueError(f"alpha_teacher must be one of {ALPHA_TEACHERS}, got {alpha_teacher!r}")
+        if alpha_teacher == "momentum" and targets != "msd":
+            raise ValueError("alpha_teacher='momentum' is a reading of MSD's alpha term; it needs targets='msd'")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if (momentum_end is None) != (total_steps is None):
@@ -393,13 +437,13 @@ class MSD(nn.Module):
             raise ValueError("embedding size unknown: dual has no int .embed_dim; pass embed_dim=")
         self.online = dual
         self.momentum_encoder = MomentumEncoder(dual)
-        dtype = dual.logit_scale.dtype
+        dtype = dual.scale.dtype
         self.image_queue = MomentumQueue(dim, queue_size, dtype=dtype)
         self.text_queue = MomentumQueue(dim, queue_size, dtype=dtype)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.targets, self.alpha, self.beta, self.w_uni, self.w_multi = targets, alpha, beta, w_uni, w_multi
         self.momentum, self.momentum_end, self.total_steps = momentum, momentum_end, total_steps
-        self.own_id, self.k2k, self.max_logit_scale = own_id, k2k, max_logit_scale
+        self.own_id, self.k2k, self.alpha_teacher = own_id, k2k, alpha_teacher
         self.alpha_warmup_steps = alpha_warmup_steps
         self.image_augment = _default_image_aug() if image_augment == "default" else image_augment
         self.text_augment = _default_text_aug() if text_augment == "default" else text_augment
@@ -413,8 +457,9 @@ class MSD(nn.Module):
         return self.online.encode_text(texts)
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.online.logit_scale
+    def scale(self) -> torch.Tensor:
+        """The online dual encoder's similarity multiplier (1/temperature), with gradient."""
+        return self.online.scale
 
     # --- schedule values
     def current_momentum(self) -> float:
@@ -427,10 +472,6 @@ class MSD(nn.Module):
             return float(self.alpha) * min(1.0, (int(self.step) + 1) / self.alpha_warmup_steps)
         return float(self.alpha)
 
-    def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to ``max_logit_scale`` (= 1/temperature), with gradient."""
-        return self.online.logit_scale.exp().clamp(max=self.max_logit_scale)
-
     # --- the three stages (RFBE calls them separately)
     def make_views(self, batch: dict) -> Views:
         if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
@@ -442,7 +483,7 @@ class MSD(nn.Module):
         if isinstance(texts, str) or len(texts) != x.shape[0]:
             raise ValueError(f"batch['text'] must be a list of {x.shape[0]} reports, got "
                              f"{type(texts).__name__} of length {len(texts)}")
-        dev = self.online.logit_scale.device
+        dev = self.online.scale.device
         x = x.to(dev)
         ids = batch.get("index")
         if ids is None:
@@ -472,32 +513,35 @@ class MSD(nn.Module):
         for s in range(0, b, max(chunk, 1)):
             img.append(self.momentum_encoder.run("encode_image", views.img_k[s:s + chunk]))
             txt.append(self.momentum_encoder.run("encode_text", views.txt_k[s:s + chunk]))
-        return Keys(torch.cat(img), torch.cat(txt), self.image_queue.keys(), self.image_queue.ids(),
-                    self.text_queue.keys(), self.text_queue.ids())
+        img, txt, ids, offset = _gather_keys(torch.cat(img), torch.cat(txt), views.ids)  # global batch (DDP)
+        iq, iq_ids, tq, tq_ids = (self.image_queue.keys(), self.image_queue.ids(), self.text_queue.keys(),
+                                  self.text_queue.ids())
+        return Keys(img, txt, iq, iq_ids, tq, tq_ids, torch.cat([img, iq]), torch.cat([ids, iq_ids]),
+                    torch.cat([txt, tq]), torch.cat([ids, tq_ids]), ids=ids, offset=offset)
 
     def query_loss(self, views: Views, keys: Keys, start: int = 0, end: int | None = None
                    ) -> tuple[torch.Tensor, dict]:
         """Loss (mean over queries ``start:end``) of online queries against the full key set."""
         end = len(views) if end is None else end
         sl = slice(start, end)
+        ksl = slice(keys.offset + start, keys.offset + end)  # the queries' own rows in the (global) key batch
         qi = self.online.encode_image(views.img_q[sl])
         qt = self.online.encode_text(views.txt_q[sl])
-        s = self.scale()
-        ids = views.ids
-        pos = torch.arange(start, end, device=qi.device)
-        k_img = torch.cat([keys.img, keys.img_queue]).to(qi.dtype)
-        k_txt = torch.cat([keys.txt, keys.txt_queue]).to(qi.dtype)
-        id_img = torch.cat([ids, keys.img_queue_ids])
-        id_txt = torch.cat([ids, keys.txt_queue_ids])
-        common = dict(scale=s, pos=pos, q_ids=ids[sl], own_id=self.own_id)
+        s = self.scale
+        k_img, k_txt = keys.img_all.to(qi.dtype), keys.txt_all.to(qi.dtype)
+        id_img, id_txt = keys.img_all_ids, keys.txt_all_ids
+        common = dict(scale=s, pos=range(ksl.start, ksl.stop), q_ids=views.ids[sl], own_id=self.own_id)
         fn = MULTIMODAL_LOSSES[self.targets]
         alpha = self.current_alpha()
         if self.k2k == "positive":
-            ks_i2t, ks_t2i = keys.txt[sl], keys.img[sl]
+            ks_i2t, ks_t2i = keys.txt[ksl], keys.img[ksl]
         else:  # teacher: the momentum version of the query itself
-            ks_i2t, ks_t2i = keys.img[sl], keys.txt[sl]
-        l_i2t, p_i2t = fn(qi, k_txt, k_same=ks_i2t, alpha=alpha, beta=self.beta, key_ids=id_txt, **common)
-        l_t2i, p_t2i = fn(qt, k_img, k_same=ks_t2i, alpha=alpha, beta=self.beta, key_ids=id_img, **common)
+            ks_i2t, ks_t2i = keys.img[ksl], keys.txt[ksl]
+        teach_i2t, teach_t2i = {}, {}
+        if self.alpha_teacher == "momentum":  # reading (b): the momentum encoder's own query-to-key distribution
+            teach_i2t, teach_t2i = {"q_teacher": keys.img[ksl]}, {"q_teacher": keys.txt[ksl]}
+        l_i2t, p_i2t = fn(qi, k_txt, k_same=ks_i2t, alpha=alpha, beta=self.beta, key_ids=id_txt, **teach_i2t, **common)
+        l_t2i, p_t2i = fn(qt, k_img, k_same=ks_t2i, alpha=alpha, beta=self.beta, key_ids=id_img, **teach_t2i, **common)
         l_multi = (l_i2t + l_t2i) / 2
         parts = {"loss_i2t": l_i2t.detach(), "loss_t2i": l_t2i.detach(),
                  "acc_i2t": p_i2t["acc"], "acc_t2i": p_t2i["acc"],
@@ -515,8 +559,10 @@ class MSD(nn.Module):
         return loss, parts
 
     def set_pending(self, views: Views, keys: Keys) -> None:
-        """Remember this step's keys; :meth:`after_optimizer_step` enqueues them once."""
-        self._pending = (keys.img.detach(), keys.txt.detach(), views.ids.detach())
+        """Remember this step's keys; :meth:`after_optimizer_step` enqueues them once (this rank's rows: the queue
+        all-gathers them, so it receives the global batch in rank order)."""
+        own = slice(keys.offset, keys.offset + len(views))
+        self._pending = (keys.img[own].detach(), keys.txt[own].detach(), views.ids.detach())
 
     # --- trainer contract
     def training_step(self, batch: dict) -> dict:

@@ -31,14 +31,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .msd import combine_losses
+from .msd import Views, combine_losses
 
-__all__ = ["rfbe_step", "RFBE", "SupportsRFBE"]
+__all__ = ["rfbe_step", "RFBE", "SupportsRFBE", "chunked_views"]
 
 
 class SupportsRFBE(Protocol):
     """What :func:`rfbe_step` needs from a method (``medvlp_lib.methods.msd.MSD`` implements it)."""
-
     w_uni: float
     w_multi: float
 
@@ -51,7 +50,7 @@ class SupportsRFBE(Protocol):
     def set_pending(self, views, keys) -> None: ...
 
 
-def _chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
+def chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
     """``method.make_views`` applied to consecutive ``chunk``-row slices of ``batch``, concatenated.
 
     Augmentation is per sample, so this gives views of the same distribution as one call on the whole batch,
@@ -59,8 +58,6 @@ def _chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
     as in a data loader that augments sample by sample. The random draws are consumed in a different order,
     so the views differ from ``make_views(batch)`` under the same seed.
     """
-    from .msd import Views
-
     n = len(batch["text"])
     parts = []
     for s in range(0, n, chunk):
@@ -74,6 +71,17 @@ def _chunked_views(method: SupportsRFBE, batch: dict, chunk: int):
                  torch.cat([p.ids for p in parts]))
 
 
+def _weighted_sum(values: list, weights: list[float]) -> float:
+    """``sum_i w_i v_i`` of the logged values of the sub-batches as a float, read from the device once per step
+    (not once per sub-batch); a single value is returned as it is."""
+    if len(values) == 1:
+        return float(values[0])
+    if all(isinstance(v, torch.Tensor) for v in values):
+        v = torch.stack([t.reshape(()) for t in values])
+        return float((v * v.new_tensor(weights)).sum())
+    return sum(float(v) * w for v, w in zip(values, weights))
+
+
 def rfbe_step(method: SupportsRFBE, batch: dict, sub_batch: int = 32, chunk_views: bool = False) -> dict:
     """One RFBE forward/backward over ``batch``; gradients are accumulated in the parameters' ``.grad``.
 
@@ -81,38 +89,35 @@ def rfbe_step(method: SupportsRFBE, batch: dict, sub_batch: int = 32, chunk_view
     Does not zero gradients, step the optimiser, update the EMA or enqueue: the trainer zeroes and
     steps, and ``method.after_optimizer_step()`` does the EMA update and the enqueue.
 
-    ``chunk_views=True`` builds the augmented views ``sub_batch`` rows at a time (see :func:`_chunked_views`),
+    ``chunk_views=True`` builds the augmented views ``sub_batch`` rows at a time (see :func:`chunked_views`),
     so augmentation temporaries do not grow with the effective batch either; the default builds them in one
     call, which makes the step's views identical to ``method.training_step``'s under the same seed (what the
     gradient-equivalence test compares).
     """
     if not isinstance(sub_batch, int) or isinstance(sub_batch, bool) or sub_batch <= 0:
         raise ValueError(f"sub_batch must be a positive int, got {sub_batch!r}")
-    views = _chunked_views(method, batch, sub_batch) if chunk_views else method.make_views(batch)
+    views = chunked_views(method, batch, sub_batch) if chunk_views else method.make_views(batch)
     b_total = len(views)
     if b_total == 0:
         raise ValueError("rfbe_step got an empty batch")
     keys = method.compute_keys(views, chunk=sub_batch)          # pass 1: no gradients
-    loss_sum = 0.0
-    acc: dict[str, float] = {}
-    n_sub = 0
+    losses, parts, weights = [], [], []
     for start in range(0, b_total, sub_batch):                  # pass 2: query branch, accumulate
         end = min(start + sub_batch, b_total)
         w = (end - start) / b_total
-        loss, parts = method.query_loss(views, keys, start, end)
-        (loss * w).backward()
-        loss_sum += float(loss.detach()) * w
-        for k, v in parts.items():
-            acc[k] = acc.get(k, 0.0) + float(v) * w
-        n_sub += 1
+        loss, p = method.query_loss(views, keys, start, end)
+        (loss if w == 1.0 else loss * w).backward()             # one sub-batch: exactly the plain step's graph
+        losses.append(loss.detach())
+        parts.append(p)
+        weights.append(w)
     method.set_pending(views, keys)
-    out = dict(acc)
-    if "loss_uni" in acc and "loss_multi" in acc:  # shares are ratios: recompute from the averaged losses
-        _, shares = combine_losses(torch.tensor(acc["loss_uni"], dtype=torch.float64),
-                                   torch.tensor(acc["loss_multi"], dtype=torch.float64),
+    out = {k: _weighted_sum([p[k] for p in parts], weights) for k in parts[0]}
+    if len(parts) > 1 and "loss_uni" in out and "loss_multi" in out:  # ratios: recompute from the averaged losses
+        _, shares = combine_losses(torch.tensor(out["loss_uni"], dtype=torch.float64),
+                                   torch.tensor(out["loss_multi"], dtype=torch.float64),
                                    method.w_uni, method.w_multi)
         out["uni_share"], out["multi_share"] = float(shares["uni_share"]), float(shares["multi_share"])
-    out.update(loss=loss_sum, sub_batches=n_sub, effective_batch=b_total)
+    out.update(loss=_weighted_sum(losses, weights), sub_batches=len(losses), effective_batch=b_total)
     return out
 
 
@@ -124,7 +129,6 @@ class RFBE(nn.Module):
     as a float. :meth:`after_optimizer_step` forwards to the wrapped method (one EMA update, one
     enqueue). The wrapped method is ``self.method`` (state_dict keys are prefixed ``method.``).
     """
-
     manual_backward = True
 
     def __init__(self, method: nn.Module, sub_batch: int = 32, chunk_views: bool = False):
@@ -159,5 +163,6 @@ class RFBE(nn.Module):
         return self.method.encode_text(texts)
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.method.logit_scale
+    def scale(self) -> torch.Tensor:
+        """The wrapped method's similarity multiplier (1/temperature)."""
+        return self.method.scale

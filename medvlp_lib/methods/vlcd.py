@@ -57,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.encoders import LOGIT_SCALE_INIT, MAX_SCALE, freeze, scale_from_logit
+from .clip import image_text_batch
 from .contrastive import clip_loss
 
 __all__ = ["predistill_loss", "gnd_loss", "feature_distill_loss", "vlcd_loss", "Predistill", "VLCD",
@@ -64,8 +66,6 @@ __all__ = ["predistill_loss", "gnd_loss", "feature_distill_loss", "vlcd_loss", "
 
 DEFAULT_LAMBDA = 0.1
 """The paper's best L_gnd weight (0.01 under-distils, 10 over-distils)."""
-
-_MAX_LOGIT_SCALE = 100.0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -146,14 +146,14 @@ def feature_distill_loss(student_img: torch.Tensor, teacher_img: torch.Tensor, k
 
 
 def vlcd_loss(student_img: torch.Tensor, text_emb: torch.Tensor, teacher_img: torch.Tensor | None = None,
-              logit_scale=1.0 / 0.07, lam: float = DEFAULT_LAMBDA, mu: float = 0.0, dist: str = "cosine",
+              scale=1.0 / 0.07, lam: float = DEFAULT_LAMBDA, mu: float = 0.0, dist: str = "cosine",
               eps: float = 1e-8) -> tuple[torch.Tensor, dict[str, float]]:
     """``L = L_t + lam * L_gnd + mu * L_dist`` (see the module docstring).
 
     ``student_img`` [B, D] unnormalised student embeddings; ``text_emb`` [B, D] paired text embeddings
     (the contrastive targets and the gnd anchors; normalised here for ``L_t``); ``teacher_img`` [B, D]
     unnormalised teacher embeddings or None (then ``mu`` must be 0 and ``L_gnd`` has no norm floor);
-    ``logit_scale`` the multiplier ``exp(log-scale)``. ``lam = mu = 0`` is the CLIP-only baseline
+    ``scale`` the multiplier ``1/tau = exp(logit_scale)``. ``lam = mu = 0`` is the CLIP-only baseline
     (``L_gnd``/``L_dist`` are then not computed and are logged as NaN). Returns ``(loss, parts)`` with
     ``l_t``, ``l_gnd``, ``l_dist`` and the parts of the CLIP loss (``acc_i2t`` ...).
     """
@@ -164,7 +164,7 @@ def vlcd_loss(student_img: torch.Tensor, text_emb: torch.Tensor, teacher_img: to
         raise ValueError("mu > 0 (feature distillation) needs teacher_img; pass the teacher's embeddings or mu=0")
     _check_pair(student_img, text_emb, "student_img", "text_emb")
     l_t, clip_parts = clip_loss(F.normalize(student_img, dim=-1, eps=eps),
-                                F.normalize(text_emb, dim=-1, eps=eps), logit_scale)
+                                F.normalize(text_emb, dim=-1, eps=eps), scale)
     loss = l_t
     parts: dict[str, float] = {"l_t": float(l_t.detach()), **clip_parts}
     if lam > 0:
@@ -186,12 +186,6 @@ def vlcd_loss(student_img: torch.Tensor, text_emb: torch.Tensor, teacher_img: to
 # ----------------------------------------------------------------------------------------------------
 # Methods (trainer contract: training_step(batch) -> {"loss": tensor, ...floats})
 # ----------------------------------------------------------------------------------------------------
-def _freeze(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module.eval()
-
-
 def _out_dim(module, what: str) -> int:
     for attr in ("out_dim", "embed_dim"):
         v = getattr(module, attr, None)
@@ -213,7 +207,7 @@ class _FrozenHolder(nn.Module):
         if module is not None:
             if not isinstance(module, nn.Module):
                 raise TypeError(f"{key} must be an nn.Module, got {type(module).__name__}")
-            self._frozen[key] = _freeze(module)
+            self._frozen[key] = freeze(module)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -400,9 +394,9 @@ class VLCD(_FrozenHolder):
         self.teacher_cache = _check_cache(teacher_cache, augment)
         if init_temperature is None:
             init = getattr(teacher, "logit_scale", None) if teacher is not None else None
-            init_log = float(init.detach()) if isinstance(init, torch.Tensor) else math.log(1.0 / 0.07)
+            init_log = float(init.detach()) if isinstance(init, torch.Tensor) else LOGIT_SCALE_INIT
         else:
-            if not 1.0 / _MAX_LOGIT_SCALE <= init_temperature <= 10:
+            if not 1.0 / MAX_SCALE <= init_temperature <= 10:
                 raise ValueError(f"init_temperature must be in [0.01, 10], got {init_temperature!r}")
             init_log = math.log(1.0 / init_temperature)
         self.logit_scale = nn.Parameter(torch.tensor(init_log), requires_grad=learn_temperature)
@@ -415,7 +409,9 @@ class VLCD(_FrozenHolder):
 
     @property
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=math.log(_MAX_LOGIT_SCALE)).exp()
+        """The similarity multiplier ``exp(logit_scale)``, capped (see
+        :func:`~medvlp_lib.models.encoders.scale_from_logit`)."""
+        return scale_from_logit(self.logit_scale)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -447,15 +443,7 @@ class VLCD(_FrozenHolder):
         return F.normalize(self.student(images), dim=-1)
 
     def training_step(self, batch: dict) -> dict:
-        if not isinstance(batch, dict) or "image" not in batch or "text" not in batch:
-            raise ValueError("batch must be a dict with keys 'image' ([B, C, H, W] tensor) and 'text' (list[str]), "
-                             f"got {type(batch).__name__} with keys {list(batch) if isinstance(batch, dict) else None}")
-        images = batch["image"].to(self.logit_scale.device)
-        texts = list(batch["text"])
-        if images.shape[0] != len(texts):
-            raise ValueError(f"batch has {images.shape[0]} images but {len(texts)} texts")
-        if self.augment is not None:
-            images = self.augment(images)
+        images, texts = image_text_batch(batch, self.logit_scale.device, self.augment)
         s = self.student(images).float()
         v = self.encode_text(texts).float()
         t = None
@@ -463,7 +451,7 @@ class VLCD(_FrozenHolder):
             with torch.no_grad():
                 t = _cached(self.teacher_cache, batch, images)
                 t = (t if t is not None else teacher_image_embedding(self.teacher, images)).float()
-        loss, parts = vlcd_loss(s, v, t, logit_scale=self.scale, lam=self.lam, mu=self.mu, dist=self.dist)
+        loss, parts = vlcd_loss(s, v, t, scale=self.scale, lam=self.lam, mu=self.mu, dist=self.dist)
         return {"loss": loss, **parts}
 
     def forward(self, batch: dict) -> dict:

@@ -2,18 +2,16 @@
 the Adaptor, segmentation decoder, students, slide graph encoders and MIL baselines (re-exported lazily)."""
 from __future__ import annotations
 
-from .encoders import (DualEncoder, ImageEncoder, ProjectionHead, TextEncoder, WeightsNotAvailableError,
-                       build_image_encoder, build_text_encoder, count_parameters, default_text_encoder_path)
-
 from ..utils import lazy_exports
+from .encoders import (MAX_SCALE, DualEncoder, ImageEncoder, ProjectionHead, TextEncoder, WeightsNotAvailableError,
+                       build_image_encoder, build_text_encoder, count_parameters, default_text_encoder_path, freeze,
+                       scale_from_logit)
 
 _LAZY = {
     "Adaptor": "adaptor",
-    "AdaptorMethod": "adaptor",
     "trainable_parameter_table": "adaptor",
     "build_frozen_image_backbone": "backbones",
     "build_frozen_text_backbone": "backbones",
-    "offline_pretrained_backbone": "backbones",
     "ABMIL": "mil",
     "MeanPoolMIL": "mil",
     "UNetDecoder": "segmentation",
@@ -26,5 +24,6 @@ _LAZY = {
     "OmicsDecoder": "wsi",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
-__all__ = ["DualEncoder", "ImageEncoder", "ProjectionHead", "TextEncoder", "WeightsNotAvailableError",
-           "build_image_encoder", "build_text_encoder", "count_parameters", "default_text_encoder_path", *_LAZY]
+__all__ = ["MAX_SCALE", "DualEncoder", "ImageEncoder", "ProjectionHead", "TextEncoder", "WeightsNotAvailableError",
+           "build_image_encoder", "build_text_encoder", "count_parameters", "default_text_encoder_path", "freeze",
+           "scale_from_logit", *_LAZY]

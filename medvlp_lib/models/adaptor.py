@@ -24,35 +24,50 @@ to ``h*w`` tokens, or ViT tokens) and text tokens ``T in R^{B x N_t x d_t}`` wit
 3. First-token pooling (image ``[CLS]``, text ``[CLS]``), a linear projection to ``embed_dim`` and L2
    normalisation: ``z_v = normalize(P_v V[:, 0])``, ``z_t = normalize(P_t T[:, 0])``.
 4. A learnable logit scale in log space initialised at ``ln(1/0.07) = 2.6592`` (the thesis code's
-   ``logit_scale_init_value``); the multiplier ``exp(logit_scale)`` is clamped to <= 100 as in CLIP.
+   ``logit_scale_init_value``); the multiplier is the property :attr:`Adaptor.scale` (``exp(logit_scale)``
+   capped at :data:`~medvlp_lib.models.encoders.MAX_SCALE` = 100, the library's one convention).
 
-Loss (:func:`adaptor_contrastive_loss`)
----------------------------------------
-``S = exp(logit_scale) z_v z_t^T``; ``L = w_img CE(S, diag) + w_txt CE(S^T, diag)``. The paper describes
-a symmetric CLIP loss (our reading: ``w_img = w_txt = 0.5``); the public code weights the image->text
-direction 0.75 and text->image 0.25, which is our default (pass ``w_img=0.5, w_txt=0.5`` for the paper).
+The training loss and method live in :mod:`medvlp_lib.methods.adaptor` (the weighted CLIP loss
+:func:`medvlp_lib.methods.contrastive.clip_loss`).
 
 Attention maps: :meth:`Adaptor.forward` with ``return_attention=True`` returns, per layer, the head-averaged
 ``img2txt`` [B, 1+N_v, N_t] and ``txt2img`` [B, N_t, 1+N_v] weights; :func:`word_to_image_attention`
 turns the text->image weights of a word into an ``h x w`` map over the radiograph.
+
+Two computations of the same function
+-------------------------------------
+Training and embedding (``return_attention=False``, the default) take a fast path that computes only what the
+two embeddings depend on; ``return_attention=True`` takes the reference path (``nn.MultiheadAttention`` with an
+explicit softmax, every token of every layer). Both give the same embeddings up to float rounding (a test checks
+it in float64). The fast path saves work in three exact ways:
+
+* **packing**: every per-token operation (projections, feed-forward, LayerNorm) runs on the real text tokens only
+  (``M = sum(mask)`` rows instead of ``B * N_t``); only the attention products see the padded ``[B, N_t]`` layout,
+  with the key padding mask. Padded text tokens are never keys (masked) and their query outputs are never read,
+  so what they hold cannot matter.
+* **scaled dot-product attention**: ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, no
+  ``[B, heads, N_q, N_k]`` weights kept for averaging) with ``nn.MultiheadAttention``'s own weights.
+* **[CLS]-only last text update**: after the last layer only ``T[:, 0]`` is read, and text queries do not
+  interact (cross-attention only), so the last layer updates the text ``[CLS]`` alone. The image tokens are
+  updated in full (the text ``[CLS]`` attends to all of them).
+
+Text position 0 is always computed (it is what is pooled), even where the mask marks it as padding.
 """
 from __future__ import annotations
 
-import math
+import re
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LOGIT_SCALE_INIT", "MAX_LOGIT_SCALE", "CrossAttentionBlock", "Adaptor", "adaptor_contrastive_loss",
-           "AdaptorMethod", "count_trainable_parameters", "trainable_parameter_table", "paper_scale_parameter_table",
-           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings",
-           "find_word_tokens"]
+from .encoders import (LOGIT_SCALE_INIT, ImageEncoder, ProjectionHead, TextEncoder, count_parameters,
+                       default_text_encoder_path, scale_from_logit)
 
-LOGIT_SCALE_INIT = math.log(1.0 / 0.07)  # 2.6592
-"""``ln(1 / 0.07)``: initial value of the learnable log logit scale (CLIP and the thesis code)."""
-MAX_LOGIT_SCALE = 100.0
+__all__ = ["CrossAttentionBlock", "Adaptor", "trainable_parameter_table", "paper_scale_parameter_table",
+           "word_to_image_attention", "tokens_from_feature_map", "empty_text_tokens", "adaptor_image_embeddings",
+           "find_word_tokens", "paper_scale_backbones"]
 
 
 def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
@@ -69,15 +84,19 @@ def tokens_from_feature_map(features: torch.Tensor) -> torch.Tensor:
 class CrossAttentionBlock(nn.Module):
     """Post-LN cross-attention + feed-forward block: queries ``x`` attend to ``context``.
 
-    ``x <- LN1(x + Drop(MHA(x, ctx, ctx)))``, ``x <- LN2(x + Drop(W2 GELU(W1 x)))``.
+    ``x <- LN1(x + Drop(MHA(x, ctx, ctx)))``, ``x <- LN2(x + Drop(W2 GELU(W1 x)))``, with
+    ``MHA(x, c, c) = concat_h softmax((x W_q^h)(c W_k^h)^T / sqrt(d_h) + mask) (c W_v^h) W_o``.
     ``context_mask`` (bool [B, N_ctx], True = real token) masks padded context tokens.
-    Returns ``(x, attn)`` with ``attn`` the head-averaged attention weights [B, N_x, N_ctx].
+    :meth:`forward` returns ``(x, attn)`` with ``attn`` the head-averaged attention weights [B, N_x, N_ctx]
+    (explicit softmax); the fast path uses :meth:`query`, :meth:`keys_values`, :meth:`attend` and :meth:`update`
+    (scaled dot-product attention, no weights), which compute the same ``x`` from the same parameters.
     """
 
     def __init__(self, width: int, num_heads: int = 8, ffn_mult: int = 4, dropout: float = 0.0):
         super().__init__()
         if width % num_heads:
             raise ValueError(f"width ({width}) must be divisible by num_heads ({num_heads})")
+        self.width, self.num_heads = width, num_heads
         self.attn = nn.MultiheadAttention(width, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(width)
         self.ffn = nn.Sequential(nn.Linear(width, ffn_mult * width), nn.GELU(), nn.Dropout(dropout),
@@ -93,6 +112,40 @@ class CrossAttentionBlock(nn.Module):
         x = self.norm1(x + self.drop(a))
         x = self.norm2(x + self.drop(self.ffn(x)))
         return x, w
+
+    # --- the fast path: the same block in pieces, so that per-token work can run on packed tokens [M, d]
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """``x W_q + b_q``: [..., d] -> [..., d] (``nn.MultiheadAttention``'s own input projection)."""
+        d = self.width
+        return F.linear(x, self.attn.in_proj_weight[:d], self.attn.in_proj_bias[:d])
+
+    def keys_values(self, context: torch.Tensor) -> torch.Tensor:
+        """``[c W_k + b_k, c W_v + b_v]`` in one product: [..., d] -> [..., 2d]."""
+        d = self.width
+        return F.linear(context, self.attn.in_proj_weight[d:], self.attn.in_proj_bias[d:])
+
+    def attend(self, q: torch.Tensor, kv: torch.Tensor, context_mask: torch.Tensor | None = None,
+               select: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Multi-head attention of projected queries ``q`` [B, N_q, d] over projected keys / values ``kv``
+        [B, N_k, 2d] with ``torch.nn.functional.scaled_dot_product_attention``; ``context_mask`` bool [B, N_k]
+        (True = real key). Returns the heads concatenated, before the output projection: [B, N_q, d], or only the
+        query rows ``select = (batch index [M], query index [M])`` as [M, d]."""
+        B, nq, d = q.shape
+        h = self.num_heads
+        k, v = kv.split(d, dim=-1)
+        q, k, v = (t.reshape(B, t.shape[1], h, d // h).transpose(1, 2) for t in (q, k, v))
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.attn.dropout if self.training else 0.0)
+        if select is not None:
+            return o.transpose(1, 2)[select].reshape(-1, d)    # one gather, no [B, N_q, d] copy first
+        return o.transpose(1, 2).reshape(B, nq, d)
+
+    def update(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The rest of the block on attention output ``a`` (before ``W_o``): ``LN1(x + Drop(a W_o))``, then the
+        feed-forward sub-layer; any leading shape ([M, d] packed tokens or [B, N, d])."""
+        x = self.norm1(x + self.drop(self.attn.out_proj(a)))
+        return self.norm2(x + self.drop(self.ffn(x)))
 
 
 class _AdaptorLayer(nn.Module):
@@ -151,17 +204,21 @@ class Adaptor(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to <= 100."""
-        return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        """The similarity multiplier ``exp(logit_scale)``, capped (see
+        :func:`~medvlp_lib.models.encoders.scale_from_logit`)."""
+        return scale_from_logit(self.logit_scale)
 
     def forward(self, img_tokens: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor | None = None,
                 return_attention: bool = False) -> dict:
-        """Return ``dict(image_emb [B, E], text_emb [B, E], image_tokens, text_tokens[, attentions])``.
+        """Return ``dict(image_emb [B, E], text_emb [B, E], image_tokens [B, 1+N_v, width][, text_tokens,
+        attentions])``.
 
         ``img_tokens`` [B, N_v, image_dim] (a 4-D CNN map [B, C, h, w] is flattened), ``txt_tokens``
-        [B, N_t, text_dim], ``txt_mask`` bool [B, N_t] (True = real token; default all True). With
-        ``return_attention``: ``attentions`` = list over layers of ``dict(img2txt [B, 1+N_v, N_t],
-        txt2img [B, N_t, 1+N_v])`` (index 0 of the image axis is the image ``[CLS]`` when present).
+        [B, N_t, text_dim], ``txt_mask`` bool [B, N_t] (True = real token; default all True). Without
+        ``return_attention``: the fast path (see the module docstring). With ``return_attention``: the reference
+        path, which also returns ``text_tokens`` [B, N_t, width] (the final state of every text position) and
+        ``attentions`` = list over layers of ``dict(img2txt [B, 1+N_v, N_t], txt2img [B, N_t, 1+N_v])`` (index 0
+        of the image axis is the image ``[CLS]`` when present).
         """
         if isinstance(img_tokens, torch.Tensor) and img_tokens.ndim == 4:
             img_tokens = tokens_from_feature_map(img_tokens)
@@ -182,58 +239,43 @@ class Adaptor(nn.Module):
         v = self.image_in(img_tokens.to(dtype))
         if self.image_cls is not None:
             v = torch.cat([self.image_cls.expand(v.shape[0], -1, -1), v], dim=1)
+        if not return_attention:
+            return self._fast(v, txt_tokens.to(dtype), txt_mask)
         t = self.text_in(txt_tokens.to(dtype))
         attns = []
         for layer in self.layers:
             v, t, a_vt, a_tv = layer(v, t, txt_mask)
             attns.append({"img2txt": a_vt, "txt2img": a_tv})
-        out = {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
-               "text_emb": F.normalize(self.text_out(t[:, 0]), dim=-1),
-               "image_tokens": v, "text_tokens": t}
-        if return_attention:
-            out["attentions"] = attns
-        return out
+        return {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
+                "text_emb": F.normalize(self.text_out(t[:, 0]), dim=-1),
+                "image_tokens": v, "text_tokens": t, "attentions": attns}
 
+    def _fast(self, v: torch.Tensor, txt_tokens: torch.Tensor, txt_mask: torch.Tensor) -> dict:
+        """The fast path of :meth:`forward` (module docstring): ``v`` [B, 1+N_v, d] projected image tokens,
+        ``txt_tokens`` [B, N_t, d_t], ``txt_mask`` bool [B, N_t]."""
+        B, nt = txt_mask.shape
+        keep = txt_mask.clone()
+        keep[:, 0] = True                                      # position 0 is pooled: always computed
+        rows, cols = keep.nonzero(as_tuple=True)               # packed order: row-major
+        first = keep.sum(1).cumsum(0) - keep.sum(1)            # index of (b, 0) in the packed tokens
+        t = self.text_in(txt_tokens[rows, cols])               # [M, d]
 
-def adaptor_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor | float,
-                             w_img: float = 0.75, w_txt: float = 0.25) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted symmetric InfoNCE of the Adaptor.
+        def padded(x):                                         # packed [M, c] -> [B, N_t, c] (zeros elsewhere)
+            return x.new_zeros(B, nt, x.shape[-1]).index_put((rows, cols), x)
 
-        S_ij = min(exp(logit_scale), 100) <z_v_i, z_t_j>,   L = w_img CE(S, I) + w_txt CE(S^T, I)
-
-    ``img``, ``txt``: L2-normalised [B, D] embeddings of B matched pairs. ``logit_scale`` is in LOG space
-    (the learnable parameter, e.g. :attr:`Adaptor.logit_scale`), unlike
-    :func:`medvlp_lib.methods.contrastive.clip_loss`, which takes the multiplier. Defaults 0.75 / 0.25 are
-    the public code's weighting; 0.5 / 0.5 is the paper's symmetric reading (= CLIP). Returns
-    ``(loss, parts)``, parts: ``i2t``, ``t2i``, ``acc_i2t``, ``acc_t2i``, ``logit_scale`` (multiplier).
-    """
-    for name, x in (("img", img), ("txt", txt)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor [B, D], got {type(x).__name__}")
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be 2-D [B, D], got shape {tuple(x.shape)}")
-    if img.shape != txt.shape:
-        raise ValueError(f"img and txt must have the same shape [B, D], got {tuple(img.shape)} and {tuple(txt.shape)}")
-    for name, w in (("w_img", w_img), ("w_txt", w_txt)):
-        if not isinstance(w, (int, float)) or w < 0:
-            raise ValueError(f"{name} must be a non-negative float, got {w!r}")
-    if w_img + w_txt <= 0:
-        raise ValueError("w_img + w_txt must be positive")
-    ls = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(float(logit_scale))
-    if ls.numel() != 1:
-        raise ValueError(f"logit_scale must be a scalar (log space), got shape {tuple(ls.shape)}")
-    scale = ls.to(img.device, img.dtype).reshape(()).clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-    logits = scale * img @ txt.t()
-    target = torch.arange(img.shape[0], device=img.device)
-    l_i2t = F.cross_entropy(logits, target)
-    l_t2i = F.cross_entropy(logits.t(), target)
-    loss = w_img * l_i2t + w_txt * l_t2i
-    with torch.no_grad():
-        parts = {"i2t": float(l_i2t), "t2i": float(l_t2i),
-                 "acc_i2t": float((logits.argmax(1) == target).float().mean()),
-                 "acc_t2i": float((logits.argmax(0) == target).float().mean()),
-                 "logit_scale": float(scale)}
-    return loss, parts
+        for i, layer in enumerate(self.layers):
+            blk = layer.img_block                              # image tokens attend to the (real) text tokens
+            v = blk.update(v, blk.attend(blk.query(v), padded(blk.keys_values(t)), txt_mask))
+            blk = layer.txt_block                              # text tokens attend to the updated image tokens
+            kv = blk.keys_values(v)
+            if i < len(self.layers) - 1:
+                a = blk.attend(padded(blk.query(t)), kv, select=(rows, cols))
+                t = blk.update(t, a)
+            else:                                              # only the text [CLS] is read after the last layer
+                t0 = t[first][:, None]
+                t = blk.update(t0, blk.attend(blk.query(t0), kv))[:, 0]
+        return {"image_emb": F.normalize(self.image_out(v[:, 0]), dim=-1),
+                "text_emb": F.normalize(self.text_out(t), dim=-1), "image_tokens": v}
 
 
 @torch.no_grad()
@@ -279,70 +321,9 @@ def adaptor_image_embeddings(adaptor: Adaptor, img_tokens: torch.Tensor, text_to
     return {"image_emb": torch.cat(embs), "image_cls": torch.cat(clss)}
 
 
-class AdaptorMethod(nn.Module):
-    """Trainer method (see :mod:`medvlp_lib.train`) training an :class:`Adaptor` on cached frozen embeddings.
-
-    ``training_step(batch)`` with ``batch = dict(img_tokens [B, N_v, d_v], txt_tokens [B, N_t, d_t],
-    txt_mask bool [B, N_t], ...)`` (what :class:`medvlp_lib.data.cache.EmbeddingCache` yields) returns
-    ``{"loss": tensor, "i2t", "t2i", "acc_i2t", "acc_t2i", "logit_scale"}``. Only the Adaptor's
-    parameters exist here, so the optimiser cannot touch the backbones.
-    """
-
-    def __init__(self, adaptor: Adaptor, w_img: float = 0.75, w_txt: float = 0.25):
-        super().__init__()
-        if not isinstance(adaptor, Adaptor):
-            raise TypeError(f"adaptor must be an Adaptor, got {type(adaptor).__name__}")
-        self.adaptor, self.w_img, self.w_txt = adaptor, float(w_img), float(w_txt)
-
-    @property
-    def device(self) -> torch.device:
-        return self.adaptor.logit_scale.device
-
-    def _unpack(self, batch):
-        if not isinstance(batch, dict) or not {"img_tokens", "txt_tokens"} <= set(batch):
-            raise ValueError("batch must be a dict with 'img_tokens' [B, N_v, d_v], 'txt_tokens' [B, N_t, d_t] and "
-                             f"optionally 'txt_mask' [B, N_t]; got "
-                             f"{list(batch) if isinstance(batch, dict) else type(batch).__name__}")
-        dev = self.device
-        mask = batch.get("txt_mask")
-        return (batch["img_tokens"].to(dev), batch["txt_tokens"].to(dev),
-                None if mask is None else mask.to(dev))
-
-    def training_step(self, batch: dict) -> dict:
-        out = self.adaptor(*self._unpack(batch))
-        loss, parts = adaptor_contrastive_loss(out["image_emb"].float(), out["text_emb"].float(),
-                                               self.adaptor.logit_scale, self.w_img, self.w_txt)
-        return {"loss": loss, **parts}
-
-    @torch.no_grad()
-    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image and text embeddings ``([B, E], [B, E])`` of a cached batch (eval mode, no grad)."""
-        was = self.training
-        self.eval()
-        try:
-            out = self.adaptor(*self._unpack(batch))
-        finally:
-            self.train(was)
-        return out["image_emb"], out["text_emb"]
-
-    def forward(self, batch: dict) -> dict:
-        return self.training_step(batch)
-
-
 # --------------------------------------------------------------------------------------------------
 # Parameter accounting
 # --------------------------------------------------------------------------------------------------
-def count_trainable_parameters(module: nn.Module) -> int:
-    """Number of parameters with ``requires_grad`` (shared parameters counted once)."""
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def _count_all(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Module, adaptor: Adaptor | None = None,
                               embed_dim: int = 128, proj: str = "mlp", width: int = 768,
                               adaptor_embed_dim: int = 512, **adaptor_kwargs) -> list[dict]:
@@ -362,15 +343,13 @@ def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Modul
     for name, m in (("image_backbone", image_backbone), ("text_backbone", text_backbone)):
         if not isinstance(m, nn.Module) or not hasattr(m, "out_dim"):
             raise TypeError(f"{name} must be an nn.Module with .out_dim (an encoder), got {type(m).__name__}")
-    n_img, n_txt = _count_all(image_backbone), _count_all(text_backbone)
+    n_img, n_txt = count_parameters(image_backbone), count_parameters(text_backbone)
     if adaptor is None:
         adaptor = Adaptor(int(image_backbone.out_dim), int(text_backbone.out_dim), width=width,
                           embed_dim=adaptor_embed_dim, **adaptor_kwargs)
-    n_adp = count_trainable_parameters(adaptor)
-    from .encoders import ProjectionHead
-
-    heads = _count_all(ProjectionHead(int(image_backbone.out_dim), embed_dim, kind=proj)) + \
-        _count_all(ProjectionHead(int(text_backbone.out_dim), embed_dim, kind=proj))
+    n_adp = count_parameters(adaptor, trainable_only=True)
+    heads = count_parameters(ProjectionHead(int(image_backbone.out_dim), embed_dim, kind=proj)) + \
+        count_parameters(ProjectionHead(int(text_backbone.out_dim), embed_dim, kind=proj))
     e2e = n_img + n_txt + heads + 1
     rows = [
         {"method": "Adaptor", "trainable": n_adp, "total": n_img + n_txt + n_adp, "frozen": n_img + n_txt,
@@ -385,29 +364,32 @@ def trainable_parameter_table(image_backbone: nn.Module, text_backbone: nn.Modul
     return rows
 
 
-class _Sized(nn.Module):
-    def __init__(self, module: nn.Module, out_dim: int):
-        super().__init__()
-        self.module, self.out_dim = module, int(out_dim)
+def paper_scale_backbones(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
+                          max_length: int = 128, in_chans: int = 1) -> tuple[ImageEncoder, TextEncoder]:
+    """Randomly initialised backbones of the paper's *sizes* (no download; enough to count parameters and FLOPs):
+    a timm ``image_arch`` (default ResNet-50, 2048-d) and a BERT-base-shaped text encoder (``text_layers`` x
+    ``text_width``, 30,522-token vocabulary, ~110M parameters at the defaults) with the packaged MiniLM's BERT
+    WordPiece tokenizer (the same uncased vocabulary), truncating at ``max_length`` tokens. Both trainable."""
+    import timm
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    img = timm.create_model(image_arch, pretrained=False, num_classes=0, in_chans=in_chans)
+    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers,
+                     num_attention_heads=max(1, text_width // 64),
+                     intermediate_size=4 * text_width, max_position_embeddings=max(512, max_length))
+    tok = AutoTokenizer.from_pretrained(str(default_text_encoder_path()))
+    txt = BertModel(cfg, add_pooling_layer=False)
+    return (ImageEncoder(img, f"{image_arch}-random"),
+            TextEncoder(txt, tok, f"bert-{text_layers}x{text_width}-random", trainable="all", max_length=max_length))
 
 
 def paper_scale_parameter_table(image_arch: str = "resnet50", text_layers: int = 12, text_width: int = 768,
                                 **kwargs) -> list[dict]:
-    """:func:`trainable_parameter_table` on randomly initialised backbones of the paper's *sizes* (no weights
-    are needed to count parameters): a timm ``image_arch`` (default ResNet-50, 2048-d) and a BERT-base-shaped
-    text encoder (``text_layers`` x ``text_width``, 30,522-token vocabulary, ~110M parameters), with the
-    paper's Adaptor (width 768, 12 heads). ``kwargs`` go to :func:`trainable_parameter_table`.
+    """:func:`trainable_parameter_table` on :func:`paper_scale_backbones` (random weights of the paper's sizes),
+    with the paper's Adaptor (width 768, 12 heads). ``kwargs`` go to :func:`trainable_parameter_table`.
     """
-    import timm
-    from transformers import BertConfig, BertModel
-
-    img = timm.create_model(image_arch, pretrained=False, num_classes=0, in_chans=1)
-    cfg = BertConfig(hidden_size=text_width, num_hidden_layers=text_layers,
-                     num_attention_heads=max(1, text_width // 64),
-                     intermediate_size=4 * text_width)
-    txt = BertModel(cfg, add_pooling_layer=False)
     kwargs.setdefault("num_heads", 12)
-    return trainable_parameter_table(_Sized(img, img.num_features), _Sized(txt, text_width), **kwargs)
+    return trainable_parameter_table(*paper_scale_backbones(image_arch, text_layers, text_width), **kwargs)
 
 
 def word_to_image_attention(attentions: Sequence[dict], word_index: int | Sequence[int], grid_hw: tuple[int, int],
@@ -444,8 +426,6 @@ def find_word_tokens(tokenizer, text: str, word: str, max_length: int = 128) -> 
     the cached text tokens) of every sub-word token overlapping a whole-word, case-insensitive occurrence of
     ``word`` in ``text``. Needs a fast tokenizer (offset mapping). Empty list if the word is absent or truncated.
     """
-    import re
-
     if not isinstance(word, str) or not word.strip():
         raise ValueError(f"word must be a non-empty string, got {word!r}")
     enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)

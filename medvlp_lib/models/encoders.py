@@ -22,18 +22,34 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["WeightsNotAvailableError", "ImageEncoder", "TextEncoder", "ProjectionHead", "DualEncoder",
-           "build_image_encoder", "build_text_encoder", "default_text_encoder_path", "parse_trainable",
-           "MAX_LOGIT_SCALE", "count_parameters"]
+           "DualEncoderBase", "build_image_encoder", "build_text_encoder", "default_text_encoder_path", "parse_trainable",
+           "MAX_SCALE", "LOGIT_SCALE_INIT", "scale_from_logit", "count_parameters", "freeze"]
 
-MAX_LOGIT_SCALE = 100.0
-"""Upper bound of ``exp(logit_scale)`` (CLIP: temperature never below 0.01)."""
+MAX_SCALE = 100.0
+"""The one cap of the similarity multiplier ``scale = exp(logit_scale)`` (CLIP: temperature never below 0.01).
+
+Convention for the whole library (as open_clip): a model stores the learnable ``logit_scale`` (log space) and
+exposes the multiplier as the property ``scale`` (:func:`scale_from_logit`); every loss takes that multiplier
+as its ``scale`` argument, never its log."""
+
+LOGIT_SCALE_INIT = math.log(1.0 / 0.07)
+"""CLIP's initial ``logit_scale``: temperature 0.07, ``scale = 14.29``."""
+
+
+def scale_from_logit(logit_scale: torch.Tensor) -> torch.Tensor:
+    """``exp(logit_scale)`` clamped to :data:`MAX_SCALE` (differentiable below the cap, zero gradient above).
+
+    ``logit_scale``: a scalar tensor (the learnable log multiplier); returns a 0-d tensor."""
+    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar tensor, got {logit_scale!r}")
+    return logit_scale.reshape(()).clamp(max=math.log(MAX_SCALE)).exp()
 
 
 class WeightsNotAvailableError(FileNotFoundError):
@@ -59,8 +75,15 @@ def parse_trainable(trainable: str) -> tuple[str, int]:
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (optionally only those with ``requires_grad``)."""
+    """Number of parameters (optionally only those with ``requires_grad``); the library's one counter."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``requires_grad=False`` on every parameter and eval mode; returns the module (the library's one freeze)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
 
 
 def _freeze_from(module: nn.Module, first_trainable: str | None) -> None:
@@ -80,6 +103,19 @@ def _freeze_from(module: nn.Module, first_trainable: str | None) -> None:
         start = idx[0]
     for i, (_, p) in enumerate(module.named_parameters()):
         p.requires_grad_(i >= start)
+
+
+def _set_trainable(module: nn.Module, trainable: str, last_start: Callable[[int], str]) -> str:
+    """Apply ``trainable`` to ``module`` and return its mode: ``"all"`` / ``"none"`` set ``requires_grad`` on every
+    parameter; ``"last:N"`` trains the suffix starting at the parameter prefix ``last_start(N)`` (which raises if
+    the module has fewer than N stages / layers) and freezes what comes before it."""
+    mode, n = parse_trainable(trainable)
+    if mode == "last":
+        _freeze_from(module, last_start(n))
+    else:
+        for p in module.parameters():
+            p.requires_grad_(mode == "all")
+    return mode
 
 
 def _keep_frozen_norms_in_eval(module: nn.Module) -> None:
@@ -131,19 +167,14 @@ class ImageEncoder(nn.Module):
         return names
 
     def _apply_trainable(self, trainable: str) -> None:
-        mode, n = parse_trainable(trainable)
-        if mode == "all":
-            for p in self.backbone.parameters():
-                p.requires_grad_(True)
-        elif mode == "none":
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-        else:
+        def last_start(n: int) -> str:
             stages = self.stage_names()
             if n > len(stages):
                 raise ValueError(f"trainable={trainable!r}: {self.name} has only {len(stages)} stages/blocks "
                                  f"({', '.join(stages)})")
-            _freeze_from(self.backbone, stages[-n])
+            return stages[-n]
+
+        _set_trainable(self.backbone, trainable, last_start)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -224,13 +255,23 @@ def default_text_encoder_path() -> Path:
     return folder
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""A Hugging Face hub id: ``name`` or ``org/name`` (no leading ``/``, ``.``, ``~``, no deeper path)."""
+_HF_FOLDER = ("a Hugging Face model folder: config.json, the weights (model.safetensors or pytorch_model.bin) and "
+              "the tokenizer files (tokenizer.json or vocab.txt, tokenizer_config.json)")
+
+
 def _load_hf(name_or_path: str):
     from transformers import AutoModel, AutoTokenizer
 
     local = Path(name_or_path).expanduser()
     if local.exists() and not (local / "config.json").exists():
-        raise FileNotFoundError(f"text encoder folder {local} has no config.json; expected a Hugging Face "
-                                f"model folder (config.json, weights, tokenizer files)")
+        raise FileNotFoundError(f"text encoder folder {local} has no config.json; expected {_HF_FOLDER}")
+    if not local.exists() and not _HUB_ID.fullmatch(str(name_or_path)):
+        raise FileNotFoundError(f"text encoder folder {local} does not exist (and {name_or_path!r} is not a Hugging "
+                                f"Face hub id like 'org/name'); expected {_HF_FOLDER}, e.g. written by "
+                                f"AutoModel.from_pretrained(<hub id>).save_pretrained(DIR) plus the tokenizer's "
+                                f"save_pretrained(DIR)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path)
         model = AutoModel.from_pretrained(str(local) if local.exists() else name_or_path)
@@ -243,7 +284,8 @@ def _load_hf(name_or_path: str):
             f"and it is not in the local cache, or the Hub cannot be reached. Pre-download it on a machine with internet: "
             f"`huggingface-cli download {name_or_path}` (then copy the cache and set HF_HOME), or save it with "
             f"`AutoModel.from_pretrained(...).save_pretrained(DIR)` plus the tokenizer and pass name_or_path=DIR. "
-            f"Default (no download needed): name_or_path=None uses the packaged all-MiniLM-L6-v2.") from err
+            f"Default (no download needed): name_or_path=None uses the packaged all-MiniLM-L6-v2. If you meant a "
+            f"local folder: {local.resolve()} does not exist.") from err
     return tokenizer, model
 
 
@@ -289,19 +331,14 @@ class TextEncoder(nn.Module):
         self.out_dim = int(model.config.hidden_size)
         self.trainable = trainable
         self._cache: dict[str, torch.Tensor] = {}
-        mode, n = parse_trainable(trainable)
-        self.frozen = mode == "none"
-        if mode == "all":
-            for p in self.model.parameters():
-                p.requires_grad_(True)
-        elif mode == "none":
-            for p in self.model.parameters():
-                p.requires_grad_(False)
-        else:
+
+        def last_start(n: int) -> str:  # the last n layers + the pooler after them
             prefix, count = _layer_list(self.model)
             if n > count:
                 raise ValueError(f"trainable={trainable!r}: {name} has only {count} layers")
-            _freeze_from(self.model, f"{prefix}.{count - n}")  # last n layers + pooler after them
+            return f"{prefix}.{count - n}"
+
+        self.frozen = _set_trainable(self.model, trainable, last_start) == "none"
         if self.frozen:
             self.model.eval()
             if share_cache:
@@ -438,20 +475,41 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
-class DualEncoder(nn.Module):
+class DualEncoderBase(nn.Module):
+    """The dual-encoder contract shared by :class:`DualEncoder` and the toy encoder
+    (:class:`medvlp_lib.models.toy.ToyDualEncoder`): a subclass defines ``encode_image(images) -> [B, D]``,
+    ``encode_text(texts) -> [B, D]`` (L2-normalised) and the learnable parameter ``logit_scale``; this class
+    gives the multiplier property :attr:`scale`, :attr:`device` and ``forward(images, texts)``."""
+
+    logit_scale: nn.Parameter
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The similarity multiplier ``exp(logit_scale)``, capped at :data:`MAX_SCALE` (:func:`scale_from_logit`)."""
+        return scale_from_logit(self.logit_scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def forward(self, images: torch.Tensor, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(images), self.encode_text(texts)
+
+
+class DualEncoder(DualEncoderBase):
     """Image and text encoders with projection heads into a shared, L2-normalised ``embed_dim`` space.
 
     ``encode_image(x) = normalize(g_I(f_I(x)))``, ``encode_text(t) = normalize(g_T(f_T(t)))``; similarities
     are scaled by ``exp(logit_scale)`` (:attr:`scale`), where ``logit_scale`` is a learnable log-inverse
     temperature initialised to ``ln(1 / init_temperature)`` and clamped so the scale never exceeds
-    :data:`MAX_LOGIT_SCALE` (= 100, i.e. temperature >= 0.01, as in CLIP).
+    :data:`MAX_SCALE` (= 100, i.e. temperature >= 0.01, as in CLIP).
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, embed_dim: int = 128,
                  init_temperature: float = 0.07, proj: str = "mlp", learn_temperature: bool = True):
         super().__init__()
-        if not (isinstance(init_temperature, (int, float)) and 1.0 / MAX_LOGIT_SCALE <= init_temperature <= 10):
-            raise ValueError(f"init_temperature must be in [{1 / MAX_LOGIT_SCALE}, 10], got {init_temperature!r}")
+        if not (isinstance(init_temperature, (int, float)) and 1.0 / MAX_SCALE <= init_temperature <= 10):
+            raise ValueError(f"init_temperature must be in [{1 / MAX_SCALE}, 10], got {init_temperature!r}")
         for arg, enc in (("image_encoder", image_encoder), ("text_encoder", text_encoder)):
             if not hasattr(enc, "out_dim"):
                 raise TypeError(f"{arg} must expose .out_dim (use build_image_encoder / build_text_encoder)")
@@ -462,15 +520,6 @@ class DualEncoder(nn.Module):
         self.text_proj = ProjectionHead(text_encoder.out_dim, self.embed_dim, kind=proj)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)),
                                         requires_grad=learn_temperature)
-
-    @property
-    def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to ``<= 100`` (differentiable below the clamp)."""
-        return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-
-    @property
-    def device(self) -> torch.device:
-        return self.logit_scale.device
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``[B, image_encoder.out_dim]`` (what the linear probe sees)."""
@@ -486,6 +535,3 @@ class DualEncoder(nn.Module):
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         feats = self.text_encoder(texts)
         return F.normalize(self.text_proj(feats.to(self.logit_scale.dtype)), dim=-1)
-
-    def forward(self, images: torch.Tensor, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_image(images), self.encode_text(texts)

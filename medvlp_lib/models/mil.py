@@ -30,6 +30,13 @@ class _MILBase(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _hidden(self, x) -> torch.Tensor:
+        """``h = ReLU(W x_i)`` [N, hidden] of one bag (checked to be [N, in_dim])."""
+        x = _bag(x)
+        if x.shape[1] != self.in_dim:
+            raise ValueError(f"patch features must be [N, {self.in_dim}], got {tuple(x.shape)}")
+        return self.fc(x)
+
     def training_step(self, batch: dict) -> dict:
         if "label" not in batch:
             raise ValueError("batch needs a 'label' entry (0 or 1)")
@@ -74,10 +81,7 @@ class ABMIL(_MILBase):
         self.classifier = nn.Linear(hidden_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> dict:
-        x = _bag(x)
-        if x.shape[1] != self.in_dim:
-            raise ValueError(f"patch features must be [N, {self.in_dim}], got {tuple(x.shape)}")
-        h = self.fc(x)
+        h = self._hidden(x)
         scores = self.attn_w(torch.tanh(self.attn_v(h)) * torch.sigmoid(self.attn_u(h))).squeeze(-1)
         a = scores.softmax(0)
         z = (a[:, None] * h).sum(0)
@@ -94,9 +98,6 @@ class MeanPoolMIL(_MILBase):
         self.classifier = nn.Linear(hidden_dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> dict:
-        x = _bag(x)
-        if x.shape[1] != self.in_dim:
-            raise ValueError(f"patch features must be [N, {self.in_dim}], got {tuple(x.shape)}")
-        h = self.fc(x)
+        h = self._hidden(x)
         n = h.shape[0]
         return {"logits": self.classifier(h.mean(0)), "attention": torch.full((n,), 1.0 / n, device=h.device)}

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoders import (DualEncoder, ImageEncoder, ProjectionHead, WeightsNotAvailableError, build_image_encoder,
-                       count_parameters)
+                       build_text_encoder, count_parameters)
 
 __all__ = ["STUDENTS", "TEACHER", "StudentEncoder", "build_student", "build_teacher", "resolve_name",
            "set_efficientformer_resolution"]
@@ -154,7 +154,6 @@ class StudentEncoder(nn.Module):
     Attributes: ``name`` (timm name), ``img_size`` (None = any size), ``feature_dim``, ``embed_dim`` and
     ``out_dim`` (= ``embed_dim``, so a student can stand wherever an encoder with ``.out_dim`` is expected).
     """
-
     def __init__(self, encoder: ImageEncoder, embed_dim: int, proj: str = "mlp", img_size: int | None = None):
         super().__init__()
         if not hasattr(encoder, "out_dim"):
@@ -258,7 +257,6 @@ def build_teacher(text_encoder: nn.Module | None = None, embed_dim: int = 128, i
     shipped in a wheel).
     """
     if text_encoder is None:
-        from .encoders import build_text_encoder
 
         text_encoder = build_text_encoder()
     image_encoder = _build_backbone(TEACHER, in_chans, None, pretrained, "all")

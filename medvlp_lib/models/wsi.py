@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["knn_graph", "knn_graph_bruteforce", "GATv2SlideEncoder", "OmicsEncoder", "OmicsDecoder",
+__all__ = ["knn_graph", "knn_graph_bruteforce", "EDGE_DIRECTIONS", "GATv2SlideEncoder", "OmicsEncoder", "OmicsDecoder",
            "ProjectionHead"]
 
 
@@ -36,13 +36,22 @@ def _coords_numpy(coords) -> np.ndarray:
     return coords.astype(np.float64, copy=False)
 
 
-def knn_graph(coords, k: int = 8, *, method: str = "kdtree", chunk_size: int = 2048) -> torch.Tensor:
+EDGE_DIRECTIONS = ("gather", "public_code")
+
+
+def knn_graph(coords, k: int = 8, *, method: str = "kdtree", chunk_size: int = 2048,
+              direction: str = "gather") -> torch.Tensor:
     """Exact k-nearest-neighbour graph of patch coordinates, without pyg-lib.
 
-    Returns ``edge_index`` [2, N * k'] (int64) in PyG's ``flow="source_to_target"`` convention:
-    ``edge_index[0]`` holds the neighbour (source, message sender) and ``edge_index[1]`` the centre
-    (target), edges grouped by centre in increasing order, ``k' = min(k, N - 1)`` neighbours per centre,
-    no self loops. Distances are Euclidean; among tied neighbours any choice is exact.
+    Returns ``edge_index`` [2, N * k'] (int64) in PyG's ``flow="source_to_target"`` convention (row 0 sends,
+    row 1 receives), ``k' = min(k, N - 1)`` neighbours per patch, no self loops, edges grouped by patch in
+    increasing order. Distances are Euclidean; among tied neighbours any choice is exact. ``direction``:
+
+    * ``"gather"`` (default, the paper's "each patch aggregates its k nearest neighbours"): rows
+      ``[neighbour; centre]``, so every patch receives messages from exactly its own k neighbours;
+    * ``"public_code"``: rows ``[centre; neighbour]``, what ``kneighbors_graph(coords, k).nonzero()`` gives in
+      the public MoMKD code; under PyG's flow each patch then receives from the patches that list *it* among
+      their k neighbours (in-degree varies, e.g. 3-13, instead of exactly k).
 
     ``method="kdtree"`` (default) uses ``scipy.spatial.cKDTree`` (100,000 patches in well under a second);
     ``method="torch"`` is a chunked ``cdist`` + ``topk`` over all points (O(N^2) time, O(chunk * N) memory;
@@ -50,6 +59,8 @@ def knn_graph(coords, k: int = 8, *, method: str = "kdtree", chunk_size: int = 2
     """
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if direction not in EDGE_DIRECTIONS:
+        raise ValueError(f"direction must be one of {EDGE_DIRECTIONS}, got {direction!r}")
     pts = _coords_numpy(coords)
     n = pts.shape[0]
     kk = min(int(k), n - 1)
@@ -79,9 +90,9 @@ def knn_graph(coords, k: int = 8, *, method: str = "kdtree", chunk_size: int = 2
         nbr = torch.cat(parts).numpy()
     else:
         raise ValueError(f"method must be 'kdtree' or 'torch', got {method!r}")
-    src = torch.from_numpy(np.ascontiguousarray(nbr.reshape(-1), dtype=np.int64))
-    dst = torch.arange(n, dtype=torch.long).repeat_interleave(kk)
-    return torch.stack([src, dst])
+    nbrs = torch.from_numpy(np.ascontiguousarray(nbr.reshape(-1), dtype=np.int64))
+    centres = torch.arange(n, dtype=torch.long).repeat_interleave(kk)
+    return torch.stack([nbrs, centres] if direction == "gather" else [centres, nbrs])
 
 
 def knn_graph_bruteforce(coords, k: int = 8) -> torch.Tensor:

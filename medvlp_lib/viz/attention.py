@@ -17,17 +17,19 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..eval.segmentation import resize_maps
+from ..models.adaptor import word_to_image_attention
+from .plots import overlay_mask
+
 __all__ = ["upsample_maps", "attention_overlays", "report_tokens", "token_attention_maps", "token_attention_grid"]
 
 
 def upsample_maps(maps, size: tuple[int, int]) -> np.ndarray:
     """``maps [N, h, w]`` (or ``[h, w]``, non-negative) -> float ``[N, H, W]``, bilinear (``align_corners=False``):
     the resize :func:`medvlp_lib.eval.segmentation.pointing_game` scores, as a numpy array."""
-    from ..eval.segmentation import _maps_to
-
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive entries, got {size!r}")
-    return _maps_to(maps.detach().cpu() if hasattr(maps, "detach") else maps, tuple(int(s) for s in size)).numpy()
+    return resize_maps(maps.detach().cpu() if hasattr(maps, "detach") else maps, tuple(int(s) for s in size)).numpy()
 
 
 def _draw_map(ax, image, amap, mask, alpha, cmap, mark_max, lo, hi, note=None):
@@ -57,8 +59,6 @@ def attention_overlays(images: Sequence[np.ndarray], maps: Mapping[str, np.ndarr
     divided by the uniform weight ``1 / (h w)`` (1 = flat; ``h w`` = all weight on one cell).
     """
     import matplotlib.pyplot as plt
-
-    from .plots import overlay_mask
 
     n = len(images)
     if n == 0:
@@ -116,8 +116,6 @@ def token_attention_maps(adaptor, img_tokens, txt_tokens, txt_mask, grid_hw: tup
     ``"mean"`` over layers). ``T`` is the number of real tokens (``txt_mask`` True).
     """
     import torch
-
-    from ..models.adaptor import word_to_image_attention
 
     if img_tokens.shape[0] != 1 or txt_tokens.shape[0] != 1:
         raise ValueError(f"token_attention_maps takes one pair (batch 1), got img_tokens {tuple(img_tokens.shape)} "

@@ -17,8 +17,8 @@ Projection
 Both are *pictures*: distances between clusters and the clusters' sizes in a t-SNE / UMAP plot are not
 meaningful, and the layout moves with the seed and with perplexity / ``n_neighbors``.
 
-Silhouette
-----------
+Silhouette (:func:`medvlp_lib.eval.clusters.silhouette`, re-exported here)
+-------------------------------------------------------------------------
 For point ``i`` with mean distance ``a_i`` to its own class and ``b_i`` to the nearest other class,
 ``s_i = (b_i - a_i) / max(a_i, b_i)`` in ``[-1, 1]``; :func:`silhouette` is the mean over labelled points
 (labels < 0 are ignored). 1 = tight, well separated classes; 0 = overlapping; < 0 = points closer to another
@@ -31,21 +31,14 @@ import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
+from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
+
+from ..eval.clusters import as_matrix, silhouette
 
 __all__ = ["project_2d", "silhouette", "embedding_panels", "PROJECTIONS"]
 
 PROJECTIONS = ("tsne", "umap")
-
-
-def _check_x(x, name: str = "x", min_rows: int = 2) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array [n, d], got shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
 
 
 def project_2d(x, method: str = "tsne", seed: int = 0, perplexity: float = 30.0, n_neighbors: int = 15,
@@ -60,15 +53,11 @@ def project_2d(x, method: str = "tsne", seed: int = 0, perplexity: float = 30.0,
         raise ValueError(f"method must be one of {PROJECTIONS}, got {method!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    arr = _check_x(x, "x", min_rows=5 if method == "tsne" else 4)
+    arr = as_matrix(x, "x", min_rows=5 if method == "tsne" else 4)
     n = arr.shape[0]
     if method == "tsne":
-        from sklearn.manifold import TSNE
-
         if not perplexity > 0:
             raise ValueError(f"perplexity must be positive, got {perplexity!r}")
-        from threadpoolctl import threadpool_limits
-
         with threadpool_limits(limits=1, user_api="openmp"):
             z = TSNE(2, perplexity=min(float(perplexity), (n - 1) / 3), init="pca",
                      random_state=int(seed)).fit_transform(arr)
@@ -85,23 +74,6 @@ def project_2d(x, method: str = "tsne", seed: int = 0, perplexity: float = 30.0,
                             metric=metric, random_state=int(seed), n_jobs=1, verbose=False)
         z = reducer.fit_transform(arr)
     return np.asarray(z, dtype=np.float64)
-
-
-def silhouette(x, labels, metric: str = "euclidean") -> float:
-    """Mean silhouette of ``x [n, d]`` under ``labels [n]`` (ints; rows with a negative label are ignored).
-
-    Needs at least two classes among the labelled rows and fewer classes than labelled rows."""
-    from sklearn.metrics import silhouette_score
-
-    arr = _check_x(x)
-    y = np.asarray(labels)
-    if y.shape != (arr.shape[0],):
-        raise ValueError(f"labels must have shape ({arr.shape[0]},) to match x, got {y.shape}")
-    keep = y >= 0
-    k = len(np.unique(y[keep]))
-    if k < 2 or k >= keep.sum():
-        raise ValueError(f"labels must give 2 <= classes < labelled rows, got {k} classes in {int(keep.sum())} rows")
-    return float(silhouette_score(arr[keep], y[keep], metric=metric))
 
 
 def embedding_panels(coords: Mapping[str, np.ndarray], labels, class_names: Sequence[str],

@@ -12,27 +12,24 @@ Labels: releases v1-v7 use three classes ``normal`` / ``pneumonia`` / ``COVID-19
 (:data:`COVIDX_BINARY`). The label set is detected from the split file (matching is case-insensitive);
 mixing the two vocabularies raises ``ValueError``. Lines whose image file is missing are skipped and
 counted (``dataset.skipped``, logged). Malformed lines (fewer than 4 fields, unknown label) raise
-``ValueError`` naming the file and line number.
+``ValueError`` naming the file and line number. A corrupt image stops with an error naming it when read
+(``check=True``: at construction); see :mod:`medvlp_lib.data.real.common`.
 
 Items: ``dict(image=FloatTensor[1, size, size] in [0, 1], label=LongTensor[] (class index), index=int,
 uid=str (filename), patient_id=str, source=str)``.
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .rsna import _default_root, load_image_gray
+from .common import RealImageDataset, dataset_root
 
 __all__ = ["COVIDx", "COVIDX_CLASSES", "COVIDX_BINARY", "CovidxEntry", "read_covidx_split", "LAYOUT"]
-
-log = logging.getLogger(__name__)
 
 COVIDX_CLASSES = ("normal", "pneumonia", "covid-19")
 COVIDX_BINARY = ("negative", "positive")
@@ -77,40 +74,35 @@ def read_covidx_split(path: str | os.PathLike) -> tuple[list[CovidxEntry], tuple
     return entries, classes
 
 
-class COVIDx(Dataset):
-    """COVIDx images of one split (see the module docstring). Attributes: ``classes``, ``labels`` (int64 [N]),
-    ``uids`` (filenames), ``patient_ids``, ``sources``, ``files``, ``skipped``."""
+class COVIDx(RealImageDataset):
+    """COVIDx images of one split (see the module docstring). ``check``: decode every image at construction.
+    Attributes: ``classes``, ``labels`` (int64 [N]), ``uids`` (filenames), ``patient_ids``, ``sources``,
+    ``files``, ``skipped``."""
 
-    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", size: int = 224):
+    ITEM_FIELDS = ("uids", "files", "patient_ids", "sources", "labels")
+
+    def __init__(self, root: str | os.PathLike | None = None, split: str = "train", size: int = 224,
+                 check: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        root = Path(root) if root is not None else _default_root("covidx", LAYOUT)
+        root = dataset_root(root, "covidx", LAYOUT, "COVIDx")
         entries, self.classes = read_covidx_split(root / f"{split}.txt")
         image_dir = root / split
         if not image_dir.is_dir():
             raise FileNotFoundError(f"COVIDx image folder {image_dir} not found; expected layout {LAYOUT}")
         keep = [e for e in entries if (image_dir / e.filename).is_file()]
-        self.skipped = len(entries) - len(keep)
-        if self.skipped:
-            log.info("COVIDx: %d of %d %s entries have no image in %s (skipped)", self.skipped, len(entries), split,
-                     image_dir)
-        if not keep:
-            raise FileNotFoundError(f"none of the {len(entries)} images listed in {root / (split + '.txt')} is in "
-                                    f"{image_dir}; expected layout {LAYOUT}")
         self.split, self.size = split, int(size)
         self.uids = [e.filename for e in keep]
         self.patient_ids = [e.patient_id for e in keep]
         self.sources = [e.source for e in keep]
         self.files = [image_dir / e.filename for e in keep]
         self.labels = np.asarray([self.classes.index(e.label) for e in keep], np.int64)
-
-    def __len__(self) -> int:
-        return len(self.uids)
+        self._finish(listed=len(entries), where=image_dir, check=check,
+                     empty=f"none of the {len(entries)} images listed in {root / (split + '.txt')} is in "
+                           f"{image_dir}; expected layout {LAYOUT}")
 
     def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for COVIDx of length {len(self)}")
-        i = int(i) % len(self)
-        return {"image": torch.from_numpy(load_image_gray(self.files[i], self.size))[None],
+        i = self._index(i)
+        return {"image": torch.from_numpy(self._image(i))[None],
                 "label": torch.tensor(int(self.labels[i])), "index": i, "uid": self.uids[i],
                 "patient_id": self.patient_ids[i], "source": self.sources[i]}

@@ -33,21 +33,16 @@ progress bar -- for subsets; ``n=`` takes a seeded subset).
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from .rsna import _default_root, load_image_gray
+from .common import RealCXRDataset, dataset_root, load_image_gray
 
 __all__ = ["MIMICCXR", "RealCXRDataset", "load_image", "read_mimic_tables", "mimic_image_path", "CHEXPERT_LABELS",
            "LIBRARY_MAP", "LAYOUT", "find_table"]
-
-log = logging.getLogger(__name__)
 
 CHEXPERT_LABELS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
@@ -131,61 +126,8 @@ def _compose_text(findings: str, impression: str, mode: str) -> str:
 
 def load_image(path: Path, size: int) -> np.ndarray:
     """float32 [size, size] in [0, 1] from a PNG / JPEG / DICOM (``*.dcm`` or VinDr's ``*.dicom``) radiograph;
-    see :func:`~medvlp_lib.data.real.rsna.load_image_gray` (DICOM needs pydicom; a clear ImportError says so)."""
+    see :func:`~medvlp_lib.data.real.common.load_image_gray` (DICOM needs pydicom; a clear ImportError says so)."""
     return load_image_gray(path, size)
-
-
-class RealCXRDataset(Dataset):
-    """Shared item / image-cache logic of the real paired datasets (``files``, ``texts``, ``labels``, ...)."""
-
-    size: int
-    files: list[Path]
-    texts: list[str]
-    labels: np.ndarray
-    label_names: tuple[str, ...]
-    uids: list[str]
-
-    def __len__(self) -> int:
-        return len(self.uids)
-
-    def _image(self, i: int) -> np.ndarray:
-        if getattr(self, "_images", None) is not None:
-            return self._images[i].astype(np.float32) / 255.0
-        return load_image(self.files[i], self.size)
-
-    @property
-    def images(self) -> np.ndarray:
-        """All images as uint8 [N, size, size] (read once, with a progress bar; mind the memory for big N)."""
-        if getattr(self, "_images", None) is None:
-            from tqdm.auto import tqdm
-
-            out = np.empty((len(self), self.size, self.size), np.uint8)
-            for i in tqdm(range(len(self)), desc=f"reading {type(self).__name__}", leave=False,
-                          disable=len(self) < 256):
-                out[i] = np.round(load_image(self.files[i], self.size) * 255).astype(np.uint8)
-            self._images = out
-        return self._images
-
-    def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {type(self).__name__} of length {len(self)}")
-        i = int(i) % len(self)
-        return {"image": torch.from_numpy(self._image(i))[None], "text": self.texts[i],
-                "labels": torch.from_numpy(self.labels[i].copy()), "index": i, "uid": self.uids[i]}
-
-    def _subset(self, n: int | None, seed: int) -> None:
-        if n is None or n >= len(self.uids):
-            return
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int or None, got {n!r}")
-        keep = np.sort(np.random.default_rng(seed).permutation(len(self.uids))[:n])
-        self.uids = [self.uids[k] for k in keep]
-        self.files = [self.files[k] for k in keep]
-        self.texts = [self.texts[k] for k in keep]
-        self.labels = self.labels[keep]
-        for attr in ("study_ids", "subject_ids", "views"):
-            if hasattr(self, attr):
-                setattr(self, attr, [getattr(self, attr)[k] for k in keep])
 
 
 class MIMICCXR(RealCXRDataset):
@@ -194,13 +136,17 @@ class MIMICCXR(RealCXRDataset):
     Parameters: ``root`` (default ``$MEDVLP_DATA/mimic-cxr-jpg``), ``split`` (official), ``size`` (output side;
     images padded to square then resized), ``views`` (``ViewPosition`` values kept), ``text``, ``labels``
     (``"library"`` or ``"chexpert"``), ``uncertain`` (``"zero"`` / ``"one"``), ``one_per_study`` (keep the
-    first frontal image of each study), ``n`` / ``seed`` (a seeded subset).
+    first frontal image of each study), ``n`` / ``seed`` (a seeded subset), ``check`` (decode every image at
+    construction; a corrupt one raises naming it, see :mod:`medvlp_lib.data.real.common`).
     """
+
+    ITEM_FIELDS = ("uids", "files", "texts", "labels", "study_ids", "subject_ids", "views")
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", size: int = 224,
                  views: Sequence[str] = ("PA", "AP"), text: str = "findings+impression", labels: str = "library",
-                 uncertain: str = "zero", one_per_study: bool = False, n: int | None = None, seed: int = 0):
-        root = Path(root) if root is not None else _default_root("mimic-cxr-jpg", LAYOUT)
+                 uncertain: str = "zero", one_per_study: bool = False, n: int | None = None, seed: int = 0,
+                 check: bool = False):
+        root = dataset_root(root, "mimic-cxr-jpg", LAYOUT, "MIMIC-CXR-JPG")
         split = SPLIT_ALIASES.get(split, split)
         if split not in ("train", "validate", "test"):
             raise ValueError(f"split must be train, validate (val) or test, got {split!r}")
@@ -237,22 +183,15 @@ class MIMICCXR(RealCXRDataset):
             cols = {c: j for j, c in enumerate(CHEXPERT_LABELS)}
             lab = np.stack([raw[:, [cols[c] for c in LIBRARY_MAP[name]]].max(1) for name in self.label_names], 1)
         files = [mimic_image_path(root, s, t, d) for s, t, d in zip(df["subject_id"], df["study_id"], df["dicom_id"])]
-        on_disk = np.array([f.exists() for f in files], bool)
-        self.skipped = int((~on_disk).sum())
-        if self.skipped:
-            log.info("MIMICCXR: %d of %d %s frontal images are not on disk (skipped)", self.skipped, len(files), split)
-        self.files = [f for f, ok in zip(files, on_disk) if ok]
-        self.uids = [d for d, ok in zip(df["dicom_id"], on_disk) if ok]
-        self.texts = [t for t, ok in zip(df["text"], on_disk) if ok]
-        self.study_ids = [int(s) for s, ok in zip(df["study_id"], on_disk) if ok]
-        self.subject_ids = [int(s) for s, ok in zip(df["subject_id"], on_disk) if ok]
-        self.views = [v for v, ok in zip(df["ViewPosition"], on_disk) if ok]
-        self.labels = np.ascontiguousarray(lab[on_disk], np.float32)
-        self._images = None
-        self._subset(n, seed)
-        if not self.uids:
-            raise FileNotFoundError(f"no {split} frontal image with a report was found under {root / 'files'}; "
-                                    f"expected layout {LAYOUT}")
+        self.files, self.uids, self.texts = files, list(df["dicom_id"]), list(df["text"])
+        self.study_ids = [int(s) for s in df["study_id"]]
+        self.subject_ids = [int(s) for s in df["subject_id"]]
+        self.views = list(df["ViewPosition"])
+        self.labels = np.ascontiguousarray(lab, np.float32)
+        self._keep(k for k, f in enumerate(files) if f.exists())
+        self._finish(listed=len(files), where=root / "files", n=n, seed=seed, check=check,
+                     empty=f"no {split} frontal image with a report was found under {root / 'files'}; expected "
+                           f"layout {LAYOUT}")
 
     def __repr__(self) -> str:
         return f"MIMICCXR(split={self.split!r}, n={len(self)}, size={self.size}, skipped={self.skipped})"

@@ -13,7 +13,9 @@ point this loader at a folder in the PlacentaCLIP layout::
 Splits: ``"pretrain"`` = photographs with a report whose study is *not* in the labels CSV (the image-text
 pairs VLCD trains on); ``"test"`` = photographs whose study is in the labels CSV (the five
 linear-probe tasks); ``"all"`` = every photograph with a report or labels. Photographs with neither, and
-reports / labels without a photograph, are skipped and counted in ``dataset.skipped`` (and logged).
+reports / labels without a photograph, are skipped and counted in ``dataset.skipped`` (and logged). A corrupt
+photograph or mask stops with an error naming the file when read (``check=True``: at construction), the
+policy of every loader (:mod:`medvlp_lib.data.real.common`).
 
 Items: ``dict(image=FloatTensor[C, H, W] in [0, 1], text=str, labels=FloatTensor[5] (NaN = unknown),
 index=int, uid=str)`` plus ``mask=BoolTensor[H, W]`` with ``with_mask=True``.
@@ -30,8 +32,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
+
+from .common import check_images, check_index, read_pil
 
 __all__ = ["PLACENTA_LABELS", "PlacentaDataset", "LAYOUT", "read_reports", "read_labels", "default_root"]
 
@@ -45,7 +49,8 @@ IMAGE_DIR, MASK_DIR = "fetal_side", "fetal_seg"
 REPORTS_FILE, LABELS_FILE = "annotation_diagnosis_new.json", "placenta_test_labels.csv"
 LAYOUT = (f"<root>/{IMAGE_DIR}/<studyid>.jpg, <root>/{MASK_DIR}/<studyid>.png (optional), "
           f"<root>/{REPORTS_FILE} ({{studyid: [report sentences]}}), "
-          f"<root>/{LABELS_FILE} (columns studyid,{','.join(PLACENTA_LABELS)})")
+          f"<root>/{LABELS_FILE} (columns studyid,{','.join(PLACENTA_LABELS)}); the data are private: ask the "
+          f"PlacentaCLIP / VLCD authors (Pan et al.; arXiv 2506.02229)")
 _IMAGE_EXTS = (".jpg", ".jpeg")
 
 
@@ -53,8 +58,7 @@ def default_root() -> Path:
     """``$MEDVLP_DATA/placenta``; raises ``FileNotFoundError`` if ``MEDVLP_DATA`` is not set."""
     base = os.environ.get("MEDVLP_DATA")
     if not base:
-        raise FileNotFoundError(f"no placenta root given and MEDVLP_DATA is not set; expected layout {LAYOUT}. The "
-                                f"placenta data are private (PlacentaCLIP / VLCD authors)")
+        raise FileNotFoundError(f"no placenta root given and MEDVLP_DATA is not set; expected layout {LAYOUT}")
     return Path(base) / "placenta"
 
 
@@ -218,28 +222,16 @@ class PlacentaDataset(Dataset):
                 raise FileNotFoundError(f"with_mask=True but {len(missing)} mask file(s) are missing in "
                                         f"{str(mask_dir)!r}, e.g. {missing[:3]}; expected {MASK_DIR}/<studyid>.png")
         if check:
-            for i in range(len(keep)):
-                self._read(self.files[i], "RGB")
+            check_images(self.files + (self.mask_files or []), "PlacentaDataset", read_pil)
 
     def __len__(self) -> int:
         return len(self.uids)
 
     def _read(self, path: Path, mode: str) -> Image.Image:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert(mode)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise ValueError(f"could not read image {str(path)!r} ({type(err).__name__}: {err}); the file is corrupt "
-                             f"or not an image") from err
+        return read_pil(path, mode)
 
     def __getitem__(self, index: int) -> dict:
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an integer, got {type(index).__name__}")
-        index = int(index)
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for PlacentaDataset of length {len(self)}")
-        index %= len(self)
+        index = check_index(index, len(self), "PlacentaDataset")
         h, w = self.size
         img = self._read(self.files[index], "L" if self.grayscale else "RGB")
         img = img.resize((w, h), resample=Image.Resampling.BILINEAR)

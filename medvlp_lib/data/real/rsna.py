@@ -13,24 +13,23 @@ On-disk layout (the Kaggle download)::
 The labels CSV also ships inside torchxrayvision (``torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip``,
 what ``xrv.datasets.RSNA_Pneumonia_Dataset`` reads); when ``<root>/stage_2_train_labels.csv`` is missing that
 copy is used (``csv_path`` overrides both). Patients listed in the CSV whose image is not on disk are
-skipped and counted (``dataset.skipped``, logged), so a partial download works.
+skipped and counted (``dataset.skipped``, logged), so a partial download works; a corrupt image stops with an
+error naming it (``check=True``: at construction). The policies: :mod:`medvlp_lib.data.real.common`.
 
 Items: ``dict(image=FloatTensor[1, size, size] in [0, 1], label=FloatTensor[1] (Target), boxes=FloatTensor[K, 4]
 (x, y, w, h on the 1024 grid), mask=BoolTensor[size, size] (union of boxes), index=int, uid=str)``.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from .common import RealImageDataset, dataset_root, load_image_gray, scan_images, xrv_data_file
 
 __all__ = ["RSNAPneumonia", "read_rsna_labels", "load_image_gray", "xrv_data_file", "LAYOUT", "GRID"]
-
-log = logging.getLogger(__name__)
 
 GRID = 1024
 LABELS_FILE = "stage_2_train_labels.csv"
@@ -38,65 +37,6 @@ IMAGE_DIR = "stage_2_train_images"
 LAYOUT = (f"<root>/{LABELS_FILE} (patientId,x,y,width,height,Target) and <root>/{IMAGE_DIR}/<patientId>.dcm "
           f"or .png; download: https://www.kaggle.com/c/rsna-pneumonia-detection-challenge")
 COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
-
-
-def xrv_data_file(name: str) -> Path:
-    """A file shipped in ``torchxrayvision/data/`` (label CSVs in the datasets' own formats)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.origin:
-        raise FileNotFoundError(f"torchxrayvision is not installed; it ships {name}")
-    path = Path(spec.origin).parent / "data" / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is not in the installed torchxrayvision package")
-    return path
-
-
-def _default_root(sub: str, layout: str) -> Path:
-    base = os.environ.get("MEDVLP_DATA")
-    if not base:
-        raise FileNotFoundError(f"no root given and MEDVLP_DATA is not set; expected layout {layout}")
-    return Path(base) / sub
-
-
-def load_image_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Read a PNG / JPEG (PIL) or DICOM (pydicom) radiograph as float32 [H, W] in [0, 1].
-
-    DICOM: ``MONOCHROME1`` is inverted so bone is bright; values are min-max scaled. With ``size``, the image is
-    resized (bilinear) to ``size x size`` after padding the short side to a square (GLoRIA / MGCA practice).
-    """
-    path = Path(path)
-    if path.suffix.lower() in (".dcm", ".dicom"):  # RSNA/SIIM name DICOMs *.dcm, VinDr *.dicom
-        try:
-            import pydicom
-        except ImportError as err:
-            raise ImportError(f"reading DICOM {path} needs pydicom (pip install pydicom), or convert the images to "
-                              f"PNG with the same file stem") from err
-        ds = pydicom.dcmread(str(path))
-        a = ds.pixel_array.astype(np.float32)
-        if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-            a = a.max() - a
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                im = im.convert("I;16") if im.mode in ("I;16", "I;16B", "I") else im.convert("L")
-                a = np.asarray(im, dtype=np.float32)
-                a = a / (65535.0 if im.mode.startswith("I") else 255.0)
-        except UnidentifiedImageError as err:
-            raise ValueError(f"{path} is not a readable image file") from err
-    if size is not None:
-        h, w = a.shape
-        s = max(h, w)
-        pad = np.zeros((s, s), np.float32)
-        pad[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = a
-        t = torch.from_numpy(pad)[None, None]
-        a = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
-    return a
 
 
 def read_rsna_labels(csv_path: str | os.PathLike | None = None):
@@ -140,54 +80,40 @@ def boxes_to_mask(boxes: np.ndarray, size: int, grid: int = GRID) -> np.ndarray:
     return m
 
 
-class RSNAPneumonia(Dataset):
+class RSNAPneumonia(RealImageDataset):
     """RSNA pneumonia images with Target labels and boxes (see the module docstring for the layout).
 
     ``size``: output side (images padded to square and resized). ``csv_path``: labels CSV (default
     ``<root>/stage_2_train_labels.csv``, else torchxrayvision's copy). ``image_dir``: default
-    ``<root>/stage_2_train_images``. Attributes: ``uids``, ``labels`` (float32 [N]), ``boxes`` (list of [K, 4]),
-    ``files``, ``skipped`` (CSV patients without an image).
+    ``<root>/stage_2_train_images``. ``check``: decode every image at construction. Attributes: ``uids``,
+    ``labels`` (float32 [N]), ``boxes`` (list of [K, 4]), ``files``, ``skipped`` (CSV patients without an image).
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, size: int = 224, csv_path=None, image_dir=None):
-        root = Path(root) if root is not None else _default_root("rsna", LAYOUT)
+    ITEM_FIELDS = ("uids", "files", "labels", "boxes")
+
+    def __init__(self, root: str | os.PathLike | None = None, size: int = 224, csv_path=None, image_dir=None,
+                 check: bool = False):
+        root = dataset_root(root, "rsna", LAYOUT, "RSNA Pneumonia")
         image_dir = Path(image_dir) if image_dir is not None else root / IMAGE_DIR
         if not image_dir.is_dir():
             raise FileNotFoundError(f"RSNA image folder {image_dir} not found; expected layout {LAYOUT}")
         if csv_path is None and (root / LABELS_FILE).exists():
             csv_path = root / LABELS_FILE
         table = read_rsna_labels(csv_path)
-        on_disk = {}
-        for f in image_dir.iterdir():
-            if f.suffix.lower() in (".dcm", ".png", ".jpg", ".jpeg"):
-                on_disk.setdefault(f.stem, f)
+        on_disk = scan_images(image_dir)
         self.size = int(size)
-        self.uids, self.files, labels, self.boxes = [], [], [], []
-        for pid, (target, boxes) in table.items():
-            if pid in on_disk:
-                self.uids.append(pid)
-                self.files.append(on_disk[pid])
-                labels.append(target)
-                self.boxes.append(boxes)
-        self.labels = np.asarray(labels, np.float32)
-        self.skipped = len(table) - len(self.uids)
+        self.uids = [pid for pid in table if pid in on_disk]
+        self.files = [on_disk[pid] for pid in self.uids]
+        self.labels = np.asarray([table[pid][0] for pid in self.uids], np.float32)
+        self.boxes = [table[pid][1] for pid in self.uids]
         self.unlabelled_images = len(set(on_disk) - set(table))
-        if self.skipped:
-            log.info("RSNAPneumonia: %d of %d CSV patients have no image in %s (skipped)", self.skipped, len(table),
-                     image_dir)
-        if not self.uids:
-            raise FileNotFoundError(f"no RSNA image in {image_dir} matches a patientId of the labels CSV; expected "
-                                    f"layout {LAYOUT}")
-
-    def __len__(self) -> int:
-        return len(self.uids)
+        self._finish(listed=len(table), where=image_dir, check=check,
+                     empty=f"no RSNA image in {image_dir} matches a patientId of the labels CSV; expected layout "
+                           f"{LAYOUT}")
 
     def __getitem__(self, i: int) -> dict:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for RSNAPneumonia of length {len(self)}")
-        i = int(i) % len(self)
-        img = load_image_gray(self.files[i], self.size)
-        return {"image": torch.from_numpy(img)[None], "label": torch.tensor([self.labels[i]]),
+        i = self._index(i)
+        return {"image": torch.from_numpy(self._image(i))[None], "label": torch.tensor([self.labels[i]]),
                 "boxes": torch.from_numpy(self.boxes[i]),
                 "mask": torch.from_numpy(boxes_to_mask(self.boxes[i], self.size)),
                 "index": i, "uid": self.uids[i]}

@@ -28,18 +28,14 @@ are skipped and counted (``dataset.skipped``). Items: ``dict(image, text="", lab
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .mimic_cxr import RealCXRDataset
-from .rsna import _default_root
+from .common import IMAGE_EXTS, RealCXRDataset, dataset_root, scan_images, xrv_data_file
 
 __all__ = ["VinDrCXR", "read_vindr_image_labels", "read_vindr_box_labels", "LIBRARY_MAP", "LAYOUT"]
-
-log = logging.getLogger(__name__)
 
 LAYOUT = ("<root>/annotations/image_labels_{train,test}.csv (image_id[,rad_id],<labels>) and images "
           "<root>/{train,test}/<image_id>.dicom (pydicom) or .png; download: "
@@ -57,8 +53,6 @@ LIBRARY_MAP: dict[str, tuple[str, ...]] = {
     "normal": ("no finding",),
 }
 """Book label -> VinDr columns (matched case-insensitively). ``device`` has no VinDr column."""
-
-IMAGE_EXTS = (".dicom", ".dcm", ".png", ".jpg", ".jpeg")
 
 
 def read_vindr_image_labels(csv_path: str | os.PathLike, aggregate: str = "any"):
@@ -93,8 +87,6 @@ def read_vindr_box_labels(csv_path: str | os.PathLike | None = None):
     has that ``class_name`` (every radiologist's boxes count)."""
     import pandas as pd
 
-    from .rsna import xrv_data_file
-
     path = Path(csv_path) if csv_path is not None else xrv_data_file("vinbigdata-train.csv.gz")
     df = pd.read_csv(path)
     if not {"image_id", "class_name"} <= set(df.columns):
@@ -113,15 +105,16 @@ class VinDrCXR(RealCXRDataset):
 
     ``split``: ``"train"`` or ``"test"``; ``csv_path`` overrides ``<root>/annotations/image_labels_<split>.csv``
     (a box CSV with ``class_name`` is detected and read with :func:`read_vindr_box_labels`); ``image_dir``
-    overrides ``<root>/<split>``. ``n`` / ``seed``: a seeded subset.
+    overrides ``<root>/<split>``. ``n`` / ``seed``: a seeded subset. ``check``: decode every image at
+    construction (a corrupt one raises naming it, see :mod:`medvlp_lib.data.real.common`).
     """
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "test", size: int = 224,
                  labels: str = "library", aggregate: str = "any", csv_path=None, image_dir=None,
-                 n: int | None = None, seed: int = 0):
+                 n: int | None = None, seed: int = 0, check: bool = False):
         import pandas as pd
 
-        root = Path(root) if root is not None else _default_root("vindr-cxr", LAYOUT)
+        root = dataset_root(root, "vindr-cxr", LAYOUT, "VinDr-CXR")
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if labels not in ("library", "vindr"):
@@ -139,10 +132,7 @@ class VinDrCXR(RealCXRDataset):
             keep = [b for b, cols in LIBRARY_MAP.items() if any(c in lower for c in cols)]
             lab = np.stack([lab[:, [lower[c] for c in LIBRARY_MAP[b] if c in lower]].max(1) for b in keep], 1)
             names = tuple(keep)
-        on_disk: dict[str, Path] = {}
-        for f in image_dir.iterdir():
-            if f.suffix.lower() in IMAGE_EXTS and f.is_file():
-                on_disk.setdefault(f.stem, f)
+        on_disk = scan_images(image_dir, IMAGE_EXTS)
         rows = [k for k, i in enumerate(ids) if i in on_disk]
         self.root, self.split, self.size = root, split, int(size)
         self.label_names = names
@@ -150,14 +140,8 @@ class VinDrCXR(RealCXRDataset):
         self.files = [on_disk[i] for i in self.uids]
         self.texts = [""] * len(self.uids)
         self.labels = np.ascontiguousarray(lab[rows], np.float32)
-        self.skipped = len(ids) - len(rows)
-        self._images = None
-        if self.skipped:
-            log.info("VinDrCXR: %d of %d CSV images are not in %s (skipped)", self.skipped, len(ids), image_dir)
-        self._subset(n, seed)
-        if not self.uids:
-            raise FileNotFoundError(f"no VinDr image in {image_dir} matches an image_id of {csv_path}; "
-                                    f"expected layout {LAYOUT}")
+        self._finish(listed=len(ids), where=image_dir, n=n, seed=seed, check=check,
+                     empty=f"no VinDr image in {image_dir} matches an image_id of {csv_path}; expected layout {LAYOUT}")
 
     def __repr__(self) -> str:
         return f"VinDrCXR(split={self.split!r}, n={len(self)}, size={self.size}, skipped={self.skipped})"
