@@ -156,6 +156,7 @@ ALLOWED: dict[str, list[Allow]] = {
     ],
     "05": [
         Allow(r'IHC "3\+" call', "definition", "the pathologists' strongest IHC score, named"),
+        Allow(r"paired 95 % interval", "constant", "the verdict protocol's confidence level (medvlp_lib.stats)"),
         Allow(r"×100\b", "definition", "the scale of the tables (AUC in points)"),
         Allow(r"\(paper: 82\.3 → 79\.4 momentum vs 81\.9 → 73\.5 fixed\)", "paper",
               "MoMKD paper: in-domain to external AUC, momentum vs fixed memory",
