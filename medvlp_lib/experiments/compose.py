@@ -133,7 +133,9 @@ PROFILES = {
                         adaptor_lr=2e-5, adaptor_epochs=50, msd_batches=(16, 1024), msd_queue=4096, msd_momentum=0.995,
                         rfbe_small_batch=32, rfbe_batch=1024, e2e_lr=1e-4, clip_epochs=30, e2e_batch=128,
                         ssl=SSLConfig(size=224, steps=5000, batch_size=256), student_steps=2000, student_lr=1e-4,
-                        r50_teacher_steps=3000, probe_n=None, memory_slots=8),
+                        r50_teacher_steps=3000, probe_n=None, memory_slots=8,
+                        image_encoders=ADAPTOR_PROFILES["gpu"].image_encoders[:1],
+                        text_encoders=ADAPTOR_PROFILES["gpu"].text_encoders[:1]),
 }
 
 
