@@ -118,9 +118,9 @@ def _record(rfbe_net=(300.0, 330.0), naive_net=(300.0, 1000.0), quick=False):
 def test_claim_rfbe_memory_verdicts():
     ours, verdict, why = claim_rfbe_memory(_record())
     assert verdict == "reproduced" and "x1.10" in ours and "x3.33" in ours
-    assert claim_rfbe_memory(_record(rfbe_net=(300.0, 450.0)))[1] == "not reproduced"   # x1.5 > 1.25
+    assert claim_rfbe_memory(_record(rfbe_net=(300.0, 450.0)))[1] == "contradicted"     # x1.5 > 1.25
     v, why = claim_rfbe_memory(_record(naive_net=(300.0, 330.0)))[1:]
-    assert v == "not reproduced" and "cannot tell" in why                                  # naive flat too
+    assert v == "inconclusive" and "cannot tell" in why                                  # naive flat too
     assert claim_rfbe_memory(_record(quick=True))[1] == "pending"
     rec = copy.deepcopy(_record())
     rec["targets"]["naive_net_peak_ratio_max_vs_min_batch"] = None

@@ -11,7 +11,7 @@ import torch
 from medvlp_lib import ledger
 from medvlp_lib.config import Config
 from medvlp_lib.experiments import flatten, register, run, _REGISTRY
-from medvlp_lib.results import mean_std, read_result, write_result
+from medvlp_lib.results import summary_entry, mean_std, read_result, write_result
 from medvlp_lib.utils import autocast, get_device, seed_everything
 
 
@@ -105,17 +105,21 @@ def test_ledger_pending_without_results(tmp_path):
 
 
 def test_ledger_reads_results_and_gives_verdict(tmp_path):
-    def entry(m, s):
-        return {"mean": m, "std": s, "n": 3, "values": [m - s, m, m + s]}
-    summary = {"b16/i2t_R@1": entry(0.05, 0.01), "b128/i2t_R@1": entry(0.12, 0.01),
-               "b16/zero_shot_auc": entry(0.6, 0.01), "b128/zero_shot_auc": entry(0.7, 0.01)}
-    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=[0, 1, 2], directory=tmp_path)
+    seeds = [0, 1, 2, 3, 4]
+    wiggle = [-0.01, 0.005, 0.0, 0.01, -0.005]
+
+    def entry(m, w=1.0):
+        return summary_entry([m + w * x for x in wiggle], seeds=seeds)
+    summary = {"b16/i2t_R@1": entry(0.05), "b128/i2t_R@1": entry(0.12, 0.5),
+               "b16/zero_shot_auc": entry(0.6), "b128/zero_shot_auc": entry(0.7)}
+    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=seeds, directory=tmp_path)
     row = {r["id"]: r for r in ledger.evaluate_claims(directory=tmp_path)}["clip-small-batch"]
-    assert row["verdict"] == "reproduced" and "5.0 ± 1.0" in row["ours"]
-    summary["b128/i2t_R@1"] = entry(0.055, 0.02)
-    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=[0, 1, 2], directory=tmp_path)
+    assert row["verdict"] == "reproduced" and row["n"] == 5 and row["lo"] > 0
+    summary["b128/i2t_R@1"] = entry(0.05, -1.0)          # no difference: the interval excludes the paper's effect
+    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=seeds, directory=tmp_path)
     row = {r["id"]: r for r in ledger.evaluate_claims(directory=tmp_path)}["clip-small-batch"]
-    assert row["verdict"] == "not reproduced"
+    assert row["verdict"] in ("contradicted", "inconclusive")
+    write_result("clip_batch_size", {"summary": summary}, profile="cpu", seeds=[0, 1, 2], directory=tmp_path)
 
 
 def test_device_and_seed_helpers(monkeypatch):

@@ -24,9 +24,9 @@ def test_registered_on_top_of_chapter_02_config():
                         "w_multi", "momentum", "queue_size", "lr"):
                 assert getattr(cfg, key) == getattr(ref, key), (name, p, key)
     cpu = {n: experiments.get(n).config("cpu") for n in ABLATIONS}
-    assert cpu["msd_alpha_beta"].alpha_betas == ((1, 0), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0, 1))
+    assert cpu["msd_alpha_beta"].alpha_betas == ((1, 0), (0.3, 0.7), (0, 1))     # trimmed to fit 2 h (5 seeds)
     assert cpu["msd_loss_weights"].w_multis == (1, 5, 10, 20)
-    assert cpu["msd_batch_size"].effective_batches == (16, 64, 256, 512)
+    assert cpu["msd_batch_size"].effective_batches == (16, 64, 256)             # 512 at equal steps did not fit 2 h
 
 
 def test_variant_keys():
@@ -37,12 +37,15 @@ def test_variant_keys():
 
 
 def test_alpha_one_gives_exactly_zero_multimodal_loss():
-    """The mechanism behind "alpha = 1 fails": the target equals the (stop-gradient) prediction, so KL = 0."""
+    """The mechanism behind "alpha = 1 fails" under the online reading: the target equals the (stop-gradient)
+    prediction, so KL = 0; under the momentum reading (the momentum encoder's query-to-key distribution as the
+    teacher) the KL is not zero, so that reading can train -- or diverge -- on its own."""
     rec = experiments.run("msd_alpha_beta", "fast", seeds=[0], write=False, verbose=False,
                           overrides={**TINY, "alpha_betas": ((1.0, 0.0), (0.0, 1.0))})
     per = rec["per_seed"]["0"]
-    assert set(per) == {"ab_1_0", "ab_0_1"}
+    assert set(per) == {"ab_1_0", "ab_0_1", "momentum/ab_1_0"}
     assert np.allclose(per["ab_1_0"]["curves"]["loss_multi"], 0.0, atol=1e-6)
+    assert max(per["momentum/ab_1_0"]["curves"]["loss_multi"]) > 1e-6
     assert min(per["ab_0_1"]["curves"]["loss_multi"]) > 1e-3
     assert per["ab_1_0"]["steps"] == per["ab_0_1"]["steps"] == 4
     assert "ab_1_0/zero_shot_auc" in rec["summary"]
