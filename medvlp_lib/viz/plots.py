@@ -144,7 +144,7 @@ VERDICT_COLOURS = {"reproduced": "#1e7b34", "contradicted": "#b02a37", "inconclu
 """One colour per ledger verdict (the ledger table and the forest plot use the same)."""
 
 
-def forest_plot(rows, ax=None, width: float = 10.0):
+def forest_plot(rows, ax=None, width: float = 7.5):
     """The claims ledger as a forest plot: per claim, the paired difference (ours, in the claim's unit, e.g. AUC
     points) with its 95 % CI, the paper's effect (a cross) and a non-inferiority margin (a bar at ``-margin``),
     coloured by verdict (:data:`VERDICT_COLOURS`).
@@ -177,17 +177,18 @@ def forest_plot(rows, ax=None, width: float = 10.0):
             ax.plot([-r["margin"]] * 2, [y - 0.3, y + 0.3], color="black", lw=1.5, ls="--")
     ax.axvline(0.0, color="grey", lw=1)
     ax.set_yticks(range(len(shown)))
-    ax.set_yticklabels([f"{r['id']} (n={r.get('n', 0)}, {r.get('unit') or 'points'})" for r in shown])
+    ax.set_yticklabels([f"{r['id']} (n={r.get('n', 0)}, {r.get('unit') or 'points'})" for r in shown], fontsize=11)
+    ax.tick_params(axis="x", labelsize=11)
     ax.invert_yaxis()
-    ax.set_xlabel("paired difference, ours (95 % CI); x = the paper's effect; dashed = non-inferiority margin")
+    ax.set_xlabel("paired difference, ours (95 % CI)\nx = the paper's effect; dashed = non-inferiority margin", fontsize=11)
     handles = [plt.Line2D([], [], color=c, marker="o", lw=2.2, label=v) for v, c in VERDICT_COLOURS.items()
                if v != "not reproduced" and any(r["verdict"] == v for r in shown)]
     if handles:
-        ax.legend(handles=handles, loc="lower right", frameon=True, fontsize=10)
+        ax.legend(handles=handles, loc="lower right", frameon=True, fontsize=11)
     title = f"{len(shown)} claims with a paired difference"
     if left:
         title += f"; not shown ({len(left)}): " + ", ".join(left)
-    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=11, loc="left")
+    ax.set_title("\n".join(textwrap.wrap(title, 75)), fontsize=11, loc="left")
     sns.despine(ax=ax, left=True)
     fig.tight_layout()
     return fig
