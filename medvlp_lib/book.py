@@ -195,25 +195,27 @@ def verdict_table_html(frame, columns=("claim", "paper's number", "ours"), verdi
     ``frame`` is ``medvlp_lib.ledger.ledger_frame()`` (any frame with those columns). Rows are grouped
     under a heading row per ``group`` value.
     """
-    if gpu and "gpu verdict" in frame.columns:
+    gpu = gpu and "gpu verdict" in frame.columns
+    if gpu:   # a narrow column with the gpu verdict; its numbers and command go into the row's toggle
         frame = frame.copy()
-        ours = frame["gpu ours"] if "gpu ours" in frame.columns else [""] * len(frame)
-        frame["gpu (papers' data)"] = [f"{v}: {o}" if o not in ("—", "", None) else str(v)
-                                       for v, o in zip(frame["gpu verdict"], ours)]
-        columns = (*columns, "gpu (papers' data)")
-        if "gpu explanation" in frame.columns:
-            frame[detail] = [f"{d} — at the papers' scale: {g}" if str(g).strip() else str(d)
-                             for d, g in zip(frame[detail], frame["gpu explanation"])]
+        ours = frame["gpu ours"] if "gpu ours" in frame.columns else ["—"] * len(frame)
+        why = frame["gpu explanation"] if "gpu explanation" in frame.columns else [""] * len(frame)
+        frame["gpu"] = ["not run" if str(v) == "no gpu result yet" else str(v) for v in frame["gpu verdict"]]
+        frame[detail] = [str(d) + (f" — at the papers' scale: {o}; {g}" if o not in ("—", "", None) else
+                                   f" — at the papers' scale: {g}" if str(g).strip() else "")
+                         for d, o, g in zip(frame[detail], ours, why)]
     missing = [c for c in (*columns, verdict, detail, group) if c not in frame.columns]
     if missing:
         raise KeyError(f"verdict_table_html: frame lacks columns {missing}; it has {list(frame.columns)}")
     esc = html.escape
-    ncol = len(columns) + 1
+    ncol = len(columns) + 1 + int(gpu)
     order = {g: i for i, g in enumerate(dict.fromkeys(frame[group]))}
     frame = frame.iloc[sorted(range(len(frame)), key=lambda i: order[frame[group].iloc[i]])]
     out = ['<table class="medvlp-ledger">', "<colgroup>",
-           '<col class="medvlp-verdict-col">', *['<col>' for _ in columns], "</colgroup>",
-           "<thead><tr><th>verdict</th>", *[f"<th>{esc(str(c))}</th>" for c in columns], "</tr></thead>",
+           '<col class="medvlp-verdict-col">', *['<col>' for _ in columns],
+           *(['<col class="medvlp-gpu-col">'] if gpu else []), "</colgroup>",
+           "<thead><tr><th>verdict</th>", *[f"<th>{esc(str(c))}</th>" for c in columns],
+           *(["<th>gpu</th>"] if gpu else []), "</tr></thead>",
            "<tbody>"]
     last_group = None
     for ident, row in frame.iterrows():
@@ -224,6 +226,11 @@ def verdict_table_html(frame, columns=("claim", "paper's number", "ours"), verdi
         colour = VERDICT_COLOURS.get(v, "#5c636a")
         where = f" · chapter {esc(str(row[chapter]))}" if chapter in frame.columns and str(row[chapter]) else ""
         cells = "".join(f"<td>{esc(str(row[c]))}</td>" for c in columns)
+        if gpu:
+            g = str(row["gpu"])
+            cells += (f'<td class="medvlp-gpu">{esc(g)}</td>' if g == "not run" else
+                      f'<td class="medvlp-verdict" style="background:{VERDICT_COLOURS.get(g, "#5c636a")};color:#fff">'
+                      f"{esc(g)}</td>")
         out.append(f'<tr class="medvlp-claim"><td class="medvlp-verdict" style="background:{colour};color:#fff">'
                    f"{esc(v)}</td>{cells}</tr>")
         text = str(row[detail]).strip()
