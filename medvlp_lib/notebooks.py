@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from .utils import project_root
+from .utils import environ, project_root
 
 __all__ = ["notebook_sources", "sync", "check_sync", "execute_notebook", "execute_all", "build_html", "clean_outputs",
            "render_markdown", "RenderContext", "colab_notebook", "setup_cell_source", "write_setup_cells",
@@ -632,19 +632,11 @@ def execute_notebook(src: str | Path, dst: str | Path, parameters: dict | None =
     # tqdm's "IProgress not found" notice); clean_outputs keeps one final line per bar in the stored copy.
     env = {"MPLBACKEND": INLINE_BACKEND, **BOOK_KERNEL_ENV,
            **{k: v for k, v in KERNEL_ENV.items() if k not in os.environ}}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     t0 = time.perf_counter()
-    try:
+    with environ(**env):
         pm.execute_notebook(nb, str(dst), parameters=parameters or {}, cwd=str(src.parent),
                             kernel_name="python3", progress_bar=False, log_output=log_output,
                             execution_timeout=timeout, report_mode=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     import nbformat
     nbformat.write(clean_outputs(nbformat.read(dst, as_version=4)), dst)
     return time.perf_counter() - t0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "autocast", "amp_dtype", "AMP_MODES",
+__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "environ", "autocast", "amp_dtype", "AMP_MODES",
            "git_commit", "project_root", "results_dir", "lazy_exports", "safe_torch_load", "UnsafeFileError"]
 
 
@@ -71,6 +71,28 @@ def preserved_rng():
         finally:
             random.setstate(py)
             np.random.set_state(npy)
+
+
+@contextlib.contextmanager
+def environ(**values: str | None):
+    """Set (a ``str``) or unset (``None``) environment variables for a block, restoring the previous values after.
+
+    >>> with environ(MEDVLP_DATA="/data", HF_HUB_OFFLINE=None): ...
+    """
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 AMP_MODES = (None, "off", "bf16", "fp16", "auto")

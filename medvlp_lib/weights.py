@@ -17,13 +17,12 @@ names this command.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import weights_of
+from .utils import environ
 
 __all__ = ["WeightsEntry", "needed", "is_present", "missing", "download", "main"]
 
@@ -95,16 +94,8 @@ def missing(profile: str = "gpu", selected=None) -> list[WeightsEntry]:
     return [e for e in needed(profile, selected) if not is_present(e)]
 
 
-@contextmanager
 def _online():
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    saved = {k: os.environ.pop(k, None) for k in keys}
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is not None:
-                os.environ[k] = v
+    return environ(HF_HUB_OFFLINE=None, TRANSFORMERS_OFFLINE=None)
 
 
 def _fetch_timm(name: str) -> None:

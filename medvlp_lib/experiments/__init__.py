@@ -53,7 +53,7 @@ from ..config import Config, ExperimentConfig, Variant, override
 from ..results import fmt, read_result, summary_entry, write_result
 from ..stats import MIN_SEEDS
 from ..train import fit, is_main_process
-from ..utils import check_seed, results_dir
+from ..utils import check_seed, environ, results_dir
 
 __all__ = ["Experiment", "register", "get", "names", "run", "load", "summary_table", "flatten", "claim_evaluators",
            "variant_table", "late_mean", "binned_curve", "Claim", "claim", "claims", "claims_of", "Config", "Variant",
@@ -395,7 +395,6 @@ def smoke(selected=None, *, device: str | None = None, out=None, seeds=(0,), che
     written to ``results/``. Returns ``{"device", "out", "experiments": {name: {"ok", "seconds", "error"?,
     "resume_mismatch"?}}}``; an experiment that fails is recorded, not raised, so one report covers all.
     """
-    import os
     import tempfile
     import traceback
 
@@ -406,10 +405,8 @@ def smoke(selected=None, *, device: str | None = None, out=None, seeds=(0,), che
     data_root = out / "data"
     if not data_root.exists():
         write_all(data_root)
-    saved = {k: os.environ.get(k) for k in ("MEDVLP_DATA", "MEDVLP_CACHE")}
-    os.environ["MEDVLP_DATA"], os.environ["MEDVLP_CACHE"] = str(data_root), str(out / "cache")
     report = {"device": device or "auto", "out": str(out), "experiments": {}}
-    try:
+    with environ(MEDVLP_DATA=str(data_root), MEDVLP_CACHE=str(out / "cache")):
         for name in selected or names():
             t0 = time.time()
             entry: dict = {"ok": False}
@@ -432,12 +429,6 @@ def smoke(selected=None, *, device: str | None = None, out=None, seeds=(0,), che
                 status = "ok" if entry["ok"] else ("resume differs" if "resume_mismatch" in entry else "FAILED")
                 print(f"[smoke] {name:<24} {status:<15} {entry['seconds']:7.1f} s"
                       + (f"  {entry['error']}" if "error" in entry else ""), flush=True)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return report
 
 
