@@ -71,6 +71,7 @@ bench: venv
 	$(PY) -m benchmarks.bench_knn
 	$(PY) -m benchmarks.bench_adaptor
 	$(PY) -m benchmarks.bench_vlcd
+	$(PY) -m benchmarks.bench_compose
 
 clean:
 	rm -rf _build

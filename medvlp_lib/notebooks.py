@@ -462,11 +462,20 @@ def colab_notebook(src: Path, root: str | Path | None = None, glue: dict | None 
 
 
 def sync(root: str | Path | None = None) -> list[Path]:
-    """Write the setup cells into the sources, then every Colab copy ``.ipynb`` that changed; returns those written."""
+    """Write the setup cells into the sources, the claims tables of the paper pages (:func:`paper_pages`) and the
+    results columns of the course page's time table (:func:`course_page_text`), then every
+    Colab copy ``.ipynb`` that changed; returns the files written."""
     import nbformat
     root = _root(root)
     write_setup_cells(root)
     written = []
+    generated = dict(paper_pages(root))
+    if (root / "book" / "course.md").is_file():
+        generated[root / "book" / "course.md"] = course_page_text(root)
+    for page, text in generated.items():
+        if page.read_text() != text:
+            page.write_text(text)
+            written.append(page)
     for src in notebook_sources(root):
         dst = src.with_suffix(".ipynb")
         previous = nbformat.read(dst, as_version=4) if dst.exists() else None
@@ -478,6 +487,80 @@ def sync(root: str | Path | None = None) -> list[Path]:
         nbformat.write(nb, dst)
         written.append(dst)
     return written
+
+
+PAPER_PAGES = {"MSD+RFBE": "msd_rfbe", "MoMKD": "momkd", "VLCD": "vlcd", "Adaptor": "adaptor"}
+"""The ledger's paper name -> its page ``book/papers/<page>.md``."""
+CLAIMS_BEGIN = "<!-- claims table: written by `make sync` from the claims the experiments declare; do not edit -->"
+CLAIMS_END = "<!-- end of claims table -->"
+
+
+def paper_claims_table(paper: str, root: str | Path | None = None) -> str:
+    """The markdown table of ``paper``'s claims as the experiment modules declare them (claim, the paper's number,
+    chapter, results file): one source for the paper page and the ledger."""
+    from .ledger import declared_claims
+    stems = {p.stem[:2]: p.stem for p in notebook_sources(root)}
+    rows = [c for c in declared_claims() if c.paper == paper]
+    if not rows:
+        raise KeyError(f"no claims declared for paper {paper!r}; papers: {sorted(PAPER_PAGES)}")
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| claim | the paper's number | chapter | results |", "| --- | --- | --- | --- |"]
+    for c in rows:
+        chapter = f"{{doc}}`{c.chapter} </notebooks/{stems[c.chapter]}>`" if c.chapter in stems else c.chapter
+        lines.append(f"| {cell(c.claim)} | {cell(c.paper_value)} | {chapter} | `{c.result}` |")
+    return "\n".join(lines)
+
+
+def paper_page_text(path: Path, paper: str, root: str | Path | None = None) -> str:
+    """``path``'s text with the block between :data:`CLAIMS_BEGIN` and :data:`CLAIMS_END` replaced by
+    :func:`paper_claims_table`."""
+    text = path.read_text()
+    if CLAIMS_BEGIN not in text or CLAIMS_END not in text:
+        raise ValueError(f"{path} has no claims-table markers ({CLAIMS_BEGIN!r} ... {CLAIMS_END!r})")
+    head, rest = text.split(CLAIMS_BEGIN, 1)
+    _, tail = rest.split(CLAIMS_END, 1)
+    return f"{head}{CLAIMS_BEGIN}\n{paper_claims_table(paper, root)}\n{CLAIMS_END}{tail}"
+
+
+def paper_pages(root: str | Path | None = None) -> dict[Path, str]:
+    """``{book/papers/<page>.md: its text with the current claims table}`` for every paper page that exists."""
+    base = _root(root) / "book" / "papers"
+    return {base / f"{page}.md": paper_page_text(base / f"{page}.md", paper, root) for paper, page in
+            PAPER_PAGES.items() if (base / f"{page}.md").is_file()}
+
+
+COURSE_BEGIN = "<!-- time table: the results columns are written by `make sync` from results/*.json; do not edit them -->"
+COURSE_END = "<!-- end of time table -->"
+
+
+def course_page_text(root: str | Path | None = None) -> str:
+    """``book/course.md`` with the two results columns of its time table (the dates the chapter's results files were
+    written, month-day, and the sum of their ``wall_time_s`` in minutes) recomputed from ``results/``; the other
+    columns (chapter, book-build minutes, the results files) are kept as written. A chapter whose files are not all
+    written yet says so instead of a sum."""
+    root = _root(root)
+    path = root / "book" / "course.md"
+    text = path.read_text()
+    if COURSE_BEGIN not in text or COURSE_END not in text:
+        raise ValueError(f"{path} has no time-table markers ({COURSE_BEGIN!r} ... {COURSE_END!r})")
+    head, rest = text.split(COURSE_BEGIN, 1)
+    block, tail = rest.split(COURSE_END, 1)
+    lines = []
+    for line in block.strip("\n").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        files = re.findall(r"`(\w+)`", cells[4]) if len(cells) == 5 and cells[0].startswith("{doc}") else []
+        if files:
+            paths = [root / "results" / f"{f}.json" for f in files]
+            recs = [json.loads(p.read_text()) for p in paths if p.is_file()]
+            cells[2] = ", ".join(sorted({r["created"][5:10] for r in recs})) or "—"
+            cells[3] = (f"{sum(r['wall_time_s'] for r in recs) / 60:.1f}" if len(recs) == len(files) else
+                        f"not all run yet ({len(recs)} of {len(files)} files)")
+            line = "| " + " | ".join(cells) + " |"
+        lines.append(line)
+    return f"{head}{COURSE_BEGIN}\n" + "\n".join(lines) + f"\n{COURSE_END}{tail}"
 
 
 def _comparable(nb) -> list:

@@ -266,6 +266,15 @@ class Judgement:
     def supports(self) -> bool:
         return self.verdict == "reproduced"
 
+    def reason_in(self, scale: float) -> str:
+        """:attr:`reason` with its numbers (interval, the paper's effect, margin, MDE) multiplied by ``scale``
+        (100: fractions as points), so that the protocol's reason reads in the unit of the explanation around it."""
+        c = self.comparison
+        if self.verdict == "pending" or scale == 1.0:
+            return self.reason
+        kw = {"paper_effect": c.paper_effect} if c.kind == "superiority" else {"margin": c.margin}
+        return stats.decide(c.kind, estimate=self.estimate, min_n=0, scale=scale, **kw)[1]
+
     @property
     def opposes(self) -> bool:
         e, c = self.estimate, self.comparison
@@ -370,7 +379,7 @@ class Wording:
             text = self.contradicted or self.not_reproduced
         else:
             text = self.inconclusive or self.not_reproduced
-        rule = "; ".join(j.reason for j in judgements)
+        rule = "; ".join(j.reason_in(self.scale) for j in judgements)
         return f"{text.format(**values)} [{verdict}: {rule}]"
 
 

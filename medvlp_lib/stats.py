@@ -134,7 +134,7 @@ def paired_estimate(diffs: Sequence[float], alpha: float = 0.05, power: float = 
 
 def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: float | None = None,
            margin: float | None = None, value: float | None = None, threshold: float | None = None,
-           higher_is_better: bool = True, min_n: int = MIN_SEEDS) -> tuple[str, str]:
+           higher_is_better: bool = True, min_n: int = MIN_SEEDS, scale: float = 1.0) -> tuple[str, str]:
     """The verdict of one claim by the written rule (module docstring): ``(verdict, reason)``.
 
     * ``superiority``: needs ``estimate`` (differences in the paper's direction) and ``paper_effect`` > 0 (the
@@ -142,6 +142,8 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
       then only the opposite direction beyond noise contradicts);
     * ``non-inferiority``: needs ``estimate`` and ``margin`` > 0;
     * ``threshold``: needs ``value`` and ``threshold`` (``higher_is_better`` says which side meets it).
+
+    ``scale`` only changes how the reason prints the interval, effect, margin and MDE (100: fractions as points).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -157,7 +159,7 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
     if estimate.n < min_n:
         return "pending", (f"{estimate.n} paired seed{'s' if estimate.n != 1 else ''}; the protocol needs at least "
                            f"{min_n}")
-    ci = f"95 % CI [{estimate.lo:+.4g}, {estimate.hi:+.4g}], n = {estimate.n}"
+    ci = f"95 % CI [{estimate.lo * scale:+.4g}, {estimate.hi * scale:+.4g}], n = {estimate.n}"
     if kind == "superiority":
         if paper_effect is not None and (not math.isfinite(paper_effect) or paper_effect <= 0):
             raise ValueError(f"a superiority claim needs the paper's effect > 0 in the paper's direction, got "
@@ -168,18 +170,19 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
             return "contradicted", f"the opposite direction beyond noise: {ci} lies below 0"
         if paper_effect is None:  # the claim row states no effect in this metric: only the direction can decide
             return "inconclusive", (f"{ci} holds 0 (no paper effect is stated in this metric); the minimal "
-                                    f"detectable effect at this n is {estimate.mde:.4g}")
+                                    f"detectable effect at this n is {estimate.mde * scale:.4g}")
         if estimate.hi < paper_effect:
-            return "contradicted", f"{ci} excludes the paper's effect {paper_effect:+.4g}"
-        return "inconclusive", (f"{ci} holds both 0 and the paper's effect {paper_effect:+.4g}; the minimal "
-                                f"detectable effect at this n is {estimate.mde:.4g}")
+            return "contradicted", f"{ci} excludes the paper's effect {paper_effect * scale:+.4g}"
+        return "inconclusive", (f"{ci} holds both 0 and the paper's effect {paper_effect * scale:+.4g}; the minimal "
+                                f"detectable effect at this n is {estimate.mde * scale:.4g}")
     if margin is None or not math.isfinite(margin) or margin <= 0:
         raise ValueError(f"a non-inferiority claim needs a margin > 0 stated before the run, got {margin!r}")
+    lo_one, m = estimate.lo_one * scale, margin * scale
     if estimate.lo_one > -margin:
-        return "reproduced", (f"non-inferior: the one-sided 95 % lower bound {estimate.lo_one:+.4g} is above the "
-                              f"margin -{margin:.4g} (n = {estimate.n})")
+        return "reproduced", (f"non-inferior: the one-sided 95 % lower bound {lo_one:+.4g} is above the "
+                              f"margin -{m:.4g} (n = {estimate.n})")
     if estimate.hi < -margin:
-        return "contradicted", f"worse by more than the margin {margin:.4g}: {ci} lies below -{margin:.4g}"
-    return "inconclusive", (f"the one-sided 95 % lower bound {estimate.lo_one:+.4g} does not clear the margin "
-                            f"-{margin:.4g}, and {ci} does not exclude it; the minimal detectable effect is "
-                            f"{estimate.mde:.4g}")
+        return "contradicted", f"worse by more than the margin {m:.4g}: {ci} lies below -{m:.4g}"
+    return "inconclusive", (f"the one-sided 95 % lower bound {lo_one:+.4g} does not clear the margin "
+                            f"-{m:.4g}, and {ci} does not exclude it; the minimal detectable effect is "
+                            f"{estimate.mde * scale:.4g}")

@@ -360,3 +360,17 @@ def test_the_book_extra_holds_every_import_of_the_chapters_and_the_library():
             if not owners & have:
                 missing.setdefault(mod, []).append(path.name)
     assert not missing, f"imports not provided by the dependencies + [book]: {missing}"
+
+
+def test_paper_pages_claims_tables_match_the_declared_claims():
+    """book/papers/*.md list exactly the claims the experiment modules declare (written by `make sync`)."""
+    from medvlp_lib import ledger, notebooks
+    for page, text in notebooks.paper_pages().items():
+        assert page.read_text() == text, f"{page}: its claims table is out of date (run `make sync`)"
+    papers = {c.paper for c in ledger.declared_claims() if not c.paper.startswith("new")}
+    assert papers <= set(notebooks.PAPER_PAGES), f"papers without a page: {papers - set(notebooks.PAPER_PAGES)}"
+    for paper, page in notebooks.PAPER_PAGES.items():
+        text = (notebooks.project_root() / "book" / "papers" / f"{page}.md").read_text()
+        for c in ledger.declared_claims():
+            if c.paper == paper:
+                assert f"`{c.result}`" in text and c.claim.split(" (")[0] in text, (page, c.id)

@@ -699,7 +699,7 @@ def _claim_match_teacher(rec: dict):
                    f"points beyond noise{extra}.")
         else:
             why = f"At least one student's one-sided 95 % bound does not clear the {m}-point margin{extra}."
-        why += " [" + "; ".join(f"{STUDENT_NAMES[n]}: {j.reason}" for n, j in zip(students, judgements)) + "]"
+        why += " [" + "; ".join(f"{STUDENT_NAMES[n]}: {j.reason_in(100)}" for n, j in zip(students, judgements)) + "]"
     return ClaimResult(ours, verdict, why, judgements)
 
 
@@ -777,7 +777,7 @@ def _claim_lambda(rec: dict):
         why = (f"No setting beats lambda = 0.1 beyond noise, but 0.1 is not better than all others either "
                f"(best mean: lambda = {best:g}); the sweep is flat within seed noise at our scale.")
     if verdict != "pending":
-        why += " [" + "; ".join(f"vs {lam:g}: {j.reason}" for lam, j in zip(others, judgements)) + "]"
+        why += " [" + "; ".join(f"vs {lam:g}: {j.reason_in(100)}" for lam, j in zip(others, judgements)) + "]"
     return ClaimResult(ours, verdict, why, judgements)
 
 
