@@ -201,7 +201,6 @@ ALLOWED: dict[str, list[Allow]] = {
         Allow(r'"over 90 %"|Over 90 % fewer', "paper", "Adaptor paper: over 90 % fewer trainable parameters",
               lambda: any("90 %" in c.claim for c in __import__("medvlp_lib.ledger", fromlist=["x"]).CLAIMS
                           if c.id == "adaptor-params")),
-        Allow(r"224–512 px", "paper", "Adaptor paper: its image sizes"),
         Allow(r"0\.25 / 0\.75|0\.5 / 0\.5|0\.75 / 0\.25|0\.75/0\.25|\( = code, 0\.25; = 0\.5; = 0\.75", "constant",
               "the three loss weightings the chapter trains (image weight / text weight)",
               lambda: sorted(_weightings().values()) == [0.25, 0.5, 0.75]),
