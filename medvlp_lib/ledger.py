@@ -21,10 +21,10 @@ import math
 
 from .experiments import Claim
 from .experiments import claims as declared_claims
-from .results import VERDICTS, compare, fmt, read_result
+from .results import VERDICTS, fmt, read_result, relation
 from .utils import results_dir
 
-__all__ = ["Claim", "CLAIMS", "compare", "fmt", "evaluate_claims", "ledger_frame", "VERDICTS", "gpu_command"]
+__all__ = ["Claim", "CLAIMS", "relation", "fmt", "evaluate_claims", "ledger_frame", "VERDICTS", "gpu_command"]
 
 CLAIMS: list[Claim] = declared_claims()
 """Every claim the experiment modules declare, in chapter order."""

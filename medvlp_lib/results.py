@@ -25,7 +25,7 @@ from . import stats
 from .utils import git_commit, results_dir
 
 __all__ = ["write_result", "read_result", "list_results", "current_command", "Stopwatch", "mean_std", "summary_entry",
-           "compare", "fmt", "Z", "Comparison", "Judgement", "judge", "claim_verdict", "ONE_SEED", "Wording",
+           "relation", "fmt", "Comparison", "Judgement", "judge", "claim_verdict", "ONE_SEED", "Wording",
            "judge_claim", "VERDICTS", "paired", "ClaimResult"]
 
 def _process_start() -> float:
@@ -171,27 +171,6 @@ def summary_entry(values, seeds=None) -> dict:
     return out
 
 
-Z = 2.0
-"""How many standard errors of the difference make an effect count in :func:`compare` (the verdict rule)."""
-
-
-def compare(a: dict, b: dict, higher_is_better: bool = True, z: float = Z) -> tuple[bool, float, float]:
-    """Is ``a`` better than ``b`` beyond seed noise?
-
-    ``a``/``b`` are summary entries ``{"mean", "std", "n"}``. The effect counts when the difference of means
-    has the claimed sign and exceeds ``z`` standard errors of the difference (Welch):
-    ``diff > z * sqrt(s_a^2/n_a + s_b^2/n_b)``. With a single seed the standard error is unknown and the
-    function returns False (one seed is never evidence). Returns (holds, diff, standard error).
-    """
-    diff = a["mean"] - b["mean"]
-    if not higher_is_better:
-        diff = -diff
-    if a.get("n", 1) < 2 or b.get("n", 1) < 2:
-        return False, diff, float("nan")
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return diff > z * se and diff > 0, diff, se
-
-
 def fmt(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
     """``"mean ± std"`` of a summary entry, both multiplied by ``scale`` (100: fractions as percentages)."""
     return f"{entry['mean'] * scale:.{digits}f} ± {entry['std'] * scale:.{digits}f}"
@@ -298,6 +277,17 @@ def paired(a: dict, b: dict, higher_is_better: bool = True) -> np.ndarray:
     """Per-seed paired differences ``a - b`` (in the claimed direction) of two summary entries."""
     hint = a.get("seeds") or b.get("seeds") or list(range(max(len(a.get("values", [])), len(b.get("values", [])))))
     return stats.paired_differences(_per_seed(a, hint), _per_seed(b, hint), higher_is_better)
+
+
+def relation(a: dict, b: dict) -> str:
+    """``"above"``, ``"below"`` or ``"within seed noise of"``: summary entry ``a`` against ``b`` by the 95 % t
+    interval of their paired per-seed differences -- the protocol's interval (:func:`judge`), without a margin or
+    the paper's effect, for prose that compares two measured numbers. A constant ``{"mean": x}`` pairs with every
+    seed. Fewer than two paired seeds give ``"within seed noise of"`` (one seed is never evidence)."""
+    e = stats.paired_estimate(paired(a, b))
+    if e.n < 2:
+        return "within seed noise of"
+    return "above" if e.lo > 0 else "below" if e.hi < 0 else "within seed noise of"
 
 
 def judge(comparison: Comparison, summary: dict | None = None, min_n: int = stats.MIN_SEEDS) -> Judgement:

@@ -87,16 +87,21 @@ def test_register_requires_every_profile_as_one_config_class():
         register("_bad", {p: {"scale": 1.0} for p in ("fast", "cpu", "gpu")})
 
 
-def test_compare_needs_effect_beyond_noise():
-    a = {"mean": 0.30, "std": 0.01, "n": 3}
-    b = {"mean": 0.20, "std": 0.01, "n": 3}
-    assert ledger.compare(a, b)[0] is True
-    assert ledger.compare(b, a)[0] is False
-    assert ledger.compare(b, a, higher_is_better=False)[0] is True
-    noisy = {"mean": 0.22, "std": 0.10, "n": 3}
-    assert ledger.compare(noisy, b)[0] is False
-    one_seed = {"mean": 0.9, "std": 0.0, "n": 1}
-    assert ledger.compare(one_seed, b)[0] is False  # one seed is never evidence
+def test_relation_reads_the_paired_interval():
+    seeds = [0, 1, 2, 3, 4]
+    a = {"mean": 0.30, "values": [0.30, 0.31, 0.29, 0.30, 0.30], "seeds": seeds}
+    b = {"mean": 0.20, "values": [0.20, 0.22, 0.19, 0.20, 0.19], "seeds": seeds}
+    assert ledger.relation(a, b) == "above"
+    assert ledger.relation(b, a) == "below"
+    # a large shared seed effect: unpaired it would be noise, paired the difference is steady
+    shared = {"mean": 0.5, "values": [0.1, 0.9, 0.3, 0.7, 0.5], "seeds": seeds}
+    shifted = {"mean": 0.51, "values": [0.11, 0.91, 0.31, 0.71, 0.51], "seeds": seeds}
+    assert ledger.relation(shifted, shared) == "above"
+    noisy = {"mean": 0.21, "values": [0.10, 0.35, 0.15, 0.30, 0.15], "seeds": seeds}
+    assert ledger.relation(noisy, b) == "within seed noise of"
+    assert ledger.relation(a, {"mean": 0.25}) == "above"            # a constant pairs with every seed
+    one_seed = {"mean": 0.9, "values": [0.9], "seeds": [0]}
+    assert ledger.relation(one_seed, {"mean": 0.2}) == "within seed noise of"  # one seed is never evidence
 
 
 def test_ledger_pending_without_results(tmp_path):

@@ -98,7 +98,8 @@ GLOBAL = [
           lambda: _cfg("clip_batch_size", "gpu").image_size == 224),
     Allow(r"seeds 0-4|seeds \(0–4\)|at least 5 (?:paired )?seeds|with 5 paired seeds", "constant",
           "the verdict protocol's five paired seeds (medvlp_lib.stats.MIN_SEEDS)", lambda: __import__("medvlp_lib.stats", fromlist=["x"]).MIN_SEEDS == 5),
-    Allow(r"95 % interval", "constant", "the verdict protocol's confidence level (medvlp_lib.stats)"),
+    Allow(r"95 % (?:interval|CI)", "constant", "the verdict protocol's confidence level (medvlp_lib.stats)"),
+    Allow(r"(?:excludes|holds) 0\b", "definition", "a zero difference, the null of every paired comparison"),
     Allow(r"issue 12", "definition", "the project issue that redesigned the experiments, named"),
 ]
 

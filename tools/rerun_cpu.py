@@ -8,6 +8,9 @@ steps per model: run the same command again, at the same commit (e.g. in a workt
 continues. Experiments whose ``results/<name>.json`` already comes from this commit with the cpu seeds are
 skipped. The order is by the wall time of the committed results file (shortest first, unknown last), so
 finished files can be committed as early as possible.
+
+``MEDVLP_RESULTS`` sends the results files to another folder, which keeps the work tree clean while the re-run
+writes them (copy them into ``results/`` of the branch that commits them).
 """
 from __future__ import annotations
 
@@ -22,11 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    """git's stdout, not stripped: ``status --porcelain`` lines start with a status column that may be a space."""
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
-def done_at(name: str, commit: str, seeds) -> bool:
-    path = ROOT / "results" / f"{name}.json"
+def dirty_lines(porcelain: str) -> list[str]:
+    """Tracked changes outside ``results/`` in ``git status --porcelain`` output (``XY path`` lines)."""
+    return [line for line in porcelain.splitlines() if line.strip() and not line[3:].startswith("results/")]
+
+
+def done_at(name: str, commit: str, seeds, results: Path) -> bool:
+    path = results / f"{name}.json"
     if not path.is_file():
         return False
     rec = json.loads(path.read_text())
@@ -42,9 +51,11 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from medvlp_lib import experiments
 
-    commit = _git("rev-parse", "HEAD")
-    dirty = [line for line in _git("status", "--porcelain", "--untracked-files=no").splitlines()
-             if not line[3:].startswith("results/")]
+    from medvlp_lib.utils import results_dir
+
+    results = results_dir()          # MEDVLP_RESULTS, or the repository's results/
+    commit = _git("rev-parse", "HEAD").strip()
+    dirty = dirty_lines(_git("status", "--porcelain", "--untracked-files=no"))
     if dirty and not args.dry_run:
         print("refusing to run: the work tree has uncommitted changes (a results file must name a clean commit):\n  "
               + "\n  ".join(dirty), file=sys.stderr)
@@ -54,12 +65,12 @@ def main(argv=None) -> int:
     for name in names:
         exp = experiments.get(name)
         seeds = exp.seeds["cpu"]
-        if done_at(name, commit, seeds):
+        if done_at(name, commit, seeds, results):
             print(f"[rerun] {name:<24} done at {commit[:10]}")
             continue
         plan.append((name, seeds))
     def old_wall(item):
-        path = ROOT / "results" / f"{item[0]}.json"
+        path = results / f"{item[0]}.json"
         return json.loads(path.read_text()).get("wall_time_s", float("inf")) if path.is_file() else float("inf")
     plan.sort(key=old_wall)
     print(f"[rerun] {len(plan)} experiment(s) to run at {commit[:10]}: {', '.join(n for n, _ in plan)}")

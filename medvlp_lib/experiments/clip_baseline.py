@@ -23,7 +23,7 @@ from ..methods.clip import CLIP
 from ..models.encoders import TINY_TEXT_ENCODER, DualEncoder, build_image_encoder, build_text_encoder, tiny_timm_kwargs
 from ..models.paper_msd import PAPER
 from ..pipeline import DualEncoderConfig, evaluate_pretraining, load_pretraining
-from ..results import Comparison, Wording, compare, fmt, judge_claim
+from ..results import Comparison, Wording, fmt, judge_claim, relation
 from ..utils import seed_everything
 from . import binned_curve, claim, claims_of, fit_run, register
 
@@ -170,9 +170,11 @@ def _probe_context(s: dict) -> str:
     probe_small, probe_large = s.get("b16/probe_auc@1"), s.get("b128/probe_auc@1")
     if not (probe_small and probe_large):
         return ""
-    reverse, pdiff, _ = compare(probe_small, probe_large)
+    rel = relation(probe_small, probe_large)
+    pdiff = probe_small["mean"] - probe_large["mean"]
     steps = (s.get("b16/steps", {}).get("mean"), s.get("b128/steps", {}).get("mean"))
-    return (f" The full-label linear probe {'favours batch 16' if reverse else 'differs'} by {pdiff * 100:+.1f} "
+    word = {"above": "favours batch 16", "below": "favours batch 128"}.get(rel, "differs within seed noise")
+    return (f" The full-label linear probe {word} by {pdiff * 100:+.1f} "
             f"AUC points ({fmt(probe_small)} vs {fmt(probe_large)})"
             + (f"; at equal epochs batch 16 takes {steps[0]:.0f} optimiser steps to batch 128's {steps[1]:.0f}."
                if all(steps) else "."))
