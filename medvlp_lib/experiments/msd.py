@@ -358,10 +358,10 @@ def _tag(rec: dict, entry: dict) -> str:
 
 
 _MSD_VS_MMMOCO = Wording(
-    reproduced="MSD beats MM-MoCo by {d:.1f} i2t R@1 points at batch 16 (> 2 standard errors, {se:.1f}); the gap is "
+    reproduced="MSD beats MM-MoCo by {d:.1f} i2t R@1 points at batch 16 (paired 95 % CI [{lo:+.1f}, {hi:+.1f}]); the gap is "
                "smaller than the paper's 22.7 vs 3.5 on MIMIC-CXR.",
-    opposed="The effect goes the other way: MM-MoCo beats MSD by {neg:.1f} i2t R@1 points (> 2 standard errors, "
-            "{se:.1f}) on the embedded benchmark.",
+    opposed="The effect goes the other way: MM-MoCo beats MSD by {neg:.1f} i2t R@1 points (paired 95 % CI of "
+            "MSD - MM-MoCo [{lo:+.1f}, {hi:+.1f}]) on the embedded benchmark.",
     not_reproduced="The MSD - MM-MoCo difference ({d:+.1f} i2t R@1 points, standard error {se:.1f}) is not above seed "
                    "noise on the embedded benchmark.")
 
@@ -389,8 +389,8 @@ def _claim_msd_vs_mmmoco(rec: dict) -> tuple[str, str, str]:
 
 def _fewshot_explanation(verdict: str, beats, gains) -> str:
     if verdict == "reproduced":
-        return (f"MSD's 10 % linear probe beats MM-MoCo's by {beats.diff * 100:.1f} AUC points (> 2 standard errors, "
-                f"{beats.se * 100:.1f}) and improves on its own zero-shot AUC by {gains.diff * 100:.1f} points.")
+        return (f"MSD's 10 % linear probe beats MM-MoCo's by {beats.diff * 100:.1f} AUC points (paired 95 % CI "
+                f"[{beats.estimate.lo * 100:+.1f}, {beats.estimate.hi * 100:+.1f}]) and improves on its own zero-shot AUC by {gains.diff * 100:.1f} points.")
     why = []
     if not beats.supports:
         why.append(f"MSD's 10 % probe AUC differs from MM-MoCo's by {beats.diff * 100:+.1f} points (standard error "
@@ -431,7 +431,7 @@ def _ab(rec: dict, pair) -> dict:
 _WHY_ZERO = ("with alpha = 1 the target is the stop-gradient copy of the online prediction, so the KL term and its "
              "gradient are exactly zero and only the uni-modal losses train")
 _ALPHA1 = Wording(
-    reproduced="beta = 1 beats alpha = 1 by {d:.1f} AUC points (> 2 standard errors, {se:.1f}): " + _WHY_ZERO
+    reproduced="beta = 1 beats alpha = 1 by {d:.1f} AUC points (paired 95 % CI [{lo:+.1f}, {hi:+.1f}]): " + _WHY_ZERO
                + "; the run does not diverge, it learns no cross-modal alignment.",
     not_reproduced="The beta = 1 - alpha = 1 difference ({d:+.1f} AUC points, standard error {se:.1f}) is not above "
                    "seed noise, although " + _WHY_ZERO + ".")
@@ -468,7 +468,7 @@ def _best_ab_wording(best, rival) -> Wording:
     if best == paper:
         return Wording(
             reproduced=f"(0.3, 0.7) ranks first and beats the runner-up {_pair(rival)} by {{d:.1f}} AUC points "
-                       "(> 2 standard errors, {se:.1f}).",
+                       "(paired 95 % CI [{lo:+.1f}, {hi:+.1f}]).",
             not_reproduced=f"(0.3, 0.7) ranks first, but its lead over {_pair(rival)} ({{d:+.1f}} AUC points, "
                            "standard error {se:.1f}) is within seed noise, so 'best' is not shown.")
     first = f"{_pair(best)} ranks first, {{neg:.1f}} AUC points above (0.3, 0.7) (standard error {{se:.1f}}; "
@@ -490,9 +490,9 @@ def _claim_best_ab(rec: dict) -> tuple[str, str, str]:
 
 
 _WMULTI = Wording(
-    reproduced="w_multi = 10 beats w_multi = 1 by {d:.1f} AUC points (> 2 standard errors, {se:.1f}).",
-    opposed="The effect goes the other way: w_multi = 1 beats w_multi = 10 by {neg:.1f} AUC points (> 2 standard "
-            "errors, {se:.1f}).",
+    reproduced="w_multi = 10 beats w_multi = 1 by {d:.1f} AUC points (paired 95 % CI [{lo:+.1f}, {hi:+.1f}]).",
+    opposed="The effect goes the other way: w_multi = 1 beats w_multi = 10 by {neg:.1f} AUC points (paired 95 % CI of "
+            "10 - 1 [{lo:+.1f}, {hi:+.1f}]).",
     not_reproduced="The w_multi = 10 - w_multi = 1 difference ({d:+.1f} AUC points, standard error {se:.1f}) is not "
                    "above seed noise.")
 
