@@ -207,7 +207,6 @@ ALLOWED: dict[str, list[Allow]] = {
               lambda: sorted(_weightings().values()) == [0.25, 0.5, 0.75]),
         Allow(r"puts 0\.75 on the softmax over \*images\*", "constant", "the public code's loss weight, quoted",
               lambda: _weightings()["adaptor"] == 0.25),
-        Allow(r"0\.75/0\.25, 3 seeds", "constant", "what the committed (pre-correction) record used, named"),
         Allow(r"2,048-wide ReLU feed-forward", "paper", "the public Adaptor code's feed-forward width"),
         Allow(r"a 4× GELU feed-forward", "constant", "the book's earlier reading's feed-forward multiplier"),
         Allow(r"must lie above −2 points", "constant", "the non-inferiority margin stated before the run",
