@@ -223,7 +223,8 @@ def main(argv=None) -> dict:
     e2e_cpu = next(r["cpu_s"] for r in rows if r["setting"].startswith("CLIP"))
     for r in rows:
         r["cpu_vs_e2e"] = r["cpu_s"] / e2e_cpu if e2e_cpu > 0 else float("nan")
-    print(f"\nAdaptor vs end-to-end: n={n} pairs, batch {bs}, {len(idx)} steps/epoch, {args.size} px, ResNet-18 + MiniLM, "
+    print(f"\nAdaptor vs end-to-end: n={n} pairs, batch {bs}, {len(idx)} steps/epoch, {args.size} px, "
+          f"ResNet-18 + MiniLM, "
           f"1 thread (load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} cores)")
     print(f"{'setting':<52} {'wall (s)':>9} {'CPU (s)':>9} {'CPU / e2e':>10} {'trainable':>12}")
     for r in rows:
@@ -252,7 +253,8 @@ def main(argv=None) -> dict:
     print(f"\ntarget Adaptor (width {TARGET_WIDTH}) on the cache >= {SPEEDUP_TARGET:.0f}x faster than CLIP end "
           f"to end (CPU time)")
     ratio = flops["bench"]["clip_over_adaptor"]
-    print(f"  this benchmark's backbones (ResNet-18 {args.size} px + MiniLM): {'n/a' if speedup is None else f'{speedup:.2f}x'}"
+    shown = "n/a" if speedup is None else f"{speedup:.2f}x"
+    print(f"  this benchmark's backbones (ResNet-18 {args.size} px + MiniLM): {shown}"
           f" {verdict}" + ("" if met in (None, True) else f" (the FLOP ratio there is {ratio:.1f}x, so no "
                            f"implementation of this Adaptor can reach {SPEEDUP_TARGET:.0f}x on these small backbones)"))
     paper_met = None if paper_time is None else bool(paper_time["speedup"] >= SPEEDUP_TARGET)
@@ -266,7 +268,8 @@ def main(argv=None) -> dict:
                **tokens,
                "image_backbone": "resnet18 (random init; timing only)", "text_backbone": "all-MiniLM-L6-v2",
                "rows": rows, "speedup_cpu_adaptor_cache_vs_e2e": speedups, "load_average_before": load_before[0],
-               "load_average_after": load_after[0], "flops_per_sample": flops, "paper_backbones_timing": paper_time, "targets": targets,
+               "load_average_after": load_after[0], "flops_per_sample": flops, "paper_backbones_timing": paper_time,
+               "targets": targets,
                "quick": args.quick, "threads": 1}
     if not args.no_write:
         path = write_result("bench_adaptor", payload, profile="quick" if args.quick else "cpu",

@@ -532,7 +532,8 @@ def paper_pages(root: str | Path | None = None) -> dict[Path, str]:
             PAPER_PAGES.items() if (base / f"{page}.md").is_file()}
 
 
-COURSE_BEGIN = "<!-- time table: the results columns are written by `make sync` from results/*.json; do not edit them -->"
+COURSE_BEGIN = ("<!-- time table: the results columns are written by `make sync` from results/*.json; "
+                "do not edit them -->")
 COURSE_END = "<!-- end of time table -->"
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "environ", "autocast", "amp_dtype", "AMP_MODES",
-           "git_commit", "project_root", "results_dir", "lazy_exports", "safe_torch_load", "UnsafeFileError"]
+__all__ = ["get_device", "check_seed", "seed_everything", "preserved_rng", "environ", "autocast", "amp_dtype",
+           "AMP_MODES", "git_commit", "project_root", "results_dir", "lazy_exports", "safe_torch_load",
+           "UnsafeFileError"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:

@@ -158,7 +158,8 @@ def clip_batch_size(cfg: ClipConfig, seed: int) -> dict:
 
 
 _SMALL_BATCH = Wording(
-    reproduced="At equal epochs batch 128 beats batch 16 by {d:.1f} R@1 points (paired 95 % CI [{lo:+.1f}, {hi:+.1f}]).",
+    reproduced="At equal epochs batch 128 beats batch 16 by {d:.1f} R@1 points (paired 95 % CI [{lo:+.1f}, "
+               "{hi:+.1f}]).",
     not_reproduced="The batch-128 advantage ({d:+.1f} R@1 points, standard error {se:.1f}) is not above seed noise "
                    "on the embedded benchmark.{probe}",
     opposed="At equal epochs batch 16 beats batch 128 by {neg:.1f} R@1 points beyond seed noise.{probe}")

@@ -358,8 +358,8 @@ def _tag(rec: dict, entry: dict) -> str:
 
 
 _MSD_VS_MMMOCO = Wording(
-    reproduced="MSD beats MM-MoCo by {d:.1f} i2t R@1 points at batch 16 (paired 95 % CI [{lo:+.1f}, {hi:+.1f}]); the gap is "
-               "smaller than the paper's 22.7 vs 3.5 on MIMIC-CXR.",
+    reproduced="MSD beats MM-MoCo by {d:.1f} i2t R@1 points at batch 16 (paired 95 % CI [{lo:+.1f}, {hi:+.1f}]); "
+               "the gap is smaller than the paper's 22.7 vs 3.5 on MIMIC-CXR.",
     opposed="The effect goes the other way: MM-MoCo beats MSD by {neg:.1f} i2t R@1 points (paired 95 % CI of "
             "MSD - MM-MoCo [{lo:+.1f}, {hi:+.1f}]) on the embedded benchmark.",
     not_reproduced="The MSD - MM-MoCo difference ({d:+.1f} i2t R@1 points, standard error {se:.1f}) is not above seed "
@@ -390,7 +390,8 @@ def _claim_msd_vs_mmmoco(rec: dict) -> tuple[str, str, str]:
 def _fewshot_explanation(verdict: str, beats, gains) -> str:
     if verdict == "reproduced":
         return (f"MSD's 10 % linear probe beats MM-MoCo's by {beats.diff * 100:.1f} AUC points (paired 95 % CI "
-                f"[{beats.estimate.lo * 100:+.1f}, {beats.estimate.hi * 100:+.1f}]) and improves on its own zero-shot AUC by {gains.diff * 100:.1f} points.")
+                f"[{beats.estimate.lo * 100:+.1f}, {beats.estimate.hi * 100:+.1f}]) and improves on its own zero-shot "
+                f"AUC by {gains.diff * 100:.1f} points.")
     why = []
     if not beats.supports:
         why.append(f"MSD's 10 % probe AUC differs from MM-MoCo's by {beats.diff * 100:+.1f} points (standard error "
