@@ -514,14 +514,20 @@ def paper_claims_table(paper: str, root: str | Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def _generated_block(path: Path, begin: str, end: str) -> tuple[str, str, str]:
+    """``(head, block, tail)`` of ``path``'s text around its ``begin`` ... ``end`` markers (a generated block)."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise ValueError(f"{path} has no generated-block markers ({begin!r} ... {end!r})")
+    head, rest = text.split(begin, 1)
+    block, tail = rest.split(end, 1)
+    return head, block, tail
+
+
 def paper_page_text(path: Path, paper: str, root: str | Path | None = None) -> str:
     """``path``'s text with the block between :data:`CLAIMS_BEGIN` and :data:`CLAIMS_END` replaced by
     :func:`paper_claims_table`."""
-    text = path.read_text()
-    if CLAIMS_BEGIN not in text or CLAIMS_END not in text:
-        raise ValueError(f"{path} has no claims-table markers ({CLAIMS_BEGIN!r} ... {CLAIMS_END!r})")
-    head, rest = text.split(CLAIMS_BEGIN, 1)
-    _, tail = rest.split(CLAIMS_END, 1)
+    head, _, tail = _generated_block(path, CLAIMS_BEGIN, CLAIMS_END)
     return f"{head}{CLAIMS_BEGIN}\n{paper_claims_table(paper, root)}\n{CLAIMS_END}{tail}"
 
 
@@ -543,12 +549,7 @@ def course_page_text(root: str | Path | None = None) -> str:
     columns (chapter, book-build minutes, the results files) are kept as written. A chapter whose files are not all
     written yet says so instead of a sum."""
     root = _root(root)
-    path = root / "book" / "course.md"
-    text = path.read_text()
-    if COURSE_BEGIN not in text or COURSE_END not in text:
-        raise ValueError(f"{path} has no time-table markers ({COURSE_BEGIN!r} ... {COURSE_END!r})")
-    head, rest = text.split(COURSE_BEGIN, 1)
-    block, tail = rest.split(COURSE_END, 1)
+    head, block, tail = _generated_block(root / "book" / "course.md", COURSE_BEGIN, COURSE_END)
     lines = []
     for line in block.strip("\n").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

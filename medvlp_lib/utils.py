@@ -80,20 +80,19 @@ def environ(**values: str | None):
 
     >>> with environ(MEDVLP_DATA="/data", HF_HUB_OFFLINE=None): ...
     """
+    def apply(mapping):
+        for k, v in mapping.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
     saved = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        apply(values)
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        apply(saved)
 
 
 AMP_MODES = (None, "off", "bf16", "fp16", "auto")
