@@ -100,7 +100,6 @@ GLOBAL = [
           "the verdict protocol's five paired seeds (medvlp_lib.stats.MIN_SEEDS)", lambda: __import__("medvlp_lib.stats", fromlist=["x"]).MIN_SEEDS == 5),
     Allow(r"95 % (?:interval|CI)", "constant", "the verdict protocol's confidence level (medvlp_lib.stats)"),
     Allow(r"(?:excludes|holds) 0\b", "definition", "a zero difference, the null of every paired comparison"),
-    Allow(r"issue 12", "definition", "the project issue that redesigned the experiments, named"),
 ]
 
 ALLOWED: dict[str, list[Allow]] = {
@@ -176,9 +175,8 @@ ALLOWED: dict[str, list[Allow]] = {
         Allow(r"\(chance is 50\)", "definition", "chance AUC in points"),
         Allow(r"\(3 folds, to fit", "constant", "the ablations' folds in the cpu profile",
               lambda: _cfg("momkd_ablations").folds == 3),
-        Allow(r'seeds=\[0\], overrides=\{"signal_strength": 1\.5, "methods": \("momkd",\),\s+"slot_sizes": \(2, 16\)\}',
-              "exercise", "the call exercise 3 asks to run (inline code broken over two lines)"),
-        Allow(r"ihc\.ihc_cohort\(feats, 256, 64, SEED", "exercise", "the call exercise 7 asks to run (inline code)"),
+        Allow(r"to 0\.4 with", "exercise", "the signal fraction exercise 2 asks to try"),
+        Allow(r"\*below\* 0\.5", "definition", "chance level of an attention AUROC"),
     ],
     "06": [
         Allow(r'1\.7–4× faster with 25–50 % of the(?: parameters)?|"25–50 %"', "paper",
@@ -255,9 +253,9 @@ def visible_prose(md: str) -> str:
     steps = [
         r"(?s)<!--.*?-->",                                       # comments
         r"(?s)^(`{3,}|~{3,})[^\n]*\n.*?^\1[ \t]*$",              # fenced code blocks
-        r"(?s)\$\$.*?\$\$", r"(?<!\\)\$[^$]+?(?<!\\)\$",         # math (inline math may wrap)
         r"\{[\w:-]+\}`[^`]*`",                                   # roles
-        r"``[^`]*``|`[^`]+`",                                    # inline code (may wrap a line)
+        r"``[^`]*``|`[^`]+`",                                    # inline code (may wrap a line; before math, since
+        r"(?s)\$\$.*?\$\$", r"(?<!\\)\$[^$]+?(?<!\\)\$",         # code may hold a $) and math (may wrap)
         r"^[ \t]*:{3,}.*$", r"^[ \t]*:[\w-]+:.*$",               # directive fences and options
         r"\]\([^)]*\)",                                          # link targets
         r"^#+[ \t]*[\d.]*",                                      # heading numbers
