@@ -159,7 +159,9 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
     if estimate.n < min_n:
         return "pending", (f"{estimate.n} paired seed{'s' if estimate.n != 1 else ''}; the protocol needs at least "
                            f"{min_n}")
-    ci = f"95 % CI [{estimate.lo * scale:+.4g}, {estimate.hi * scale:+.4g}], n = {estimate.n}"
+    # in the metric's own units four significant digits; scaled (e.g. AUC points) one decimal, like the tables
+    sg, ug = ("+.4g", ".4g") if scale == 1.0 else ("+.1f", ".1f")
+    ci = f"95 % CI [{estimate.lo * scale:{sg}}, {estimate.hi * scale:{sg}}], n = {estimate.n}"
     if kind == "superiority":
         if paper_effect is not None and (not math.isfinite(paper_effect) or paper_effect <= 0):
             raise ValueError(f"a superiority claim needs the paper's effect > 0 in the paper's direction, got "
@@ -170,19 +172,19 @@ def decide(kind: str, *, estimate: PairedEstimate | None = None, paper_effect: f
             return "contradicted", f"the opposite direction beyond noise: {ci} lies below 0"
         if paper_effect is None:  # the claim row states no effect in this metric: only the direction can decide
             return "inconclusive", (f"{ci} holds 0 (no paper effect is stated in this metric); the minimal "
-                                    f"detectable effect at this n is {estimate.mde * scale:.4g}")
+                                    f"detectable effect at this n is {estimate.mde * scale:{ug}}")
         if estimate.hi < paper_effect:
-            return "contradicted", f"{ci} excludes the paper's effect {paper_effect * scale:+.4g}"
-        return "inconclusive", (f"{ci} holds both 0 and the paper's effect {paper_effect * scale:+.4g}; the minimal "
-                                f"detectable effect at this n is {estimate.mde * scale:.4g}")
+            return "contradicted", f"{ci} excludes the paper's effect {paper_effect * scale:{sg}}"
+        return "inconclusive", (f"{ci} holds both 0 and the paper's effect {paper_effect * scale:{sg}}; the minimal "
+                                f"detectable effect at this n is {estimate.mde * scale:{ug}}")
     if margin is None or not math.isfinite(margin) or margin <= 0:
         raise ValueError(f"a non-inferiority claim needs a margin > 0 stated before the run, got {margin!r}")
     lo_one, m = estimate.lo_one * scale, margin * scale
     if estimate.lo_one > -margin:
-        return "reproduced", (f"non-inferior: the one-sided 95 % lower bound {lo_one:+.4g} is above the "
-                              f"margin -{m:.4g} (n = {estimate.n})")
+        return "reproduced", (f"non-inferior: the one-sided 95 % lower bound {lo_one:{sg}} is above the "
+                              f"margin -{m:{ug}} (n = {estimate.n})")
     if estimate.hi < -margin:
-        return "contradicted", f"worse by more than the margin {m:.4g}: {ci} lies below -{m:.4g}"
-    return "inconclusive", (f"the one-sided 95 % lower bound {lo_one:+.4g} does not clear the margin "
-                            f"-{m:.4g}, and {ci} does not exclude it; the minimal detectable effect is "
-                            f"{estimate.mde * scale:.4g}")
+        return "contradicted", f"worse by more than the margin {m:{ug}}: {ci} lies below -{m:{ug}}"
+    return "inconclusive", (f"the one-sided 95 % lower bound {lo_one:{sg}} does not clear the margin "
+                            f"-{m:{ug}}, and {ci} does not exclude it; the minimal detectable effect is "
+                            f"{estimate.mde * scale:{ug}}")

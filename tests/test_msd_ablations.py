@@ -113,6 +113,21 @@ def test_claim_alpha1_fails_verdicts():
     assert fn(_ab_record({(1.0, 0.0): _at(0.0, n=3), (0.0, 1.0): _at(0.1, n=3)}))[1] == "pending"
 
 
+def test_alpha1_by_reading_judges_each_reading_on_the_same_beta1_runs():
+    rec = _ab_record({(1.0, 0.0): _at(0.0), (0.0, 1.0): _at(0.1)}, other={(1.0, 0.0): _at(0.1, WIDE)})
+    j = exp_msd.alpha1_by_reading(rec)
+    assert j["online"].verdict == "reproduced" and j["momentum"].verdict == "inconclusive"
+    assert j["online"].comparison.a is j["momentum"].comparison.a   # both against the same beta = 1 entry
+    assert abs(j["online"].diff - 0.1) < 1e-9
+    assert exp_msd.alpha1_by_reading(_ab_record({(1.0, 0.0): _at(0.0), (0.0, 1.0): _at(0.1)}))["momentum"] is None
+    # a record whose profile reading is the momentum one files the online runs under "online/ab_*"
+    flipped = _ab_record({(1.0, 0.0): _at(0.1), (0.0, 1.0): _at(0.1)})
+    flipped["config"]["alpha_teacher"] = "momentum"
+    flipped["summary"]["online/ab_1_0/zero_shot_auc"] = _e(_at(0.0))
+    j = exp_msd.alpha1_by_reading(flipped)
+    assert j["online"].verdict == "reproduced" and j["momentum"].verdict == "contradicted"
+
+
 def test_claim_best_ab_verdicts():
     fn = exp_msd.CLAIMS["msd-best-ab"]
     base = {(1.0, 0.0): _at(-0.1), (0.5, 0.5): _at(0.02), (0.0, 1.0): _at(0.04)}

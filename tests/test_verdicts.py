@@ -102,14 +102,15 @@ def test_every_claim_is_declared_once_next_to_its_evaluator():
 
 
 def test_reason_in_points_scales_every_number():
-    """The protocol's reason reads in the unit of the explanation around it (fractions x 100 = points)."""
+    """The protocol's reason reads in the unit of the explanation around it (fractions x 100 = points, one decimal
+    like the tables; unscaled, four significant digits)."""
     from medvlp_lib.results import Comparison, judge
     a = {"values": [0.80, 0.82, 0.79, 0.81, 0.80], "seeds": [0, 1, 2, 3, 4]}
     b = {"values": [0.79, 0.80, 0.80, 0.80, 0.79], "seeds": [0, 1, 2, 3, 4]}
     j = judge(Comparison(a, b, kind="non-inferiority", margin=0.02))
     assert j.reason.endswith("lower bound -0.002444 is above the margin -0.02 (n = 5)")
-    assert j.reason_in(100).endswith("lower bound -0.2444 is above the margin -2 (n = 5)")
+    assert j.reason_in(100).endswith("lower bound -0.2 is above the margin -2.0 (n = 5)")
     assert j.reason_in(1.0) == j.reason
     j = judge(Comparison(a, b, paper_effect=0.05))
     assert j.verdict == "contradicted"
-    assert j.reason_in(100) == "95 % CI [-0.5602, +2.16], n = 5 excludes the paper's effect +5"
+    assert j.reason_in(100) == "95 % CI [-0.6, +2.2], n = 5 excludes the paper's effect +5.0"

@@ -61,7 +61,7 @@ from .clip_baseline import CXRTrainConfig, build_cxr_clip, build_cxr_dual, train
 
 __all__ = ["METHODS", "MSDConfig", "MSDAlphaBetaConfig", "MSDLossWeightsConfig", "MSDMomentumQueueConfig",
            "MSDBatchSizeConfig", "PROFILES", "build_method", "train_and_evaluate", "variant_key", "msd_vs_baselines",
-           "msd_alpha_beta", "msd_loss_weights", "msd_momentum_queue", "msd_batch_size", "CLAIMS"]
+           "msd_alpha_beta", "msd_loss_weights", "msd_momentum_queue", "msd_batch_size", "alpha1_by_reading", "CLAIMS"]
 
 METHODS = ("clip", "mm_moco", "albef", "msd")
 LABELS = {"clip": "CLIP", "mm_moco": "MM-MoCo", "albef": "ALBEF-style", "msd": "MSD", "msd_aug": "MSD + image aug."}
@@ -450,14 +450,29 @@ def _claim_alpha1_fails(rec: dict) -> tuple[str, str, str]:
     ours = (f"zero-shot AUC {fmt(a1)} with (alpha, beta) = (1, 0) vs {fmt(b1)} with (0, 1), {reading} reading "
             f"({_tag(rec, a1)})")
     result = judge_claim(ours, [Comparison(b1, a1, paper_effect=PAPER_EFFECT_ALPHA1)], _ALPHA1)
-    a1_other = rec["summary"].get(f"{other}/{variant_key('ab', (1.0, 0.0))}/{ABLATION_METRIC}")
-    if a1_other is None:
+    j = alpha1_by_reading(rec)[other]
+    if j is None:
         extra = f" The {other} reading: (re-run pending)."
     else:
-        j = judge(Comparison(b1, a1_other, paper_effect=PAPER_EFFECT_ALPHA1))
-        extra = (f" The {other} reading: (1, 0) gives {fmt(a1_other)}, beta = 1 - alpha = 1 = {j.diff * 100:+.1f} AUC "
-                 f"points (standard error {j.se * 100:.1f}): {j.verdict} under that reading.")
+        extra = (f" The {other} reading: (1, 0) gives {fmt(j.comparison.b)}, beta = 1 - alpha = 1 = "
+                 f"{j.diff * 100:+.1f} AUC points (standard error {j.se * 100:.1f}): {j.verdict} under that reading.")
     return ClaimResult(result[0], result[1], result[2] + extra, result.judgements)
+
+
+def alpha1_by_reading(rec: dict) -> dict:
+    """``{"online": Judgement | None, "momentum": Judgement | None}``: "alpha = 1 fails while beta = 1 trains"
+    judged under each reading of the alpha term (:class:`~medvlp_lib.methods.msd.MSD`'s ``alpha_teacher``) as
+    the paired comparison beta = 1 over alpha = 1 with the claim's effect (:data:`PAPER_EFFECT_ALPHA1`); the
+    profile's own reading uses the keys ``ab_*``, the other ``<reading>/ab_*``. ``None`` where an
+    ``msd_alpha_beta`` record lacks that reading's (1, 0) run."""
+    reading = rec["config"].get("alpha_teacher", "online")
+    b1 = _ab(rec, (0.0, 1.0))
+    out = {}
+    for r in ("online", "momentum"):
+        prefix = "" if r == reading else f"{r}/"
+        a1 = rec["summary"].get(f"{prefix}{variant_key('ab', (1.0, 0.0))}/{ABLATION_METRIC}")
+        out[r] = None if a1 is None else judge(Comparison(b1, a1, paper_effect=PAPER_EFFECT_ALPHA1))
+    return out
 
 
 def _pair(p) -> str:
