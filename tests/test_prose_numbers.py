@@ -323,3 +323,11 @@ def test_the_scanner_finds_typed_results_and_skips_the_rest():
           ":::{dropdown} Solution\nThe loss fell to 0.42.\n:::\n")
     bad, _ = typed_numbers(md, [Allow(r"Batch 16", "constant", "the chapter's question")])
     assert [b.split(" in ")[0] for b in bad] == ["'23.5'", "'0.42'"]
+
+
+def test_a_dollar_inside_inline_code_does_not_hide_the_prose_after_it():
+    # inline code is blanked before math: `$MEDVLP_DATA/...` must not pair with a later $ and swallow the
+    # typed number between them (this once hid three numbers in chapter 05)
+    md = "Data under `$MEDVLP_DATA/clam` are read.\nThe AUC was 0.73 here, and $C^+$ is the memory.\n"
+    bad, _ = typed_numbers(md, [])
+    assert [b.split(" in ")[0] for b in bad] == ["'0.73'"]
