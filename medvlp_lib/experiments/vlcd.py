@@ -774,8 +774,9 @@ def _claim_lambda(rec: dict):
     elif verdict == "reproduced":
         why = "lambda = 0.1 beats every other setting (every paired 95 % CI above 0)."
     else:
-        why = (f"No setting beats lambda = 0.1 beyond noise, but 0.1 is not better than all others either "
-               f"(best mean: lambda = {best:g}); the sweep is flat within seed noise at our scale.")
+        best_txt = "it has the best mean" if best == 0.1 else f"the best mean is lambda = {best:g}'s"
+        why = (f"No setting beats lambda = 0.1 beyond noise, and 0.1 does not beat every other setting beyond noise "
+               f"either ({best_txt}); the sweep is flat within seed noise at our scale.")
     if verdict != "pending":
         why += " [" + "; ".join(f"vs {lam:g}: {j.reason_in(100)}" for lam, j in zip(others, judgements)) + "]"
     return ClaimResult(ours, verdict, why, judgements)
