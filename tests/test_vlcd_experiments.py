@@ -147,7 +147,7 @@ def test_claim_lambda_verdicts():
     ours, verdict, why = X._claim_lambda({"profile": "cpu", "summary": lam, "config": config})
     assert verdict == "inconclusive" and "flat" in why and "it has the best mean" in why
     lam["lam1/clean"] = _shift(0.70, [0.06, -0.05, 0.05, -0.04, 0.02])  # mean above lambda = 0.1's, within noise
-    ours, verdict, why = X._claim_lambda({"profile": "cpu", "summary": lam, "config": config})
+    _, verdict, why = X._claim_lambda({"profile": "cpu", "summary": lam, "config": config})
     assert verdict == "inconclusive" and "the best mean is lambda = 1's" in why
     assert X._claim_lambda({"profile": "cpu", "summary": lam, "config": {"lams": [0.0, 1.0]}})[1] == "not testable here"
     three = {k: _e(v["mean"], n=3) for k, v in lam.items()}
