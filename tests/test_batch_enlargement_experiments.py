@@ -128,6 +128,25 @@ def test_claim_rfbe_memory_verdicts():
     assert claim_rfbe_memory(rec)[1] == "pending"
 
 
+def test_claim_rfbe_memory_uses_the_spread_over_processes():
+    rec = _record(rfbe_net=(300.0, 370.0))                                # median x1.233 <= 1.25
+    for r in rec["rows"]:
+        if r["mode"] == "rfbe":
+            v = r["net_peak_mb"]
+            r["net_peak_mb_all"] = [v - 6, v, v + 6]
+    ours, verdict, why = claim_rfbe_memory(rec)                            # extremes x1.19-x1.28 hold 1.25
+    assert verdict == "inconclusive" and "cannot tell" in why and "x1.19-x1.28" in ours
+    for r in rec["rows"]:
+        if r["mode"] == "rfbe":
+            r["net_peak_mb_all"] = [r["net_peak_mb"] - 1, r["net_peak_mb"], r["net_peak_mb"] + 1]
+    assert claim_rfbe_memory(rec)[1] == "reproduced"                       # x1.22-x1.24: all below the target
+    rec = _record(rfbe_net=(300.0, 390.0))                                # x1.30, and every process above 1.25
+    for r in rec["rows"]:
+        if r["mode"] == "rfbe":
+            r["net_peak_mb_all"] = [r["net_peak_mb"] - 2, r["net_peak_mb"], r["net_peak_mb"] + 2]
+    assert claim_rfbe_memory(rec)[1] == "contradicted"
+
+
 def test_ledger_row_points_at_the_benchmark():
     from medvlp_lib.experiments import claim_evaluators
     from medvlp_lib.ledger import CLAIMS

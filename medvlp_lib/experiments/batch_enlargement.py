@@ -192,6 +192,18 @@ def bench_frame(rec: dict):
     return pd.DataFrame(rows).set_index(["mode", "batch"]).sort_index()
 
 
+def rfbe_ratio_range(rec: dict) -> tuple[float, float] | None:
+    """The extremes of RFBE's net peak-memory ratio (largest over smallest effective batch) over the benchmark's
+    processes: (min at the largest batch / max at the smallest, max at the largest / min at the smallest); None
+    where the record keeps only the median process's peak."""
+    lo, hi = rec["targets"]["batches"]
+    rows = {r["batch"]: r for r in rec["rows"] if r.get("mode") == "rfbe" and "error" not in r}
+    a, b = rows.get(lo, {}).get("net_peak_mb_all"), rows.get(hi, {}).get("net_peak_mb_all")
+    if not a or not b:
+        return None
+    return min(b) / max(a), max(b) / min(a)
+
+
 NAIVE_GROWTH_MIN = 1.5
 """Naive end-to-end memory must at least grow by this factor from the smallest to the largest batch for the
 benchmark to show anything (otherwise the model is too small for memory to depend on the batch)."""
@@ -205,6 +217,9 @@ def claim_rfbe_memory(rec: dict) -> tuple[str, str, str]:
     Reproduced when RFBE's net peak memory (CPU: peak RSS minus the Python + torch runtime; CUDA: max
     allocated) at the largest effective batch is within the target factor (1.25x) of its value at the smallest
     batch while naive end-to-end training's grows at least :data:`NAIVE_GROWTH_MIN` x over the same range.
+    Where the record keeps each process's peak (``net_peak_mb_all``), the ratio's extremes over those processes
+    (largest batch's lowest / smallest batch's highest, and the other way round) bound the measurement: a range
+    that holds the target is ``inconclusive`` (the measurement cannot tell which side of the target RFBE is on).
     """
     t = rec["targets"]
     lo, hi = t["batches"]
@@ -219,11 +234,20 @@ def claim_rfbe_memory(rec: dict) -> tuple[str, str, str]:
     mem = "CUDA max allocated" if rec.get("device") == "cuda" else "peak RSS net of the torch runtime"
     r_hi = df.loc[("rfbe", hi), "net_peak_mb"] if "net_peak_mb" in df else df.loc[("rfbe", hi), "peak_mb"]
     n_hi = df.loc[("naive", hi), "net_peak_mb"] if "net_peak_mb" in df else df.loc[("naive", hi), "peak_mb"]
-    ours = (f"RFBE x{net:.2f} memory from batch {lo} to {hi} ({r_hi:.0f} MB at {hi}); naive x{naive:.2f} "
+    spread = rfbe_ratio_range(rec)
+    ours = (f"RFBE x{net:.2f}{f' (x{spread[0]:.2f}-x{spread[1]:.2f} over processes)' if spread else ''} memory "
+            f"from batch {lo} to {hi} ({r_hi:.0f} MB at {hi}); naive x{naive:.2f} "
             f"({n_hi:.0f} MB) ({mem}, {rec.get('device')}, {rec.get('size')} px small model, "
             f"{'quick' if rec.get('quick') else 'full'} benchmark)")
     if rec.get("quick"):
         return ours, "pending", "only the quick benchmark has been run; run `python -m benchmarks.bench_rfbe`"
+    if spread and spread[0] <= target < spread[1] and naive >= NAIVE_GROWTH_MIN:
+        return ours, "inconclusive", (
+            f"RFBE's memory grew {net:.2f}x from batch {lo} to {hi} (median process), and the processes' extremes "
+            f"give {spread[0]:.2f}x-{spread[1]:.2f}x, a range that holds the {target}x target: the measurement "
+            f"cannot tell which side of the target RFBE is on. Naive end-to-end training's memory grows "
+            f"{naive:.1f}x over the same range, so RFBE's is far flatter; the paper's absolute number (~9 GB at "
+            f"224 px on a GPU) is not testable here.")
     if net <= target and naive >= NAIVE_GROWTH_MIN:
         return ours, "reproduced", (f"RFBE's memory stays within {target}x while naive end-to-end training's grows "
                                     f"{naive:.1f}x; the paper's absolute number (~9 GB at 224 px on a GPU) is not "
